@@ -1,0 +1,43 @@
+// Every compiled op's schema, in one place. Device kernels add themselves with
+// TORCH_LIBRARY_IMPL in csrc/cpu and csrc/cuda; fake kernels and autograd are
+// registered from Python (deblurfast/ops/<op>/).
+#include <Python.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(deblurfast, m) {
+  // ops.md §2. padding_mode: "zeros" | "reflect" | "replicate".
+  m.def(
+      "dynamic_filter2d(Tensor input, Tensor kernel, int kernel_size, int dilation, "
+      "str padding_mode, bool softmax) -> Tensor");
+  // Returns (grad_input, grad_kernel); an output not asked for in output_mask
+  // comes back as an empty tensor.
+  m.def(
+      "dynamic_filter2d_backward(Tensor grad_output, Tensor input, Tensor kernel, "
+      "int kernel_size, int dilation, str padding_mode, bool softmax, bool[2] output_mask) "
+      "-> (Tensor, Tensor)");
+}
+
+// A plain extension module: importing deblurfast._C loads the library above.
+// It also tells Python what was compiled in.
+static PyModuleDef deblurfast_module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+
+PyMODINIT_FUNC PyInit__C(void) {
+  PyObject* module = PyModule_Create(&deblurfast_module);
+  if (module == nullptr) return nullptr;
+#ifdef DEBLURFAST_WITH_CUDA
+  const long with_cuda = 1;
+#else
+  const long with_cuda = 0;
+#endif
+#ifdef _OPENMP
+  const long with_openmp = 1;
+#else
+  const long with_openmp = 0;
+#endif
+  if (PyModule_AddIntConstant(module, "WITH_CUDA", with_cuda) < 0 ||
+      PyModule_AddIntConstant(module, "WITH_OPENMP", with_openmp) < 0) {
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
+}

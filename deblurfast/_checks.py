@@ -1,0 +1,53 @@
+"""Argument checks shared by the public ops. Errors name the argument, what was
+expected and what was given (kornia style)."""
+
+from __future__ import annotations
+
+import torch
+
+from .dispatch import FLOAT_DTYPES
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "(" + ", ".join(str(s) for s in t.shape) + ")"
+
+
+def check_tensor(op: str, name: str, t, ndim: int | tuple[int, ...], layout: str) -> None:
+    """`t` is a floating-point tensor with `ndim` dimensions laid out as `layout` (e.g. "(N, C, H, W)")."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor {layout}, got {type(t).__name__}")
+    ndims = (ndim,) if isinstance(ndim, int) else ndim
+    if t.dim() not in ndims:
+        raise ValueError(f"{op}: {name} must be {layout} ({' or '.join(map(str, ndims))}-D), got shape {_shape(t)}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: {name} must be float32, float64, float16 or bfloat16, got {t.dtype}")
+
+
+def check_like(op: str, name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    """`t` has `ref`'s dtype and device."""
+    if t.device != ref.device:
+        raise ValueError(f"{op}: {name} is on {t.device} but {ref_name} is on {ref.device}; expected the same device")
+    if t.dtype != ref.dtype:
+        raise TypeError(f"{op}: {name} has dtype {t.dtype} but {ref_name} has {ref.dtype}; expected the same dtype")
+
+
+def check_shape(op: str, name: str, t: torch.Tensor, expected: tuple, layout: str) -> None:
+    """`t.shape == expected`; `layout` names the dimensions in the message."""
+    if tuple(t.shape) != tuple(expected):
+        exp = "(" + ", ".join(str(e) for e in expected) + ")"
+        raise ValueError(f"{op}: {name} must have shape {layout} = {exp}, got {_shape(t)}")
+
+
+def pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
+    """An int or a pair of ints, each >= minimum."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(value) < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {tuple(value)}")
+    return int(value[0]), int(value[1])

@@ -1,0 +1,37 @@
+"""Loads the compiled extension deblurfast._C, or records why it is missing.
+
+`import deblurfast` must work without it: the reference and Triton backends do
+not need it, and every compiled backend reports `EXTENSION_ERROR` as the
+reason it cannot run.
+"""
+
+import importlib.util
+import logging
+
+import torch
+
+log = logging.getLogger("deblurfast")
+
+try:
+    from . import _C  # registers the TORCH_LIBRARY(deblurfast) ops
+except (ImportError, OSError) as e:
+    _C = None
+    if importlib.util.find_spec("deblurfast._C") is None:
+        EXTENSION_ERROR = (
+            "deblurfast._C is not built (installed with DEBLURFAST_SKIP_EXT=1, or not installed with "
+            "`pip install --no-build-isolation -e .`)"
+        )
+        log.info("%s; compiled backends are unavailable", EXTENSION_ERROR)
+    else:
+        EXTENSION_ERROR = f"deblurfast._C failed to load: {type(e).__name__}: {e}"
+        log.warning("%s; compiled backends are unavailable (rebuild against this torch)", EXTENSION_ERROR)
+else:
+    EXTENSION_ERROR = None
+
+WITH_CUDA = bool(_C is not None and _C.WITH_CUDA)
+WITH_OPENMP = bool(_C is not None and _C.WITH_OPENMP)
+
+
+def has_compiled_op(name: str) -> bool:
+    """True when deblurfast._C defines torch.ops.deblurfast.<name>."""
+    return _C is not None and hasattr(torch.ops.deblurfast, name)

@@ -1,0 +1,4 @@
+from .function import OP, deform_conv2d, pixel_adaptive_conv2d
+from .reference import deform_conv2d_reference
+
+__all__ = ["OP", "deform_conv2d", "pixel_adaptive_conv2d", "deform_conv2d_reference"]

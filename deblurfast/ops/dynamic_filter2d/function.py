@@ -1,0 +1,105 @@
+"""Public dynamic_filter2d: argument checks, then the backend the dispatcher picks."""
+
+from __future__ import annotations
+
+import torch
+
+from ..._checks import check_like, check_shape, check_tensor
+from ...dispatch import FLOAT_DTYPES, Impl, Op
+from .extension import dynamic_filter2d_compiled
+from .reference import dynamic_filter2d_reference
+from .triton_op import dynamic_filter2d_triton
+
+PADDING_MODES = ("zeros", "reflect", "replicate")
+NORMALIZE = (None, "softmax")
+CUDA_MAX_KERNEL_SIZE = 15  # kDynamicFilter2dMaxKernelSize in csrc/cuda/launch.h
+
+
+def _cuda_limits(input, kernel, kernel_size, dilation, padding_mode, softmax):
+    if kernel_size > CUDA_MAX_KERNEL_SIZE:
+        return f"kernel_size {kernel_size} > {CUDA_MAX_KERNEL_SIZE} (taps are kept in registers)"
+    return None
+
+
+def _triton_limits(input, kernel, kernel_size, dilation, padding_mode, softmax):
+    H, W = input.shape[-2:]
+    if H * W >= 2**31:
+        return f"H*W = {H * W} needs 64-bit in-plane offsets (the kernels use 32-bit ones)"
+    return None
+
+
+OP = Op(
+    "dynamic_filter2d",
+    {
+        "reference": Impl(dynamic_filter2d_reference, FLOAT_DTYPES),
+        "cpu": Impl(dynamic_filter2d_compiled, (torch.float32, torch.float64), compiled_op="dynamic_filter2d"),
+        "cuda": Impl(dynamic_filter2d_compiled, FLOAT_DTYPES, check=_cuda_limits, compiled_op="dynamic_filter2d"),
+        "triton": Impl(dynamic_filter2d_triton, FLOAT_DTYPES, check=_triton_limits),
+    },
+)
+
+
+def dynamic_filter2d(
+    input: torch.Tensor,
+    kernel: torch.Tensor,
+    kernel_size: int = 3,
+    dilation: int = 1,
+    padding_mode: str = "reflect",
+    normalize: str | None = None,
+    *,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Per-pixel dynamic filtering with one k x k kernel per pixel and channel group (ops.md §2).
+
+    out[n, c, h, w] = sum_{i,j} K[n, g*k*k + i*k + j, h, w] * xpad[n, c, h + i*d, w + j*d]
+
+    with g = c // (C / G), xpad = `input` padded by d*(k-1)/2 per side, and K =
+    `kernel`, or its softmax over the k*k taps when normalize="softmax" (fused).
+    Taps are row-major and not flipped (a correlation, as nn.Unfold orders them).
+
+    Args:
+        input: (N, C, H, W).
+        kernel: (N, G*k*k, H, W), same dtype and device; G divides C.
+        kernel_size: k, odd.
+        dilation: d >= 1.
+        padding_mode: "zeros", "reflect" or "replicate" (torch.nn.functional.pad's meaning).
+        normalize: None or "softmax".
+        backend: None (see deblurfast.dispatch), "auto", a backend name or a comma-separated list.
+
+    Returns:
+        (N, C, H, W), same dtype and device as `input`.
+    """
+    op = "dynamic_filter2d"
+    check_tensor(op, "input", input, 4, "(N, C, H, W)")
+    check_tensor(op, "kernel", kernel, 4, "(N, G*k*k, H, W)")
+    check_like(op, "kernel", kernel, "input", input)
+    if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"{op}: kernel_size must be a positive odd int, got {kernel_size!r}")
+    if not isinstance(dilation, int) or dilation < 1:
+        raise ValueError(f"{op}: dilation must be an int >= 1, got {dilation!r}")
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"{op}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    if normalize not in NORMALIZE:
+        raise ValueError(f"{op}: normalize must be None or 'softmax', got {normalize!r}")
+    N, C, H, W = input.shape
+    taps = kernel_size * kernel_size
+    if kernel.shape[1] == 0 or kernel.shape[1] % taps:
+        raise ValueError(
+            f"{op}: kernel must have G*k*k channels with k*k = {taps} (kernel_size={kernel_size}), "
+            f"got {kernel.shape[1]}"
+        )
+    groups = kernel.shape[1] // taps
+    if C % groups:
+        raise ValueError(f"{op}: input channels C={C} must be divisible by the kernel's groups G={groups}")
+    check_shape(op, "kernel", kernel, (N, groups * taps, H, W), "(N, G*k*k, H, W)")
+    pad = dilation * (kernel_size - 1) // 2
+    if padding_mode == "reflect" and (pad >= H or pad >= W):
+        raise ValueError(
+            f"{op}: reflect padding dilation*(kernel_size-1)/2 = {pad} must be smaller than the input's "
+            f"H and W, got H={H}, W={W}"
+        )
+    if padding_mode == "replicate" and pad > 0 and (H == 0 or W == 0):
+        raise ValueError(f"{op}: replicate padding needs H, W > 0, got H={H}, W={W}")
+    softmax = normalize == "softmax"
+    fn = OP.select(backend, input.device, input.dtype, input, kernel, kernel_size, dilation, padding_mode, softmax)
+    return fn(input, kernel, kernel_size, dilation, padding_mode, softmax)

@@ -1,0 +1,4 @@
+from .function import OP, efficient_attention
+from .reference import efficient_attention_reference
+
+__all__ = ["OP", "efficient_attention", "efficient_attention_reference"]

@@ -1,0 +1,231 @@
+"""Triton kernels of dynamic_filter2d (ops.md §2): forward and backward.
+
+A program owns BLOCK_W pixels of one image row of one (n, group) and, in the
+forward and input-gradient kernels, BLOCK_C of the group's channels. The k*k
+taps of its pixels are one [K2P, BLOCK_W] tile (K2P = k*k rounded up to a power
+of two; the softmax runs over its first axis in registers) and the samples they
+weight one [K2P, BLOCK_C, BLOCK_W] gather, so the taps are read once per channel
+block and the input once per tap. Accumulation is float32 (float64 for float64).
+No atomics: every output element is written by exactly one program.
+"""
+
+import contextlib
+
+import torch
+import triton
+import triton.language as tl
+
+from .padding import PAD_MODES, num_preimages, pad_preimage, pad_source
+
+
+@triton.jit
+def _softmax_taps(b_k, m_t):
+    # b_k [K2P, BLOCK_W]; m_t [K2P] marks real taps
+    b_k = tl.where(m_t[:, None], b_k, float("-inf"))
+    b_k = tl.exp(b_k - tl.max(b_k, axis=0)[None, :])
+    return b_k / tl.sum(b_k, axis=0)[None, :]
+
+
+@triton.jit
+def _program(W, H, BLOCK_W: tl.constexpr):
+    """(column block, row, rest) of this program; one grid axis avoids the 65535 limit of axes 1 and 2."""
+    pid = tl.program_id(0)
+    n_wb = tl.cdiv(W, BLOCK_W)
+    return pid % n_wb, (pid // n_wb) % H, pid // (n_wb * H)
+
+
+@triton.jit
+def _sample_offsets(i_h, o_w, m_w, H, W, KS: tl.constexpr, DIL: tl.constexpr, PAD: tl.constexpr,
+                    MODE: tl.constexpr, K2P: tl.constexpr):
+    """Plane offsets [K2P, BLOCK_W] of the sample each tap reads for row i_h, columns o_w, and their mask."""
+    o_t = tl.arange(0, K2P)
+    m_t = o_t < KS * KS
+    r, m_r = pad_source(i_h + (o_t // KS) * DIL - PAD, H, MODE)  # [K2P]
+    c, m_c = pad_source(o_w[None, :] + (o_t % KS)[:, None] * DIL - PAD, W, MODE)  # [K2P, BLOCK_W]
+    return r[:, None] * W + c, (m_t & m_r)[:, None] & m_c & m_w[None, :]
+
+
+@triton.jit
+def dynamic_filter2d_fwd_kernel(
+    x, k, out,  # x, out [N, C, H, W]; k [N, G*KS*KS, H, W]; all contiguous
+    C, H, W, G, Cg,
+    KS: tl.constexpr, DIL: tl.constexpr, PAD: tl.constexpr, MODE: tl.constexpr, SOFTMAX: tl.constexpr,
+    ACC: tl.constexpr, K2P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
+):
+    i_w, i_h, i_z = _program(W, H, BLOCK_W)
+    n_cb = tl.cdiv(Cg, BLOCK_C)
+    i_ng, i_cb = i_z // n_cb, i_z % n_cb
+    i_n, i_g = i_ng // G, i_ng % G
+
+    o_w = i_w * BLOCK_W + tl.arange(0, BLOCK_W)  # [BLOCK_W]
+    m_w = o_w < W
+    o_t = tl.arange(0, K2P)
+    m_t = o_t < KS * KS
+    p_k = k + (i_ng * KS * KS + o_t).to(tl.int64)[:, None] * H * W + i_h * W + o_w[None, :]
+    b_k = tl.load(p_k, mask=m_t[:, None] & m_w[None, :], other=0.0).to(ACC)  # [K2P, BLOCK_W]
+    if SOFTMAX:
+        b_k = _softmax_taps(b_k, m_t)
+
+    o_s, m_s = _sample_offsets(i_h, o_w, m_w, H, W, KS, DIL, PAD, MODE, K2P)  # [K2P, BLOCK_W]
+    o_c = i_cb * BLOCK_C + tl.arange(0, BLOCK_C)  # [BLOCK_C] channel within the group
+    m_c = o_c < Cg
+    o_plane = (i_n * C + i_g * Cg + o_c).to(tl.int64) * H * W  # [BLOCK_C]
+    p_x = x + o_plane[None, :, None] + o_s[:, None, :]
+    b_x = tl.load(p_x, mask=m_s[:, None, :] & m_c[None, :, None], other=0.0).to(ACC)  # [K2P, BLOCK_C, BLOCK_W]
+    b_o = tl.sum(b_x * b_k[:, None, :], axis=0)  # [BLOCK_C, BLOCK_W]
+    p_o = out + o_plane[:, None] + i_h * W + o_w[None, :]
+    tl.store(p_o, b_o.to(out.dtype.element_ty), mask=m_c[:, None] & m_w[None, :])
+
+
+@triton.jit
+def dynamic_filter2d_bwd_kernel_kernel(
+    go, x, k, grad_k, probs,  # go, x [N, C, H, W]; k, grad_k [N, G*KS*KS, H, W]; probs like k, in ACC
+    C, H, W, G, Cg,
+    KS: tl.constexpr, DIL: tl.constexpr, PAD: tl.constexpr, MODE: tl.constexpr, SOFTMAX: tl.constexpr,
+    NEED_GRAD_K: tl.constexpr, STORE_PROBS: tl.constexpr,
+    ACC: tl.constexpr, K2P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
+):
+    """grad_k = d softmax(sum over the group's channels of go * sample); also
+    stores the normalized taps for the input gradient (STORE_PROBS)."""
+    i_w, i_h, i_ng = _program(W, H, BLOCK_W)
+    i_n, i_g = i_ng // G, i_ng % G
+
+    o_w = i_w * BLOCK_W + tl.arange(0, BLOCK_W)
+    m_w = o_w < W
+    o_t = tl.arange(0, K2P)
+    m_t = o_t < KS * KS
+    o_k = (i_ng * KS * KS + o_t).to(tl.int64)[:, None] * H * W + i_h * W + o_w[None, :]  # [K2P, BLOCK_W]
+    m_k = m_t[:, None] & m_w[None, :]
+    b_p = tl.load(k + o_k, mask=m_k, other=0.0).to(ACC)
+    if SOFTMAX:
+        b_p = _softmax_taps(b_p, m_t)
+    if STORE_PROBS:
+        tl.store(probs + o_k, b_p, mask=m_k)
+    if NEED_GRAD_K:
+        o_s, m_s = _sample_offsets(i_h, o_w, m_w, H, W, KS, DIL, PAD, MODE, K2P)
+        b_gw = tl.zeros([K2P, BLOCK_W], dtype=ACC)
+        for c0 in range(0, Cg, BLOCK_C):
+            o_c = c0 + tl.arange(0, BLOCK_C)
+            m_c = o_c < Cg
+            o_plane = (i_n * C + i_g * Cg + o_c).to(tl.int64) * H * W  # [BLOCK_C]
+            p_go = go + o_plane[:, None] + i_h * W + o_w[None, :]
+            b_go = tl.load(p_go, mask=m_c[:, None] & m_w[None, :], other=0.0).to(ACC)  # [BLOCK_C, BLOCK_W]
+            p_x = x + o_plane[None, :, None] + o_s[:, None, :]
+            b_x = tl.load(p_x, mask=m_s[:, None, :] & m_c[None, :, None], other=0.0).to(ACC)  # [K2P, BLOCK_C, BLOCK_W]
+            b_gw += tl.sum(b_x * b_go[None, :, :], axis=1)
+        if SOFTMAX:
+            b_gw = b_p * (b_gw - tl.sum(b_p * b_gw, axis=0)[None, :])
+        tl.store(grad_k + o_k, b_gw.to(grad_k.dtype.element_ty), mask=m_k)
+
+
+@triton.jit
+def dynamic_filter2d_bwd_input_kernel(
+    go, taps, grad_x,  # go, grad_x [N, C, H, W]; taps [N, G*KS*KS, H, W] (normalized)
+    C, H, W, G, Cg,
+    KS: tl.constexpr, DIL: tl.constexpr, PAD: tl.constexpr, MODE: tl.constexpr, N_PRE: tl.constexpr,
+    ACC: tl.constexpr, K2P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
+):
+    """grad_x[y, x] = sum over the padded coordinates (qy, qx) that read (y, x)
+    and the taps (i, j) of taps * go at output pixel (qy + PAD - i*DIL, qx + PAD - j*DIL).
+    Blocks away from the border have one preimage per axis; the others loop
+    over N_PRE candidates per axis."""
+    i_w, i_h, i_z = _program(W, H, BLOCK_W)
+    n_cb = tl.cdiv(Cg, BLOCK_C)
+    i_ng, i_cb = i_z // n_cb, i_z % n_cb
+    i_n, i_g = i_ng // G, i_ng % G
+
+    o_w = i_w * BLOCK_W + tl.arange(0, BLOCK_W)  # [BLOCK_W]
+    m_w = o_w < W
+    o_t = tl.arange(0, K2P)
+    m_t = o_t < KS * KS
+    t_i, t_j = o_t // KS, o_t % KS
+    o_c = i_cb * BLOCK_C + tl.arange(0, BLOCK_C)
+    m_c = o_c < Cg
+    o_plane = (i_n * C + i_g * Cg + o_c).to(tl.int64) * H * W  # [BLOCK_C]
+    o_taps = (i_ng * KS * KS + o_t).to(tl.int64) * H * W  # [K2P]
+
+    interior = (i_h > PAD) & (i_h < H - 1 - PAD) & (i_w * BLOCK_W > PAD) & (i_w * BLOCK_W + BLOCK_W < W - PAD)
+    n_pre = tl.where(interior, 1, N_PRE)
+    b_gx = tl.zeros([BLOCK_C, BLOCK_W], dtype=ACC)
+    for cy in range(0, n_pre):
+        # the row as a [K2P] vector: masks combined from scalars misbehave in the interpreter
+        qy, ok_y = pad_preimage(i_h + 0 * t_i, cy, H, PAD, MODE)
+        h = qy + PAD - t_i * DIL  # [K2P] output rows that read qy
+        m_h = m_t & ok_y & (h >= 0) & (h < H)
+        for cx in range(0, n_pre):
+            qx, ok_x = pad_preimage(o_w, cx, W, PAD, MODE)  # [BLOCK_W]
+            w = qx[None, :] + PAD - t_j[:, None] * DIL  # [K2P, BLOCK_W]
+            m_s = m_h[:, None] & (ok_x & m_w)[None, :] & (w >= 0) & (w < W)
+            o_s = h[:, None] * W + w  # [K2P, BLOCK_W]
+            b_t = tl.load(taps + o_taps[:, None] + o_s, mask=m_s, other=0.0).to(ACC)
+            p_go = go + o_plane[None, :, None] + o_s[:, None, :]
+            b_go = tl.load(p_go, mask=m_s[:, None, :] & m_c[None, :, None], other=0.0).to(ACC)  # [K2P, BLOCK_C, BLOCK_W]
+            b_gx += tl.sum(b_go * b_t[:, None, :], axis=0)
+    p_gx = grad_x + o_plane[:, None] + i_h * W + o_w[None, :]
+    tl.store(p_gx, b_gx.to(grad_x.dtype.element_ty), mask=m_c[:, None] & m_w[None, :])
+
+
+def _on_device(t: torch.Tensor):
+    """Triton launches on the current CUDA device: make it t's."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def _acc(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _config(kernel_size: int, channels: int, width: int) -> dict:
+    """Tile sizes: a [K2P, BLOCK_C, BLOCK_W] sample tile of at most 8192 elements."""
+    k2p = triton.next_power_of_2(kernel_size * kernel_size)
+    block_w = min(64, triton.next_power_of_2(max(width, 1)))
+    block_c = max(1, min(triton.next_power_of_2(max(channels, 1)), 8192 // (k2p * block_w)))
+    return {"K2P": k2p, "BLOCK_C": block_c, "BLOCK_W": block_w, "num_warps": 4}
+
+
+def _shape_args(x: torch.Tensor, kernel: torch.Tensor, kernel_size: int, dilation: int, padding_mode: str):
+    N, C, H, W = x.shape
+    G = kernel.shape[1] // (kernel_size * kernel_size)
+    pad = dilation * (kernel_size - 1) // 2
+    consts = {"KS": kernel_size, "DIL": dilation, "PAD": pad, "MODE": PAD_MODES[padding_mode], "ACC": _acc(x.dtype)}
+    return (N, C, H, W, G, C // G), consts
+
+
+def forward(x, kernel, kernel_size, dilation, padding_mode, softmax):
+    x, kernel = x.contiguous(), kernel.contiguous()
+    out = torch.empty_like(x)
+    (N, C, H, W, G, Cg), consts = _shape_args(x, kernel, kernel_size, dilation, padding_mode)
+    if out.numel() == 0:
+        return out
+    cfg = _config(kernel_size, Cg, W)
+    grid = (triton.cdiv(W, cfg["BLOCK_W"]) * H * N * G * triton.cdiv(Cg, cfg["BLOCK_C"]),)
+    with _on_device(x):
+        dynamic_filter2d_fwd_kernel[grid](x, kernel, out, C, H, W, G, Cg, SOFTMAX=softmax, **consts, **cfg)
+    return out
+
+
+def backward(grad_out, x, kernel, kernel_size, dilation, padding_mode, softmax, output_mask):
+    grad_out, x, kernel = grad_out.contiguous(), x.contiguous(), kernel.contiguous()
+    need_x, need_k = output_mask
+    grad_x = torch.empty_like(x) if need_x else x.new_empty(0)
+    grad_k = torch.empty_like(kernel) if need_k else kernel.new_empty(0)
+    (N, C, H, W, G, Cg), consts = _shape_args(x, kernel, kernel_size, dilation, padding_mode)
+    if x.numel() == 0:
+        return grad_x, grad_k.zero_()
+    store_probs = need_x and softmax
+    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    probs = torch.empty(kernel.shape, dtype=acc_dtype, device=x.device) if store_probs else kernel.new_empty(0)
+    cfg = _config(kernel_size, Cg, W)
+    with _on_device(x):
+        if need_k or store_probs:
+            grid = (triton.cdiv(W, cfg["BLOCK_W"]) * H * N * G,)
+            dynamic_filter2d_bwd_kernel_kernel[grid](
+                grad_out, x, kernel, grad_k, probs, C, H, W, G, Cg,
+                SOFTMAX=softmax, NEED_GRAD_K=need_k, STORE_PROBS=store_probs, **consts, **cfg,
+            )
+        if need_x:
+            grid = (triton.cdiv(W, cfg["BLOCK_W"]) * H * N * G * triton.cdiv(Cg, cfg["BLOCK_C"]),)
+            dynamic_filter2d_bwd_input_kernel[grid](
+                grad_out, probs if store_probs else kernel, grad_x, C, H, W, G, Cg,
+                N_PRE=num_preimages(consts["MODE"], consts["PAD"]), **consts, **cfg,
+            )
+    return grad_x, grad_k

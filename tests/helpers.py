@@ -1,0 +1,80 @@
+"""Parametrization and small utilities shared by the op tests."""
+
+import contextlib
+import os
+
+import pytest
+import torch
+
+import deblurfast
+from deblurfast.dispatch import OPS, availability
+
+# (backend, device) pairs; CUDA pairs carry the `cuda` marker.
+_PAIRS = [
+    ("reference", "cpu"),
+    ("cpu", "cpu"),
+    ("triton", "cpu"),
+    ("reference", "cuda"),
+    ("cuda", "cuda"),
+    ("triton", "cuda"),
+]
+
+
+def backend_params(op_name: str):
+    """pytest params (backend, device) for every backend `op_name` implements."""
+    params = []
+    for backend, device in _PAIRS:
+        if backend not in OPS[op_name].impls:
+            continue
+        marks = [pytest.mark.cuda] if device == "cuda" else []
+        params.append(pytest.param(backend, device, marks=marks, id=f"{backend}-{device}"))
+    return params
+
+
+def require_backend(op_name: str, backend: str, device: str, dtype=torch.float32):
+    """Skips the test when `backend` cannot run `op_name` here (e.g. no GPU, or
+    Triton on CPU without the interpreter); fails instead when the backend is
+    listed in DEBLURFAST_REQUIRE_BACKENDS (set by the README's test command), so
+    a broken build cannot pass as skips. Refusing a dtype always skips."""
+    op = OPS[op_name]
+    why = availability(backend, torch.device(device))
+    required = backend == "reference" or backend in os.environ.get("DEBLURFAST_REQUIRE_BACKENDS", "").split(",")
+    possible = not (device == "cuda" and not torch.cuda.is_available()) and not (
+        backend == "triton" and device == "cpu" and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
+    )
+    if why is not None and required and possible:
+        pytest.fail(f"{backend} must run on {device} here: {why}")
+    why = why or op.refusal(backend, torch.device(device), dtype)
+    if why is not None:
+        pytest.skip(why)
+
+
+@contextlib.contextmanager
+def uninitialized_is_nan():
+    """Inside, torch.empty (and at::empty) fill new memory with NaN, so a kernel
+    that forgets to write an element fails the comparison (fla's trick)."""
+    det, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(det, warn_only=warn)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
+
+
+def grads(out, inputs, seed=1):
+    """Gradients of <out, g> w.r.t. the inputs that require grad (None elsewhere), g fixed random."""
+    g = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    g = g.to(device=out.device, dtype=out.dtype)  # same values whatever the dtype
+    wanted = [t for t in inputs if t is not None and t.requires_grad]
+    got = iter(torch.autograd.grad(out, wanted, g, allow_unused=True))
+    return [next(got) if (t is not None and t.requires_grad) else None for t in inputs]
+
+
+def leaf(t, requires_grad=True):
+    return t.detach().clone().requires_grad_(requires_grad)
+
+
+__all__ = ["backend_params", "require_backend", "uninitialized_is_nan", "grads", "leaf", "deblurfast"]

@@ -1,0 +1,309 @@
+import pytest
+import torch
+
+import oracles
+from deblurfast import BackendError, dynamic_filter2d, use_backend
+from deblurfast.ops.dynamic_filter2d import OP, dynamic_filter2d_reference
+from deblurfast.testing import assert_close
+from helpers import backend_params, grads, leaf, require_backend, uninitialized_is_nan
+
+BACKENDS = backend_params("dynamic_filter2d")
+MODES = ("zeros", "reflect", "replicate")
+# (kernel_size, dilation, groups): odd sizes, dilation, grouped kernels, a 1x1 kernel
+GEOMETRIES = [(3, 1, 1), (3, 2, 2), (5, 1, 1), (1, 1, 3)]
+
+
+def make(n, c, h, w, k, groups, dtype=torch.float64, device="cpu", scale=1.0):
+    x = torch.randn(n, c, h, w, dtype=dtype, device=device)
+    kernel = scale * torch.randn(n, groups * k * k, h, w, dtype=dtype, device=device)
+    return x, kernel
+
+
+def run_with_grads(backend, x, kernel, k, d, mode, normalize):
+    x, kernel = leaf(x), leaf(kernel)
+    out = dynamic_filter2d(x, kernel, k, d, mode, normalize, backend=backend)
+    gx, gk = grads(out, [x, kernel])
+    return out, gx, gk
+
+
+# -- smoke: every backend against the loop-level float64 oracle ----------------
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("normalize", [None, "softmax"])
+@pytest.mark.parametrize("k,d,groups", GEOMETRIES)
+def test_smoke_float64_oracle(backend, device, mode, normalize, k, d, groups):
+    require_backend("dynamic_filter2d", backend, device, torch.float64)
+    x, kernel = make(2, 6, 5, 7, k, groups, device=device)
+    with uninitialized_is_nan():
+        out, gx, gk = run_with_grads(backend, x, kernel, k, d, mode, normalize)
+    expected = oracles.dynamic_filter2d(x, kernel, k, d, mode, normalize == "softmax")
+    assert_close(out.cpu(), expected, what="forward")
+    # Backward against the reference's autograd (itself gradchecked below) in float64.
+    _, rgx, rgk = run_with_grads("reference", x.cpu(), kernel.cpu(), k, d, mode, normalize)
+    assert_close(gx.cpu(), rgx, what="grad_input")
+    assert_close(gk.cpu(), rgk, what="grad_kernel")
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("mode", MODES)
+def test_wide_rows_take_interior_and_border_paths(backend, device, mode):
+    # Wide enough that kernels split rows into interior blocks (fast path) and border blocks.
+    require_backend("dynamic_filter2d", backend, device, torch.float64)
+    x, kernel = make(1, 3, 6, 150, 3, 1, device=device)
+    out, gx, gk = run_with_grads(backend, x, kernel, 3, 1, mode, "softmax")
+    ref = run_with_grads("reference", x.cpu(), kernel.cpu(), 3, 1, mode, "softmax")
+    for got, want, what in zip((out, gx, gk), ref, ("forward", "grad_input", "grad_kernel")):
+        assert_close(got.cpu(), want, what=what)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize(
+    "shape,k,d,mode",
+    [
+        ((1, 1, 1, 1), 3, 1, "zeros"),  # a 1x1 image
+        ((1, 2, 1, 9), 3, 1, "replicate"),  # one row
+        ((2, 3, 9, 1), 5, 1, "zeros"),  # one column, kernel wider than the image
+        ((3, 4, 4, 4), 7, 1, "replicate"),  # padding wider than the image
+        ((2, 2, 3, 3), 3, 1, "reflect"),  # the widest legal reflection (pad = H - 1)
+        ((1, 3, 8, 5), 3, 3, "reflect"),  # dilated reflection, 3 preimages per border pixel
+    ],
+)
+def test_smoke_odd_shapes(backend, device, shape, k, d, mode):
+    require_backend("dynamic_filter2d", backend, device, torch.float64)
+    n, c, h, w = shape
+    x, kernel = make(n, c, h, w, k, 1, device=device)
+    if mode == "reflect" and d * (k - 1) // 2 >= min(h, w):
+        pytest.skip("reflect padding must be smaller than the image")
+    out, gx, gk = run_with_grads(backend, x, kernel, k, d, mode, "softmax")
+    assert_close(out.cpu(), oracles.dynamic_filter2d(x, kernel, k, d, mode, True), what="forward")
+    _, rgx, rgk = run_with_grads("reference", x.cpu(), kernel.cpu(), k, d, mode, "softmax")
+    assert_close(gx.cpu(), rgx, what="grad_input")
+    assert_close(gk.cpu(), rgk, what="grad_kernel")
+
+
+# -- float32 against the float64 reference, layouts ----------------------------
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize(
+    "layout", ["contiguous", "channels_last", "non_contiguous", "empty_batch", "no_channels", "huge_logits"]
+)
+def test_float32_layouts(backend, device, layout):
+    require_backend("dynamic_filter2d", backend, device, torch.float32)
+    n, c, h, w, k, groups = 2, 4, 6, 9, 3, 2
+    if layout == "empty_batch":
+        n = 0
+    if layout == "no_channels":
+        c, groups = 0, 1
+    x, kernel = make(n, c, h, w, k, groups, torch.float32, device, scale=1e4 if layout == "huge_logits" else 1.0)
+    if layout == "channels_last":
+        x, kernel = x.to(memory_format=torch.channels_last), kernel.to(memory_format=torch.channels_last)
+    if layout == "non_contiguous":
+        x = torch.randn(n, c, h, 2 * w, device=device)[..., ::2]
+        kernel = torch.randn(n, h, w, groups * k * k, device=device).permute(0, 3, 1, 2)
+        assert not x.is_contiguous() and not kernel.is_contiguous()
+    with uninitialized_is_nan():
+        out, gx, gk = run_with_grads(backend, x, kernel, k, 1, "reflect", "softmax")
+    ref = run_with_grads("reference", x.double().cpu(), kernel.double().cpu(), k, 1, "reflect", "softmax")
+    for got, want, what in zip((out, gx, gk), ref, ("forward", "grad_input", "grad_kernel")):
+        assert got.dtype == torch.float32 and got.shape == want.shape
+        assert torch.isfinite(got).all(), what
+        assert_close(got.cpu(), want, torch.float32, what=what)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision(backend, device, dtype):
+    require_backend("dynamic_filter2d", backend, device, dtype)
+    x, kernel = make(2, 8, 12, 20, 3, 2, torch.float32, device)
+    ref32 = run_with_grads("reference", x.cpu(), kernel.cpu(), 3, 1, "reflect", "softmax")
+    ref_lowp = run_with_grads("reference", x.cpu().to(dtype), kernel.cpu().to(dtype), 3, 1, "reflect", "softmax")
+    got = run_with_grads(backend, x.to(dtype), kernel.to(dtype), 3, 1, "reflect", "softmax")
+    for g, r, rl, what in zip(got, ref32, ref_lowp, ("forward", "grad_input", "grad_kernel")):
+        assert g.dtype == dtype
+        assert_close(g.float().cpu(), r, dtype, ref_lowp=rl.float(), what=what)
+
+
+# -- gradcheck ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize(
+    "case", ["plain", "dilation2_groups2", "k5_replicate", "zeros", "empty_batch", "non_contiguous", "channels_last"]
+)
+def test_gradcheck(backend, case):
+    require_backend("dynamic_filter2d", backend, "cpu", torch.float64)
+    n, c, h, w, k, d, groups, mode = 2, 2, 4, 5, 3, 1, 1, "reflect"
+    if case == "dilation2_groups2":
+        c, d, groups, h, w = 4, 2, 2, 5, 6
+    if case == "k5_replicate":
+        k, mode = 5, "replicate"
+    if case == "zeros":
+        mode = "zeros"
+    if case == "empty_batch":
+        n = 0
+    x, kernel = make(n, c, h, w, k, groups)
+    if case == "non_contiguous":
+        x = torch.randn(n, c, w, h, dtype=torch.float64).transpose(2, 3)
+    if case == "channels_last":
+        x, kernel = x.to(memory_format=torch.channels_last), kernel.to(memory_format=torch.channels_last)
+    for normalize in (None, "softmax"):
+        fn = lambda x, kernel: dynamic_filter2d(x, kernel, k, d, mode, normalize, backend=backend)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (leaf(x), leaf(kernel)), eps=1e-6, atol=1e-7)
+
+
+# -- registration: opcheck, torch.compile ----------------------------------------
+
+
+def _compiled_op(backend):
+    if backend == "triton":
+        return torch.ops.deblurfast.dynamic_filter2d_triton.default
+    return torch.ops.deblurfast.dynamic_filter2d.default
+
+
+@pytest.mark.parametrize("backend,device", [p for p in BACKENDS if p.values[0] != "reference"])
+@pytest.mark.parametrize("mode,softmax", [("reflect", True), ("zeros", False)])
+def test_opcheck(backend, device, mode, softmax):
+    require_backend("dynamic_filter2d", backend, device, torch.float32)
+    x, kernel = make(2, 4, 5, 6, 3, 2, torch.float32, device)
+    args = (leaf(x), leaf(kernel), 3, 1, mode, softmax)
+    torch.library.opcheck(_compiled_op(backend), args)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_compile_fullgraph(backend, device):
+    require_backend("dynamic_filter2d", backend, device, torch.float32)
+    torch._dynamo.reset()
+    x, kernel = make(2, 4, 5, 6, 3, 2, torch.float32, device)
+
+    def f(x, kernel):
+        return dynamic_filter2d(x, kernel, 3, 1, "reflect", "softmax", backend=backend).square().sum()
+
+    compiled = torch.compile(f, fullgraph=True)
+    xs, ks = leaf(x), leaf(kernel)
+    compiled(xs, ks).backward()
+    xe, ke = leaf(x), leaf(kernel)
+    f(xe, ke).backward()
+    assert_close(xs.grad.double().cpu(), xe.grad.double().cpu(), torch.float32)
+    assert_close(ks.grad.double().cpu(), ke.grad.double().cpu(), torch.float32)
+
+
+def test_compile_follows_use_backend():
+    torch._dynamo.reset()
+    x, kernel = make(1, 2, 4, 5, 3, 1, torch.float32)
+    compiled = torch.compile(lambda x, k: dynamic_filter2d(x, k, normalize="softmax"), fullgraph=True)
+    expected = dynamic_filter2d_reference(x, kernel, softmax=True)
+    with use_backend("reference"):
+        assert_close(compiled(x, kernel).double(), expected.double(), torch.float32)
+    # An impossible request inside the block must reach the compiled code too.
+    with use_backend("cuda"), pytest.raises(Exception, match="no backend can run"):
+        compiled(x, kernel)
+
+
+def test_deterministic_across_runs():
+    require_backend("dynamic_filter2d", "cpu", "cpu", torch.float32)
+    x, kernel = make(2, 8, 16, 33, 3, 2, torch.float32)
+    a = run_with_grads("cpu", x, kernel, 3, 1, "reflect", "softmax")
+    b = run_with_grads("cpu", x, kernel, 3, 1, "reflect", "softmax")
+    for u, v in zip(a, b):
+        assert torch.equal(u, v)
+
+
+@pytest.mark.cuda
+def test_cuda_and_triton_agree():
+    for backend in ("cuda", "triton"):
+        require_backend("dynamic_filter2d", backend, "cuda", torch.float16)
+    x, kernel = make(2, 32, 45, 80, 5, 4, torch.float16, "cuda")
+    a = run_with_grads("cuda", x, kernel, 5, 1, "reflect", "softmax")
+    b = run_with_grads("triton", x, kernel, 5, 1, "reflect", "softmax")
+    for u, v in zip(a, b):
+        torch.testing.assert_close(u, v, atol=2e-2, rtol=2e-2)
+
+
+# -- exceptions ------------------------------------------------------------------
+
+
+def _bad(**overrides):
+    args = {
+        "input": torch.randn(2, 4, 5, 6),
+        "kernel": torch.randn(2, 9, 5, 6),
+        "kernel_size": 3,
+        "dilation": 1,
+        "padding_mode": "reflect",
+        "normalize": None,
+    }
+    args.update(overrides)
+    return args
+
+
+@pytest.mark.parametrize(
+    "overrides,error,match",
+    [
+        ({"input": torch.randn(4, 5, 6)}, ValueError, r"input must be \(N, C, H, W\) \(4-D\), got shape \(4, 5, 6\)"),
+        ({"kernel": torch.randn(2, 9, 5)}, ValueError, r"kernel must be .*got shape \(2, 9, 5\)"),
+        ({"input": [1.0]}, TypeError, "input must be a torch.Tensor"),
+        ({"input": torch.zeros(2, 4, 5, 6, dtype=torch.int32)}, TypeError, "input must be float32.*got torch.int32"),
+        ({"kernel": torch.randn(2, 9, 5, 6, dtype=torch.float64)}, TypeError, "kernel has dtype torch.float64"),
+        ({"kernel": torch.randn(2, 10, 5, 6)}, ValueError, "positive multiple|G\\*k\\*k channels.*got 10"),
+        ({"kernel": torch.randn(2, 27, 5, 6)}, ValueError, "C=4 must be divisible by the kernel's groups G=3"),
+        ({"kernel": torch.randn(3, 9, 5, 6)}, ValueError, r"kernel must have shape .* = \(2, 9, 5, 6\), got \(3, 9, 5, 6\)"),
+        ({"kernel": torch.randn(2, 9, 5, 7)}, ValueError, r"got \(2, 9, 5, 7\)"),
+        ({"kernel_size": 2, "kernel": torch.randn(2, 4, 5, 6)}, ValueError, "kernel_size must be a positive odd int, got 2"),
+        ({"dilation": 0}, ValueError, "dilation must be an int >= 1, got 0"),
+        ({"padding_mode": "circular"}, ValueError, "padding_mode must be one of .* got 'circular'"),
+        ({"normalize": "sigmoid"}, ValueError, "normalize must be None or 'softmax', got 'sigmoid'"),
+        ({"dilation": 5}, ValueError, r"reflect padding .* = 5 must be smaller .* H=5, W=6"),
+        (
+            {"input": torch.randn(2, 4, 2, 6), "kernel": torch.randn(2, 25, 2, 6), "kernel_size": 5},
+            ValueError,
+            "reflect padding",
+        ),
+    ],
+)
+def test_exceptions(overrides, error, match):
+    with pytest.raises(error, match=match):
+        dynamic_filter2d(**_bad(**overrides))
+
+
+@pytest.mark.cuda
+def test_exception_mixed_devices():
+    with pytest.raises(ValueError, match="kernel is on cuda:0 but input is on cpu"):
+        dynamic_filter2d(**_bad(kernel=torch.randn(2, 9, 5, 6, device="cuda")))
+
+
+def test_compiled_op_checks_its_arguments():
+    # Direct callers of torch.ops.deblurfast get an error too, never a crash.
+    require_backend("dynamic_filter2d", "cpu", "cpu")
+    with pytest.raises(RuntimeError, match="kernel has 10 channels"):
+        torch.ops.deblurfast.dynamic_filter2d(torch.randn(1, 2, 4, 4), torch.randn(1, 10, 4, 4), 3, 1, "zeros", False)
+    with pytest.raises(RuntimeError, match="reflect padding 2 must be smaller"):
+        torch.ops.deblurfast.dynamic_filter2d(torch.randn(1, 2, 2, 4), torch.randn(1, 25, 2, 4), 5, 1, "reflect", False)
+    with pytest.raises(RuntimeError, match="padding_mode must be"):
+        torch.ops.deblurfast.dynamic_filter2d(torch.randn(1, 2, 4, 4), torch.randn(1, 9, 4, 4), 3, 1, "wrap", False)
+    with pytest.raises(RuntimeError, match="must be float32 or float64"):
+        torch.ops.deblurfast.dynamic_filter2d(
+            torch.randn(1, 2, 4, 4).half(), torch.randn(1, 9, 4, 4).half(), 3, 1, "zeros", False
+        )
+
+
+def test_backend_refusals_are_explained():
+    x, kernel = make(1, 2, 4, 4, 3, 1, torch.float16)
+    with pytest.raises(BackendError) as info:
+        dynamic_filter2d(x, kernel, backend="cpu")
+    assert "cpu: dtype float16 not supported (supports float32, float64)" in str(info.value)
+    assert "deblurfast.backends()" in str(info.value)
+    with pytest.raises(BackendError, match="cuda: "):
+        dynamic_filter2d(x.float(), kernel.float(), backend="cuda")
+    with pytest.raises(ValueError, match="backend must be 'auto'"):
+        dynamic_filter2d(x, kernel, backend="fastest")
+    # "auto" falls back to the reference for a dtype no compiled CPU kernel takes.
+    out = dynamic_filter2d(x, kernel, backend="auto")
+    assert out.dtype == torch.float16
+
+
+def test_auto_prefers_the_compiled_cpu_kernel():
+    require_backend("dynamic_filter2d", "cpu", "cpu")
+    x, kernel = make(1, 2, 4, 4, 3, 1, torch.float32)
+    assert OP.select("auto", x.device, x.dtype, x, kernel, 3, 1, "reflect", False) is OP.impls["cpu"].fn
