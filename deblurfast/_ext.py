@@ -5,8 +5,9 @@ not need it, and every compiled backend reports `EXTENSION_ERROR` as the
 reason it cannot run.
 """
 
-import importlib.util
+import glob
 import logging
+import os
 
 import torch
 
@@ -16,7 +17,7 @@ try:
     from . import _C  # registers the TORCH_LIBRARY(deblurfast) ops
 except (ImportError, OSError) as e:
     _C = None
-    if importlib.util.find_spec("deblurfast._C") is None:
+    if not glob.glob(os.path.join(os.path.dirname(__file__), "_C.*")):
         EXTENSION_ERROR = (
             "deblurfast._C is not built (installed with DEBLURFAST_SKIP_EXT=1, or not installed with "
             "`pip install --no-build-isolation -e .`)"

@@ -105,11 +105,11 @@ def deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask):
 def efficient_attention(value, key, query, gate):
     N, C = value.shape[:2]
     C2 = key.shape[1]
-    V = _nested(value.reshape(N, C, -1))
-    Kt = _nested(key.reshape(N, C2, -1))
-    Q = _nested(query.reshape(N, C2, -1))
+    Lin, Lout = math.prod(key.shape[2:]), math.prod(query.shape[2:])
+    V = _nested(value.reshape(N, C, Lin))
+    Kt = _nested(key.reshape(N, C2, Lin))
+    Q = _nested(query.reshape(N, C2, Lout))
     Gt = _nested(gate) if gate is not None else [[1.0] * C for _ in range(N)]
-    Lin, Lout = key.reshape(N, C2, -1).shape[2], query.reshape(N, C2, -1).shape[2]
     out = torch.zeros(N, C, Lout, dtype=torch.float64)
     for n in range(N):
         ksoft = []

@@ -60,6 +60,8 @@ __device__ __forceinline__ double exp_acc(double v) { return exp(v); }
 template <int KS>
 struct Taps {
   static constexpr int kMax = KS > 0 ? KS : kDynamicFilter2dMaxKernelSize;
+  // Unroll tap loops for the fixed sizes only; the generic variant keeps its loops.
+  static constexpr int kUnroll = KS > 0 ? kMax * kMax : 1;
   __device__ __forceinline__ static int size(const DynamicFilter2dShape& s) {
     return KS > 0 ? KS : static_cast<int>(s.kernel_size);
   }
@@ -78,21 +80,22 @@ __device__ __forceinline__ void softmax_inplace(A* w, int K2) {
   for (int t = 0; t < K2; ++t) w[t] *= inv;
 }
 
-// Per pixel (h, w): plane offset of the sample each tap reads, -1 for zero.
+// Per pixel (h, w): in-plane offset of the sample each tap reads, -1 for zero
+// (32-bit: the launchers require H*W < 2^31).
 template <int KS>
-__device__ __forceinline__ void sample_offsets(const DynamicFilter2dShape& s, int64_t h, int64_t w, int64_t* off) {
+__device__ __forceinline__ void sample_offsets(const DynamicFilter2dShape& s, int64_t h, int64_t w, int32_t* off) {
   const int k = Taps<KS>::size(s);
-  int64_t cols[Taps<KS>::kMax];
-#pragma unroll
+  int32_t cols[Taps<KS>::kMax];
+#pragma unroll Taps<KS>::kUnroll
   for (int j = 0; j < Taps<KS>::kMax; ++j)
-    if (j < k) cols[j] = pad_source(w + j * s.dilation - s.pad, s.W, s.mode);
-#pragma unroll
+    if (j < k) cols[j] = static_cast<int32_t>(pad_source(w + j * s.dilation - s.pad, s.W, s.mode));
+#pragma unroll Taps<KS>::kUnroll
   for (int i = 0; i < Taps<KS>::kMax; ++i) {
     if (i >= k) break;
-    const int64_t r = pad_source(h + i * s.dilation - s.pad, s.H, s.mode);
-#pragma unroll
+    const int32_t r = static_cast<int32_t>(pad_source(h + i * s.dilation - s.pad, s.H, s.mode));
+#pragma unroll Taps<KS>::kUnroll
     for (int j = 0; j < Taps<KS>::kMax; ++j)
-      if (j < k) off[i * k + j] = (r < 0 || cols[j] < 0) ? -1 : r * s.W + cols[j];
+      if (j < k) off[i * k + j] = (r < 0 || cols[j] < 0) ? -1 : r * static_cast<int32_t>(s.W) + cols[j];
   }
 }
 
@@ -129,9 +132,9 @@ __global__ void __launch_bounds__(kThreads)
        idx += int64_t(gridDim.x) * blockDim.x) {
     const Item it(idx, s, work.chunks);
     A wt[kMax2];
-    int64_t off[kMax2];
+    int32_t off[kMax2];
     const T* kp = kern + (it.n * s.groups + it.g) * K2 * HW + it.pixel;
-#pragma unroll
+#pragma unroll Taps<KS>::kUnroll
     for (int t = 0; t < kMax2; ++t)
       if (t < K2) wt[t] = to_acc(kp[t * HW]);
     if (s.softmax) softmax_inplace(wt, K2);
@@ -141,7 +144,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t c = c0; c < c1; ++c) {
       const T* xc = x + (it.n * s.C + c) * HW;
       A acc = 0;
-#pragma unroll
+#pragma unroll Taps<KS>::kUnroll
       for (int t = 0; t < kMax2; ++t)
         if (t < K2 && off[t] >= 0) acc += wt[t] * to_acc(xc[off[t]]);
       out[(it.n * s.C + c) * HW + it.pixel] = from_acc<T>(acc);
@@ -165,47 +168,78 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t pixel = idx % HW, ng = idx / HW, n = ng / s.groups, g = ng % s.groups;
     const int64_t tap0 = ng * K2 * HW + pixel;  // [n, g*K2, pixel]
     A p[kMax2];
-#pragma unroll
+#pragma unroll Taps<KS>::kUnroll
     for (int t = 0; t < kMax2; ++t)
       if (t < K2) p[t] = to_acc(kern[tap0 + t * HW]);
     if (s.softmax) softmax_inplace(p, K2);
     if (probs != nullptr) {
-#pragma unroll
+#pragma unroll Taps<KS>::kUnroll
       for (int t = 0; t < kMax2; ++t)
         if (t < K2) probs[tap0 + t * HW] = p[t];
     }
     if (grad_kernel == nullptr) continue;
-    int64_t off[kMax2];
+    int32_t off[kMax2];
     sample_offsets<KS>(s, pixel / s.W, pixel % s.W, off);
     A gw[kMax2];
-#pragma unroll
+#pragma unroll Taps<KS>::kUnroll
     for (int t = 0; t < kMax2; ++t) gw[t] = 0;
     for (int64_t c = g * Cg; c < (g + 1) * Cg; ++c) {
       const int64_t plane = (n * s.C + c) * HW;
       const A go = to_acc(grad_out[plane + pixel]);
-#pragma unroll
+#pragma unroll Taps<KS>::kUnroll
       for (int t = 0; t < kMax2; ++t)
         if (t < K2 && off[t] >= 0) gw[t] += go * to_acc(x[plane + off[t]]);
     }
     if (s.softmax) {
       A dot = 0;
-#pragma unroll
+#pragma unroll Taps<KS>::kUnroll
       for (int t = 0; t < kMax2; ++t)
         if (t < K2) dot += p[t] * gw[t];
-#pragma unroll
+#pragma unroll Taps<KS>::kUnroll
       for (int t = 0; t < kMax2; ++t)
         if (t < K2) gw[t] = p[t] * (gw[t] - dot);
     }
-#pragma unroll
+#pragma unroll Taps<KS>::kUnroll
     for (int t = 0; t < kMax2; ++t)
       if (t < K2) grad_kernel[tap0 + t * HW] = from_acc<T>(gw[t]);
   }
 }
 
+// grad_input of one input pixel (y, x) for channels [c0, c1) when the pixel
+// lies in the border band: gather through every padding preimage. Kept out of
+// line so the interior fast path keeps its registers.
+template <typename T, typename P>
+__device__ __noinline__ void input_grad_border(const T* __restrict__ grad_out, const P* __restrict__ tp,
+                                               T* __restrict__ grad_in, const DynamicFilter2dShape& s, int64_t n,
+                                               int64_t c0, int64_t c1, int64_t y, int64_t xcol) {
+  using A = acc_t<T>;
+  const int k = static_cast<int>(s.kernel_size);
+  const int64_t HW = s.H * s.W;
+  const Preimages rows = pad_preimages(y, s.H, s.pad, s.mode);
+  const Preimages cols = pad_preimages(xcol, s.W, s.pad, s.mode);
+  for (int64_t c = c0; c < c1; ++c) {
+    const T* goc = grad_out + (n * s.C + c) * HW;
+    A acc = 0;
+    for (int ri = 0; ri < rows.n; ++ri)
+      for (int64_t qy = rows.lo[ri]; qy <= rows.hi[ri]; ++qy)
+        for (int i = 0; i < k; ++i) {
+          const int64_t h = qy + s.pad - i * s.dilation;  // output row whose tap row i read qy
+          if (h < 0 || h >= s.H) continue;
+          for (int ci = 0; ci < cols.n; ++ci)
+            for (int64_t qx = cols.lo[ci]; qx <= cols.hi[ci]; ++qx)
+              for (int j = 0; j < k; ++j) {
+                const int64_t w = qx + s.pad - j * s.dilation;
+                if (w < 0 || w >= s.W) continue;
+                acc += to_acc(tp[(i * k + j) * HW + h * s.W + w]) * to_acc(goc[h * s.W + w]);
+              }
+        }
+    grad_in[(n * s.C + c) * HW + y * s.W + xcol] = from_acc<T>(acc);
+  }
+}
+
 // One thread per (n, g, input pixel, channel chunk): grad_input gathers
 // tap * grad_out from every output pixel that read this one. Pixels away from
-// the border have one preimage and take the register fast path; pixels in the
-// border band enumerate their padding preimages.
+// the border have one preimage and take the register fast path.
 template <typename T, typename P, int KS>
 __global__ void __launch_bounds__(kThreads)
     input_grad_kernel(const T* __restrict__ grad_out, const P* __restrict__ taps, T* __restrict__ grad_in,
@@ -221,45 +255,26 @@ __global__ void __launch_bounds__(kThreads)
     const P* tp = taps + (it.n * s.groups + it.g) * K2 * HW;
     const int64_t c0 = it.g * Cg + it.chunk * work.chunk_size;
     const int64_t c1 = min64(c0 + work.chunk_size, (it.g + 1) * Cg);
-    if (pad_is_interior(y, s.H, s.pad, s.mode) && pad_is_interior(xcol, s.W, s.pad, s.mode)) {
-      A wt[kMax2];
-      int64_t off[kMax2];
-#pragma unroll
-      for (int t = 0; t < kMax2; ++t) {
-        if (t >= K2) break;
-        const int64_t h = y + s.pad - (t / k) * s.dilation, w = xcol + s.pad - (t % k) * s.dilation;
-        const bool valid = h >= 0 && h < s.H && w >= 0 && w < s.W;
-        off[t] = valid ? h * s.W + w : -1;
-        wt[t] = valid ? to_acc(tp[t * HW + off[t]]) : A(0);
-      }
-      for (int64_t c = c0; c < c1; ++c) {
-        const T* goc = grad_out + (it.n * s.C + c) * HW;
-        A acc = 0;
-#pragma unroll
-        for (int t = 0; t < kMax2; ++t)
-          if (t < K2 && off[t] >= 0) acc += wt[t] * to_acc(goc[off[t]]);
-        grad_in[(it.n * s.C + c) * HW + it.pixel] = from_acc<T>(acc);
-      }
+    if (!pad_is_interior(y, s.H, s.pad, s.mode) || !pad_is_interior(xcol, s.W, s.pad, s.mode)) {
+      input_grad_border(grad_out, tp, grad_in, s, it.n, c0, c1, y, xcol);
       continue;
     }
-    const Preimages rows = pad_preimages(y, s.H, s.pad, s.mode);
-    const Preimages cols = pad_preimages(xcol, s.W, s.pad, s.mode);
+    A wt[kMax2];
+    int32_t off[kMax2];
+#pragma unroll Taps<KS>::kUnroll
+    for (int t = 0; t < kMax2; ++t) {
+      if (t >= K2) break;
+      const int64_t h = y + s.pad - (t / k) * s.dilation, w = xcol + s.pad - (t % k) * s.dilation;
+      const bool valid = h >= 0 && h < s.H && w >= 0 && w < s.W;
+      off[t] = valid ? static_cast<int32_t>(h * s.W + w) : -1;
+      wt[t] = valid ? to_acc(tp[t * HW + off[t]]) : A(0);
+    }
     for (int64_t c = c0; c < c1; ++c) {
       const T* goc = grad_out + (it.n * s.C + c) * HW;
       A acc = 0;
-      for (int ri = 0; ri < rows.n; ++ri)
-        for (int64_t qy = rows.lo[ri]; qy <= rows.hi[ri]; ++qy)
-          for (int i = 0; i < k; ++i) {
-            const int64_t h = qy + s.pad - i * s.dilation;
-            if (h < 0 || h >= s.H) continue;
-            for (int ci = 0; ci < cols.n; ++ci)
-              for (int64_t qx = cols.lo[ci]; qx <= cols.hi[ci]; ++qx)
-                for (int j = 0; j < k; ++j) {
-                  const int64_t w = qx + s.pad - j * s.dilation;
-                  if (w < 0 || w >= s.W) continue;
-                  acc += to_acc(tp[(i * k + j) * HW + h * s.W + w]) * to_acc(goc[h * s.W + w]);
-                }
-          }
+#pragma unroll Taps<KS>::kUnroll
+      for (int t = 0; t < kMax2; ++t)
+        if (t < K2 && off[t] >= 0) acc += wt[t] * to_acc(goc[off[t]]);
       grad_in[(it.n * s.C + c) * HW + it.pixel] = from_acc<T>(acc);
     }
   }

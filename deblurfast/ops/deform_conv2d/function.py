@@ -124,6 +124,7 @@ def pixel_adaptive_conv2d(
     The same op as deform_conv2d with mask = `kernel`, a per-pixel kernel V of
     shape (N, G*kh*kw, Ho, Wo) taking any real values.
     """
+    check_tensor("pixel_adaptive_conv2d", "kernel", kernel, 4, "(N, G*kh*kw, Ho, Wo)")
     stride, padding, dilation = _check(
         "pixel_adaptive_conv2d", input, offset, weight, bias, stride, padding, dilation, kernel, mask_name="kernel"
     )

@@ -93,10 +93,11 @@ def _conv_rows(x, offset, mask, weight, rows, Wo, stride, padding, dilation):
     N, Cin = x.shape[:2]
     Cout, Cin_g, kh, kw = weight.shape
     groups = Cin // Cin_g
+    P = rows.numel() * Wo
     cols = _sample_rows(x, offset, mask, rows, Wo, kh, kw, stride, padding, dilation)
-    cols = cols.reshape(N, groups, Cin_g * kh * kw, -1)  # weight's (c, i, j) order
+    cols = cols.reshape(N, groups, Cin_g * kh * kw, P)  # weight's (c, i, j) order
     w = weight.reshape(groups, Cout // groups, Cin_g * kh * kw)
-    return torch.einsum("gok,ngkp->ngop", w, cols).reshape(N, Cout, -1)
+    return torch.einsum("gok,ngkp->ngop", w, cols).reshape(N, Cout, P)
 
 
 def deform_conv2d_reference(

@@ -15,17 +15,17 @@ NORMALIZE = (None, "softmax")
 CUDA_MAX_KERNEL_SIZE = 15  # kDynamicFilter2dMaxKernelSize in csrc/cuda/launch.h
 
 
-def _cuda_limits(input, kernel, kernel_size, dilation, padding_mode, softmax):
-    if kernel_size > CUDA_MAX_KERNEL_SIZE:
-        return f"kernel_size {kernel_size} > {CUDA_MAX_KERNEL_SIZE} (taps are kept in registers)"
-    return None
-
-
-def _triton_limits(input, kernel, kernel_size, dilation, padding_mode, softmax):
+def _plane_limit(input, *args):
     H, W = input.shape[-2:]
     if H * W >= 2**31:
         return f"H*W = {H * W} needs 64-bit in-plane offsets (the kernels use 32-bit ones)"
     return None
+
+
+def _cuda_limits(input, kernel, kernel_size, dilation, padding_mode, softmax):
+    if kernel_size > CUDA_MAX_KERNEL_SIZE:
+        return f"kernel_size {kernel_size} > {CUDA_MAX_KERNEL_SIZE} (taps are kept in registers)"
+    return _plane_limit(input)
 
 
 OP = Op(
@@ -34,7 +34,7 @@ OP = Op(
         "reference": Impl(dynamic_filter2d_reference, FLOAT_DTYPES),
         "cpu": Impl(dynamic_filter2d_compiled, (torch.float32, torch.float64), compiled_op="dynamic_filter2d"),
         "cuda": Impl(dynamic_filter2d_compiled, FLOAT_DTYPES, check=_cuda_limits, compiled_op="dynamic_filter2d"),
-        "triton": Impl(dynamic_filter2d_triton, FLOAT_DTYPES, check=_triton_limits),
+        "triton": Impl(dynamic_filter2d_triton, FLOAT_DTYPES, check=_plane_limit),
     },
 )
 

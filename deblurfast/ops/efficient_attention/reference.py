@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -16,9 +18,9 @@ def efficient_attention_reference(
     valid (deblurfast.ops.efficient_attention checks them).
     """
     N, C = value.shape[:2]
-    v = value.reshape(N, C, -1)
-    k = key.reshape(N, key.shape[1], -1)
-    q = query.reshape(N, query.shape[1], -1)
+    v = value.reshape(N, C, math.prod(value.shape[2:]))
+    k = key.reshape(N, key.shape[1], math.prod(key.shape[2:]))
+    q = query.reshape(N, query.shape[1], math.prod(query.shape[2:]))
     ctx = torch.bmm(v, k.softmax(dim=2).transpose(1, 2))  # (N, C, C2)
     out = torch.bmm(ctx, q.softmax(dim=1))  # (N, C, Lout)
     if gate is not None:

@@ -1,0 +1,53 @@
+"""The `deblurfast` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _bench(args) -> int:
+    from . import bench
+
+    rows = bench.run(args.quick, args.device, args.dtype, args.reps, args.out)
+    bad = [r for r in rows if r["status"].startswith(("TOLERANCE", "error"))]
+    if bad:
+        print(f"\n{len(bad)} backend result(s) failed their correctness check", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def _backends(args) -> int:
+    from .dispatch import backends
+
+    backends()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="deblurfast", description="Fused kernels for motion-deblurring networks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser(
+        "bench",
+        help="benchmark every op's backends against the reference",
+        description="Time every backend of every op against the pure-PyTorch reference and check its "
+        "forward and gradients against the reference in float64 (shared/specs/benchmarks.md).",
+    )
+    b.add_argument("--quick", action="store_true", help="short correctness-and-speed run of every op")
+    b.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when visible, else cpu")
+    b.add_argument("--dtype", action="append", choices=["float32", "float16", "bfloat16", "float64"],
+                   help="repeatable; default float32 on CPU, float32/float16/bfloat16 on CUDA")
+    b.add_argument("--reps", type=int, help="timed runs per backend (default 5 on CPU, 20 on CUDA)")
+    b.add_argument("--out", help="folder for the JSON-lines results and the markdown table")
+    b.set_defaults(func=_bench)
+
+    s = sub.add_parser("backends", help="which backend runs where, or why not",
+                       description="Print every op x backend with the devices and dtypes it runs, or why not.")
+    s.set_defaults(func=_backends)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

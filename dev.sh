@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# deblurfast's set-up and commands, for a fresh machine and for CI.
+#
+#   ./dev.sh bench   set up, then run the main job: deblurfast bench --quick
+#   ./dev.sh test    set up, then run the test suite (CUDA compile checks included)
+#   ./dev.sh setup   set up only: virtual environment, torch, triton, the extension build
+#
+# Set-up is idempotent and offline where everything is already installed: an
+# installed torch is used as is (a GPU machine's CUDA build); otherwise the
+# pinned CPU build is installed. The extension is rebuilt only when its sources,
+# the build files or torch changed.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=${DEBLURFAST_VENV:-.venv}
+TORCH_SPEC=${DEBLURFAST_TORCH_SPEC:-torch==2.13.0}
+PYTHON=${PYTHON:-python3}
+
+log() { printf '\033[1m[dev.sh]\033[0m %s\n' "$*" >&2; }
+
+setup_venv() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV (seeing the system's packages)"
+    "$PYTHON" -m venv --system-site-packages "$VENV"
+    # $PYTHON may itself live in a virtual environment (the GPU images' torch does):
+    # expose its packages as well, after the new environment's own.
+    local child
+    child=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    "$PYTHON" -c 'import site; print("\n".join(site.getsitepackages()))' >"$child/_deblurfast_parent_site.pth"
+  fi
+  # shellcheck disable=SC1091
+  . "$VENV/bin/activate"
+}
+
+need() {  # need MODULE PIP_SPEC: install PIP_SPEC unless MODULE imports
+  python -c "import $1" 2>/dev/null || { log "installing $2"; python -m pip install -q "$2"; }
+}
+
+setup() {
+  setup_venv
+  # Never let a requirement pull a CUDA torch: torch comes first, explicitly.
+  need torch "$TORCH_SPEC"
+  need numpy numpy
+  need triton triton
+  need pytest pytest
+  need xdist pytest-xdist
+  command -v ninja >/dev/null || { log "installing ninja"; python -m pip install -q ninja; }
+  build
+}
+
+build() {
+  local stamp=.deblurfast-build-stamp hash
+  hash=$( (cat setup.py pyproject.toml; find csrc -type f | sort | xargs cat; python -c 'import torch; print(torch.__version__)') | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$hash" ] && python -c 'import deblurfast._C' 2>/dev/null; then
+    return
+  fi
+  log "building deblurfast (pip install --no-build-isolation -e .)"
+  MAX_JOBS=${MAX_JOBS:-$(nproc)} python -m pip install -q --no-build-isolation --no-deps -e .
+  echo "$hash" >"$stamp"
+}
+
+cuda_visible() { python -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; }
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+  setup) setup ;;
+  bench)
+    setup
+    exec deblurfast bench --quick --out bench/out "$@"
+    ;;
+  test)
+    setup
+    # These backends must run here: a broken build fails instead of skipping.
+    if cuda_visible; then required=cpu,cuda,triton; else required=cpu,triton; fi
+    export DEBLURFAST_REQUIRE_BACKENDS=${DEBLURFAST_REQUIRE_BACKENDS:-$required}
+    exec python -m pytest -n "${PYTEST_WORKERS:-2}" "$@"
+    ;;
+  *)
+    echo "usage: ./dev.sh {bench|test|setup} [extra arguments]" >&2
+    exit 2
+    ;;
+esac
