@@ -87,5 +87,41 @@ def test_cuda_sources_compile(cu, tmp_path):
     assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stdout}\n{res.stderr}"
 
 
+def _setup_py(*args, **env):
+    return subprocess.run([sys.executable, "setup.py", *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, **env})
+
+
+def test_setup_prints_its_configuration():
+    res = _setup_py("--name")
+    assert res.returncode == 0, res.stderr
+    assert "deblurfast build configuration:" in res.stdout
+    for key in ("torch", "extension", "CUDA_HOME", "nvcc", "MAX_JOBS", "sources"):
+        assert f"  {key} " in res.stdout
+    assert "csrc/cpu/dynamic_filter2d.cpp" in res.stdout
+    forced = _setup_py("--name", DEBLURFAST_WITH_CUDA="0")
+    assert "CppExtension deblurfast._C" in forced.stdout and "csrc/cuda" not in forced.stdout
+
+
+def test_skip_ext_installs_pure_python(tmp_path):
+    res = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps", "--target",
+         str(tmp_path), ROOT],
+        capture_output=True, text=True, env={**os.environ, "DEBLURFAST_SKIP_EXT": "1"},
+    )
+    assert res.returncode == 0, res.stderr
+    assert not list(tmp_path.glob("deblurfast/_C*")), "an extension was built despite DEBLURFAST_SKIP_EXT=1"
+    assert (tmp_path / "deblurfast" / "kernels" / "dynamic_filter2d.py").exists()  # kernels/ installed as deblurfast.kernels
+    # Hide this checkout's editable install (a meta-path finder) so the copy in tmp_path is imported.
+    script = "import sys; sys.meta_path = [f for f in sys.meta_path if '__editable__' not in repr(f)]; " \
+             "import deblurfast, torch; assert deblurfast.__file__.startswith(sys.argv[1]), deblurfast.__file__; " \
+             "print(deblurfast._ext.EXTENSION_ERROR); " \
+             "print(deblurfast.dynamic_filter2d(torch.randn(1, 1, 4, 4), torch.randn(1, 9, 4, 4)).shape)"
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, cwd=str(tmp_path),
+                         env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert run.returncode == 0, run.stderr
+    assert "is not built" in run.stdout and "torch.Size([1, 1, 4, 4])" in run.stdout
+
+
 def test_version():
     assert deblurfast.__version__

@@ -157,11 +157,11 @@ def test_reference_memory_at_720p_5x5_128_channels():
     assert peak < 4 * 2**30, f"peak RSS {peak / 2**30:.2f} GiB"
 
 
-@pytest.mark.cuda
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("geometry", [PLAIN, ODD], ids=["plain", "odd"])
-def test_equals_torchvision(geometry):
-    torchvision = pytest.importorskip("torchvision")
-    x, offset, weight, bias, mask = make(geometry, device="cuda")
+def test_equals_torchvision(geometry, device):
+    torchvision = pytest.importorskip("torchvision")  # installed on the GPU machines
+    x, offset, weight, bias, mask = make(geometry, device=device)
     tensors = [leaf(t) for t in (x, offset, weight, bias, mask)]
     ours = call("reference", *tensors[:4], geometry, tensors[4])
     ours_grads = grads(ours, tensors)

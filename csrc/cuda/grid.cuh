@@ -1,0 +1,115 @@
+// Kernels as functors: a work item is `f(idx)`, a __host__ __device__ call.
+// On the GPU one generic grid-stride kernel runs the items; on the host
+// (tests/cuda_emulation) the same functors run in a loop, so CI checks the
+// CUDA kernels' arithmetic on a machine without a GPU. Pure CUDA, no torch.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "common/dtype.h"
+
+#if defined(__CUDACC__)
+#define DEBLURFAST_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define DEBLURFAST_HOST_DEVICE inline
+#endif
+
+namespace deblurfast {
+namespace cuda {
+
+constexpr int kThreads = 256;
+
+// Accumulation type: float for the 16-bit types and float, double for double.
+template <typename T>
+struct AccOf {
+  using type = float;
+};
+template <>
+struct AccOf<double> {
+  using type = double;
+};
+template <typename T>
+using acc_t = typename AccOf<T>::type;
+
+DEBLURFAST_HOST_DEVICE float to_acc(float v) { return v; }
+DEBLURFAST_HOST_DEVICE double to_acc(double v) { return v; }
+DEBLURFAST_HOST_DEVICE float to_acc(__half v) { return __half2float(v); }
+DEBLURFAST_HOST_DEVICE float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T>
+DEBLURFAST_HOST_DEVICE T from_acc(acc_t<T> v) {
+  if constexpr (std::is_same_v<T, __half>) {
+    return __float2half_rn(v);
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return __float2bfloat16_rn(v);
+  } else {
+    return v;
+  }
+}
+
+DEBLURFAST_HOST_DEVICE float exp_acc(float v) { return expf(v); }
+DEBLURFAST_HOST_DEVICE double exp_acc(double v) { return exp(v); }
+DEBLURFAST_HOST_DEVICE int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+template <typename F>
+__global__ void __launch_bounds__(kThreads) grid_stride_kernel(const F f, const int64_t total) {
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
+       idx += int64_t(gridDim.x) * blockDim.x)
+    f(idx);
+}
+
+inline int sm_count() {
+  int device = 0, sms = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+    return 108;
+  return sms;
+}
+
+// Launches items [0, total) of f on `stream`.
+struct DeviceRunner {
+  cudaStream_t stream;
+  template <typename F>
+  cudaError_t operator()(const F& f, int64_t total) const {
+    if (total <= 0) return cudaSuccess;
+    const int64_t cap = int64_t(sm_count()) * 32;  // grid-stride beyond a few waves
+    const int64_t blocks = std::max<int64_t>(1, std::min((total + kThreads - 1) / kThreads, cap));
+    grid_stride_kernel<F><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(f, total);
+    return cudaGetLastError();
+  }
+};
+
+// Runs items [0, total) of f in a host loop (the CPU emulation of a launch).
+struct HostRunner {
+  template <typename F>
+  cudaError_t operator()(const F& f, int64_t total) const {
+    for (int64_t idx = 0; idx < total; ++idx) f(idx);
+    return cudaSuccess;
+  }
+};
+
+template <typename T>
+struct Type {
+  using type = T;
+};
+
+// Calls f(Type<T>{}) for the element type named by dtype.
+template <typename F>
+cudaError_t dispatch_dtype(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::Float32: return f(Type<float>{});
+    case DType::Float64: return f(Type<double>{});
+    case DType::Float16: return f(Type<__half>{});
+    case DType::BFloat16: return f(Type<__nv_bfloat16>{});
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace cuda
+}  // namespace deblurfast
