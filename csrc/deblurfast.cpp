@@ -15,6 +15,17 @@ TORCH_LIBRARY(deblurfast, m) {
       "dynamic_filter2d_backward(Tensor grad_output, Tensor input, Tensor kernel, "
       "int kernel_size, int dilation, str padding_mode, bool softmax, bool[2] output_mask) "
       "-> (Tensor, Tensor)");
+  // ops.md §1. offset None: all zero (integer sampling); mask None: all one.
+  m.def(
+      "deform_conv2d(Tensor input, Tensor? offset, Tensor weight, Tensor? bias, Tensor? mask, int[2] stride, "
+      "int[2] padding, int[2] dilation) -> Tensor");
+  // Returns (grad_input, grad_offset, grad_weight, grad_bias, grad_mask); a
+  // gradient not asked for in output_mask (or of an absent tensor) comes back
+  // as an empty tensor.
+  m.def(
+      "deform_conv2d_backward(Tensor grad_output, Tensor input, Tensor? offset, Tensor weight, Tensor? bias, "
+      "Tensor? mask, int[2] stride, int[2] padding, int[2] dilation, bool[5] output_mask) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 // A plain extension module: importing deblurfast._C loads the library above.

@@ -10,19 +10,28 @@ import oracles
 from deblurfast import deform_conv2d, pixel_adaptive_conv2d
 from deblurfast.ops.deform_conv2d import reference as reference_module
 from deblurfast.testing import assert_close
-from helpers import backend_params, grads, leaf, require_backend
+from helpers import backend_params, grads, leaf, require_backend, uninitialized_is_nan
 
-BACKENDS = backend_params("deform_conv2d")
+OP = "deform_conv2d"
+BACKENDS = backend_params(OP)
+COMPILED = [p for p in BACKENDS if p.values[0] != "reference"]
 
 # torchvision's odd geometry: stride (2,1), pad (1,0), dilation (2,1), kernel 3x2, 2 weight groups, 3 offset groups
 ODD = dict(n=2, cin=6, cout=4, h=9, w=7, kh=3, kw=2, stride=(2, 1), padding=(1, 0), dilation=(2, 1), groups=2, G=3)
 PLAIN = dict(n=1, cin=4, cout=3, h=6, w=7, kh=3, kw=3, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, G=1)
+FIVE = dict(n=1, cin=3, cout=2, h=7, w=6, kh=5, kw=5, stride=(1, 1), padding=(2, 2), dilation=(1, 1), groups=1, G=1)
+GEOMETRIES = {"plain": PLAIN, "odd": ODD, "5x5": FIVE}
+
+
+def out_size(g):
+    ho = (g["h"] + 2 * g["padding"][0] - g["dilation"][0] * (g["kh"] - 1) - 1) // g["stride"][0] + 1
+    wo = (g["w"] + 2 * g["padding"][1] - g["dilation"][1] * (g["kw"] - 1) - 1) // g["stride"][1] + 1
+    return ho, wo
 
 
 def make(g, dtype=torch.float64, device="cpu", offsets=True, masks=True, bias=True, offset_scale=2.0):
     K = g["kh"] * g["kw"]
-    ho = (g["h"] + 2 * g["padding"][0] - g["dilation"][0] * (g["kh"] - 1) - 1) // g["stride"][0] + 1
-    wo = (g["w"] + 2 * g["padding"][1] - g["dilation"][1] * (g["kw"] - 1) - 1) // g["stride"][1] + 1
+    ho, wo = out_size(g)
     kw = dict(dtype=dtype, device=device)
     x = torch.randn(g["n"], g["cin"], g["h"], g["w"], **kw)
     offset = offset_scale * torch.randn(g["n"], 2 * g["G"] * K, ho, wo, **kw) if offsets else None
@@ -36,151 +45,274 @@ def call(backend, x, offset, weight, bias, g, mask):
     return deform_conv2d(x, offset, weight, bias, g["stride"], g["padding"], g["dilation"], mask, backend=backend)
 
 
+def with_grads(backend, tensors, g):
+    tensors = [leaf(t) if t is not None else None for t in tensors]
+    out = call(backend, *tensors[:4], g, tensors[4])
+    return out, grads(out, tensors)
+
+
+def assert_grads_close(got, want, dtype=None, ref_lowp=None):
+    names = ("grad_input", "grad_offset", "grad_weight", "grad_bias", "grad_mask")
+    for i, (a, b, name) in enumerate(zip(got, want, names)):
+        assert (a is None) == (b is None), name
+        if a is not None:
+            low = ref_lowp[i].float() if ref_lowp is not None else None
+            assert_close(a.cpu() if dtype in (None, torch.float64, torch.float32) else a.float().cpu(), b, dtype,
+                         ref_lowp=low, what=name)
+
+
+# -- smoke: every backend against the loop-level float64 oracle, gradients against the reference ----
+
+
 @pytest.mark.parametrize("backend,device", BACKENDS)
-@pytest.mark.parametrize("geometry", [PLAIN, ODD], ids=["plain", "odd"])
-@pytest.mark.parametrize("offsets,masks", [(True, True), (True, False), (False, True), (False, False)])
-def test_smoke_float64_oracle(backend, device, geometry, offsets, masks):
-    require_backend("deform_conv2d", backend, device, torch.float64)
-    x, offset, weight, bias, mask = make(geometry, device=device, offsets=offsets, masks=masks)
-    out = call(backend, x, offset, weight, bias, geometry, mask)
-    expected = oracles.deform_conv2d(x, offset, weight, bias, geometry["stride"], geometry["padding"],
-                                     geometry["dilation"], mask)
+@pytest.mark.parametrize("geometry", list(GEOMETRIES), ids=list(GEOMETRIES))
+@pytest.mark.parametrize("offsets,masks,bias", [(True, True, True), (True, False, False), (False, True, True),
+                                                (False, False, False)])
+def test_smoke_float64_oracle(backend, device, geometry, offsets, masks, bias):
+    require_backend(OP, backend, device, torch.float64)
+    g = GEOMETRIES[geometry]
+    tensors = make(g, device=device, offsets=offsets, masks=masks, bias=bias)
+    with uninitialized_is_nan():
+        out, got = with_grads(backend, tensors, g)
+    x, offset, weight, b, mask = tensors
+    expected = oracles.deform_conv2d(x, offset, weight, b, g["stride"], g["padding"], g["dilation"], mask)
     assert_close(out.cpu(), expected, what="forward")
+    _, want = with_grads("reference", [t.cpu() if t is not None else None for t in tensors], g)
+    assert_grads_close(got, want)
 
 
-@pytest.mark.parametrize("geometry", [PLAIN, ODD], ids=["plain", "odd"])
-def test_gradcheck(geometry):
-    x, offset, weight, bias, mask = make(geometry, offset_scale=1.5)
-    # Keep sampling positions away from integers, where bilinear interpolation has a kink.
-    fn = lambda x, o, w, b, m: call("reference", x, o, w, b, geometry, m)  # noqa: E731
-    assert torch.autograd.gradcheck(fn, tuple(leaf(t) for t in (x, offset, weight, bias, mask)), eps=1e-6, atol=1e-6)
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "non_contiguous", "empty_batch", "batch_33"])
+def test_float32_layouts(backend, device, layout):
+    require_backend(OP, backend, device, torch.float32)
+    g = dict(ODD)
+    if layout == "empty_batch":
+        g["n"] = 0
+    if layout == "batch_33":
+        g.update(n=33, h=5, w=4)
+    tensors = list(make(g, torch.float32, device))
+    if layout == "channels_last":
+        tensors = [t.to(memory_format=torch.channels_last) if t is not None and t.dim() == 4 else t for t in tensors]
+    if layout == "non_contiguous":
+        x = torch.randn(g["n"], g["cin"], g["w"], g["h"], device=device).transpose(2, 3)
+        tensors[0] = x
+        tensors[1] = torch.randn(*tensors[1].shape[:2], tensors[1].shape[3], tensors[1].shape[2],
+                                 device=device).transpose(2, 3)
+        assert not tensors[0].is_contiguous() and not tensors[1].is_contiguous()
+    with uninitialized_is_nan():
+        out, got = with_grads(backend, tensors, g)
+    ref, want = with_grads("reference", [t.double().cpu() if t is not None else None for t in tensors], g)
+    assert out.dtype == torch.float32
+    assert_close(out.cpu(), ref, torch.float32, what="forward")
+    assert_grads_close(got, want, torch.float32)
 
 
-@pytest.mark.parametrize("case", ["empty_batch", "batch_33", "non_contiguous", "channels_last", "no_offset"])
-def test_gradcheck_layouts(case):
-    g = dict(PLAIN, n=0 if case == "empty_batch" else (33 if case == "batch_33" else 1), h=4, w=5, cin=2, cout=2)
-    if case == "batch_33":
-        g.update(h=3, w=3, kh=2, kw=2, padding=(0, 0))
-    x, offset, weight, bias, mask = make(g, offsets=case != "no_offset", offset_scale=1.5)
+@pytest.mark.parametrize("backend,device", [p for p in BACKENDS if p.values[0] != "cpu"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision(backend, device, dtype):
+    require_backend(OP, backend, device, dtype)
+    g = dict(PLAIN, cin=16, cout=16, h=12, w=10)
+    x, offset, weight, bias, mask = make(g, torch.float32, device, offset_scale=1.0)
+    # A network's scale (weights ~ 1/sqrt(fan-in)), so values are O(1) as the 5e-2 absolute bound assumes.
+    # Same inputs for every side (ops.md): round to the low dtype first, so the float64
+    # reference samples the same positions (an offset rounded across an integer moves the bilinear kink).
+    lowp = [t.to(dtype) for t in (x, offset, weight / (16 * 9) ** 0.5, bias, mask)]
+    ref, want = with_grads("reference", [t.double().cpu() for t in lowp], g)
+    ref_lowp, want_lowp = with_grads("reference", [t.cpu() for t in lowp], g)
+    out, got = with_grads(backend, lowp, g)
+    assert out.dtype == dtype
+    assert_close(out.float().cpu(), ref, dtype, ref_lowp=ref_lowp.float(), what="forward")
+    assert_grads_close(got, want, dtype, ref_lowp=want_lowp)
+
+
+# -- gradcheck -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("geometry", ["plain", "odd"])
+def test_gradcheck(backend, geometry):
+    require_backend(OP, backend, "cpu", torch.float64)
+    small = {"plain": dict(cin=2, cout=2, h=5, w=5), "odd": dict(cin=6, cout=2, h=6, w=3)}[geometry]
+    g = dict(GEOMETRIES[geometry], n=1, **small)
+    tensors = make(g, offset_scale=1.5)  # random positions stay away from the bilinear kinks at integers
+    fn = lambda x, o, w, b, m: call(backend, x, o, w, b, g, m)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, tuple(leaf(t) for t in tensors), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("case", ["empty_batch", "non_contiguous", "channels_last", "no_offset", "no_mask_no_bias"])
+def test_gradcheck_layouts(backend, case):
+    require_backend(OP, backend, "cpu", torch.float64)
+    g = dict(PLAIN, n=0 if case == "empty_batch" else 1, h=4, w=5, cin=2, cout=2)
+    x, offset, weight, bias, mask = make(g, offsets=case != "no_offset", masks=case != "no_mask_no_bias",
+                                         bias=case != "no_mask_no_bias", offset_scale=1.5)
     if case == "non_contiguous":
         x = torch.randn(g["n"], g["cin"], g["w"], g["h"], dtype=torch.float64).transpose(2, 3)
     if case == "channels_last":
         x, mask = x.to(memory_format=torch.channels_last), mask.to(memory_format=torch.channels_last)
     tensors = tuple(leaf(t) if t is not None else None for t in (x, offset, weight, bias, mask))
-    fn = lambda *ts: call("reference", *ts[:4], g, ts[4])  # noqa: E731
-    if case == "batch_33":  # gradcheck on 33 images is slow; compare with the oracle instead
-        assert_close(fn(*tensors), oracles.deform_conv2d(x, offset, weight, bias, g["stride"], g["padding"],
-                                                         g["dilation"], mask))
-        return
+    fn = lambda *ts: call(backend, *ts[:4], g, ts[4])  # noqa: E731
     assert torch.autograd.gradcheck(fn, tensors, eps=1e-6, atol=1e-6)
 
 
-def test_far_offsets_contribute_nothing():
+# -- semantics at the edges --------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_far_offsets_contribute_nothing(backend, device):
+    require_backend(OP, backend, device, torch.float32)
     g = PLAIN
-    x, offset, weight, _, mask = make(g, bias=False)
+    x, offset, weight, _, mask = make(g, torch.float32, device, bias=False)
     for far in (1e3, -1e3, 1e30):
-        o = leaf(torch.full_like(offset, far))
-        xs, ms, ws = leaf(x), leaf(mask), leaf(weight)
-        out = call("reference", xs, o, ws, None, g, ms)
+        tensors = [x, torch.full_like(offset, far), weight, None, mask]
+        out, (gx, go, gw, _, gm) = with_grads(backend, tensors, g)
         assert torch.equal(out, torch.zeros_like(out))
-        gx, go, gw, gm = grads(out, [xs, o, ws, ms])
         for t in (gx, go, gw, gm):
             assert torch.equal(t, torch.zeros_like(t))
 
 
-def test_nonfinite_offsets_stay_local():
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_nonfinite_offsets_stay_local(backend, device):
+    require_backend(OP, backend, device, torch.float32)
     g = PLAIN
-    x, offset, weight, bias, mask = make(g)
-    clean = call("reference", x, offset, weight, bias, g, mask)
+    x, offset, weight, bias, mask = make(g, torch.float32, device)
+    clean = call(backend, x, offset, weight, bias, g, mask)
     bad = offset.clone()
     bad[0, 0, 2, 3], bad[0, 5, 4, 1], bad[0, 7, 0, 0] = float("nan"), float("inf"), float("-inf")
-    out = call("reference", x, bad, weight, bias, g, mask)
+    with uninitialized_is_nan():
+        out = call(backend, x, bad, weight, bias, g, mask)
     touched = torch.zeros_like(out, dtype=torch.bool)
     touched[0, :, 2, 3] = touched[0, :, 4, 1] = touched[0, :, 0, 0] = True
     assert torch.equal(out[~touched], clean[~touched])
     assert torch.isfinite(out[touched]).all()  # a non-finite position reads 0, like an outside one
+    # Without offsets only integer positions are read: an inf pixel reaches exactly the outputs whose
+    # window covers it (no zero-weight bilinear neighbour may turn inf into NaN elsewhere).
+    bad_x = x.clone()
+    bad_x[0, :, 5, 6] = float("inf")
+    out = call(backend, bad_x, None, weight, bias, dict(g, padding=(0, 0)), mask[:, :, 1:-1, 1:-1])
+    reaches = torch.zeros_like(out, dtype=torch.bool)
+    reaches[0, :, 3:, 4:] = True  # 3x3 windows (no padding) that contain pixel (5, 6)
+    assert torch.isfinite(out[~reaches]).all() and not torch.isfinite(out[reaches]).any()
 
 
-def test_pixel_adaptive_conv2d_is_deform_conv2d_with_a_kernel():
-    g = dict(PLAIN, kh=5, kw=5, padding=(2, 2))
-    x, offset, weight, bias, kernel = make(g)
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_pixel_adaptive_conv2d_is_deform_conv2d_with_a_kernel(backend, device):
+    require_backend(OP, backend, device, torch.float64)
+    g = FIVE
+    x, offset, weight, bias, kernel = make(g, device=device)
     kernel = 3 * torch.randn_like(kernel)  # any real value, negative included
     for off in (None, offset):
-        got = pixel_adaptive_conv2d(x, kernel, weight, bias, off, 1, 2, 1)
-        assert_close(got, oracles.deform_conv2d(x, off, weight, bias, (1, 1), (2, 2), (1, 1), kernel))
+        got = pixel_adaptive_conv2d(x, kernel, weight, bias, off, 1, 2, 1, backend=backend)
+        expected = oracles.deform_conv2d(x, off, weight, bias, (1, 1), (2, 2), (1, 1), kernel)
+        assert_close(got.cpu(), expected)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_low_precision_reference_runs(dtype):
-    x, offset, weight, bias, mask = make(PLAIN, dtype=torch.float32)
-    ref = call("reference", x.double(), offset.double(), weight.double(), bias.double(), PLAIN, mask.double())
-    out = call("reference", *(t.to(dtype) for t in (x, offset, weight, bias)), PLAIN, mask.to(dtype))
-    assert out.dtype == dtype
-    tol = {torch.float32: 1e-4, torch.float16: 3e-2, torch.bfloat16: 2e-1}[dtype]
-    assert (out.double() - ref).abs().max().item() < tol * ref.abs().max().item()
-
-
-def test_chunks_give_the_same_result(monkeypatch):
+def test_reference_chunks_give_the_same_result(monkeypatch):
     g = dict(PLAIN, h=9, w=5)
-    x, offset, weight, bias, mask = make(g)
-    tensors = [leaf(t) for t in (x, offset, weight, bias, mask)]
-    whole = call("reference", *tensors[:4], g, tensors[4])
-    whole_grads = grads(whole, tensors)
+    tensors = make(g)
+    whole, whole_grads = with_grads("reference", tensors, g)
     monkeypatch.setattr(reference_module, "CHUNK_ELEMENTS", 1)  # one output row per chunk, checkpointed
-    tensors = [leaf(t) for t in (x, offset, weight, bias, mask)]
-    chunked = call("reference", *tensors[:4], g, tensors[4])
+    chunked, chunked_grads = with_grads("reference", tensors, g)
     assert_close(chunked, whole)
-    for a, b in zip(grads(chunked, tensors), whole_grads):
+    for a, b in zip(chunked_grads, whole_grads):
         assert_close(a, b)
+
+
+_PEAK_SCRIPT = """
+import resource, sys, torch, deblurfast
+torch.manual_seed(0)
+n, c, h, w, k, backend = 1, int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+x = torch.randn(n, c, h, w)
+wt = torch.randn(c, c, k, k) / (c * k)
+off = torch.randn(n, 2 * k * k, h, w)
+mask = torch.rand(n, k * k, h, w)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with torch.no_grad():
+    out = deblurfast.deform_conv2d(x, off, wt, None, 1, k // 2, 1, mask, backend=backend)
+assert out.shape == (n, c, h, w) and torch.isfinite(out).all()
+print(before * 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def _peak(backend, c, h, w, k):
+    res = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(c), str(h), str(w), str(k), backend],
+                         capture_output=True, text=True, env=dict(os.environ))
+    assert res.returncode == 0, res.stderr
+    before, after = map(int, res.stdout.split())
+    return before, after
 
 
 @pytest.mark.slow
 def test_reference_memory_at_720p_5x5_128_channels():
     """ops.md: the reference must stay under 4 GB peak for 1x128x720x1280, 5x5 (inference)."""
-    script = textwrap.dedent(
-        """
-        import resource, torch, deblurfast
-        torch.manual_seed(0)
-        x = torch.randn(1, 128, 720, 1280)
-        w = torch.randn(128, 128, 5, 5) / 60
-        off = torch.randn(1, 50, 720, 1280)
-        mask = torch.rand(1, 25, 720, 1280)
-        with torch.no_grad():
-            out = deblurfast.deform_conv2d(x, off, w, None, 1, 2, 1, mask, backend="reference")
-        assert out.shape == (1, 128, 720, 1280) and torch.isfinite(out).all()
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-        """
-    )
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=dict(os.environ))
-    assert res.returncode == 0, res.stderr
-    peak = int(res.stdout.strip().splitlines()[-1])
+    _, peak = _peak("reference", 128, 720, 1280, 5)
     assert peak < 4 * 2**30, f"peak RSS {peak / 2**30:.2f} GiB"
 
 
+def test_cpu_kernel_memory_is_flat():
+    """The C++ kernel's extra memory is bounded by its tile budget (48 MB), whatever the image size."""
+    require_backend(OP, "cpu", "cpu", torch.float32)
+    inputs = 4 * (64 * 360 * 640 * 2 + 27 * 360 * 640)  # x, out, offset + mask
+    before, after = _peak("cpu", 64, 360, 640, 3)
+    extra = after - before - inputs
+    assert extra < 64 * 2**20, f"extra peak {extra / 2**20:.0f} MiB"
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
-@pytest.mark.parametrize("geometry", [PLAIN, ODD], ids=["plain", "odd"])
-def test_equals_torchvision(geometry, device):
+@pytest.mark.parametrize("geometry", ["plain", "odd"])
+@pytest.mark.parametrize("backend", ["reference", "cpu", "cuda", "triton"])
+def test_equals_torchvision(geometry, device, backend):
     torchvision = pytest.importorskip("torchvision")  # installed on the GPU machines
-    x, offset, weight, bias, mask = make(geometry, device=device)
-    tensors = [leaf(t) for t in (x, offset, weight, bias, mask)]
-    ours = call("reference", *tensors[:4], geometry, tensors[4])
-    ours_grads = grads(ours, tensors)
-    tensors = [leaf(t) for t in (x, offset, weight, bias, mask)]
-    theirs = torchvision.ops.deform_conv2d(
-        tensors[0], tensors[1], tensors[2], tensors[3], geometry["stride"], geometry["padding"],
-        geometry["dilation"], tensors[4],
-    )
-    assert_close(ours, theirs)
-    for a, b in zip(ours_grads, grads(theirs, tensors)):
-        assert_close(a, b)
+    require_backend(OP, backend, device, torch.float64)
+    g = GEOMETRIES[geometry]
+    tensors = make(g, device=device)
+    ours, ours_grads = with_grads(backend, tensors, g)
+    leaves = [leaf(t) for t in tensors]
+    theirs = torchvision.ops.deform_conv2d(leaves[0], leaves[1], leaves[2], leaves[3], g["stride"], g["padding"],
+                                           g["dilation"], leaves[4])
+    assert_close(ours.cpu(), theirs.cpu())
+    for a, b in zip(ours_grads, grads(theirs, leaves)):
+        assert_close(a.cpu(), b.cpu())
 
 
-def test_compile_fullgraph():
+# -- registration ----------------------------------------------------------------
+
+
+def _compiled_op(backend):
+    if backend == "triton":
+        return torch.ops.deblurfast.deform_conv2d_triton.default
+    return torch.ops.deblurfast.deform_conv2d.default
+
+
+@pytest.mark.parametrize("backend,device", COMPILED)
+@pytest.mark.parametrize("offsets,masks,bias", [(True, True, True), (False, True, False), (True, False, True)])
+def test_opcheck(backend, device, offsets, masks, bias):
+    require_backend(OP, backend, device, torch.float32)
+    x, offset, weight, b, mask = (leaf(t) if t is not None else None
+                                  for t in make(ODD, torch.float32, device, offsets, masks, bias))
+    args = (x, offset, weight, b, mask, list(ODD["stride"]), list(ODD["padding"]), list(ODD["dilation"]))
+    torch.library.opcheck(_compiled_op(backend), args)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_compile_fullgraph(backend, device):
+    require_backend(OP, backend, device, torch.float32)
     torch._dynamo.reset()
-    x, offset, weight, bias, mask = make(PLAIN, dtype=torch.float32)
-    f = lambda *a: call("reference", *a[:4], PLAIN, a[4])  # noqa: E731
-    assert_close(torch.compile(f, fullgraph=True)(x, offset, weight, bias, mask).double(),
-                 f(x, offset, weight, bias, mask).double(), torch.float32)
+    tensors = make(PLAIN, torch.float32, device)
+
+    def f(x, o, w, b, m):
+        return call(backend, x, o, w, b, PLAIN, m).square().sum()
+
+    compiled = torch.compile(f, fullgraph=True)
+    a = [leaf(t) for t in tensors]
+    compiled(*a).backward()
+    e = [leaf(t) for t in tensors]
+    f(*e).backward()
+    for u, v in zip(a, e):
+        assert_close(u.grad.double().cpu(), v.grad.double().cpu(), torch.float32)
+
+
+# -- exceptions -------------------------------------------------------------------
 
 
 def _args(**overrides):
@@ -205,15 +337,19 @@ def _args(**overrides):
         ({"weight": torch.randn(3, 3, 3, 3)}, ValueError, r"Cin=4 must be a multiple of weight.shape\[1\]=3"),
         ({"weight": torch.randn(3, 2, 3, 3)}, ValueError, "Cout=3 must be divisible by groups=2"),
         ({"offset": torch.randn(2, 17, 6, 6)}, ValueError, "positive multiple of 18, got 17"),
-        ({"offset": torch.randn(2, 18, 5, 6)}, ValueError, r"offset must have shape .* = \(2, 18, 6, 6\), got \(2, 18, 5, 6\)"),
-        ({"offset": torch.randn(2, 54, 6, 6), "mask": torch.rand(2, 27, 6, 6)}, ValueError, "Cin=4 must be divisible by the offset groups G=3"),
+        ({"offset": torch.randn(2, 18, 5, 6)}, ValueError,
+         r"offset must have shape .* = \(2, 18, 6, 6\), got \(2, 18, 5, 6\)"),
+        ({"offset": torch.randn(2, 54, 6, 6), "mask": torch.rand(2, 27, 6, 6)}, ValueError,
+         "Cin=4 must be divisible by the offset groups G=3"),
         ({"mask": torch.rand(2, 18, 6, 6)}, ValueError, r"mask must have shape .* = \(2, 9, 6, 6\)"),
         ({"bias": torch.randn(4)}, ValueError, r"bias must have shape \(Cout,\) = \(3\), got \(4\)"),
-        ({"mask": torch.rand(2, 9, 6, 6, dtype=torch.float64)}, TypeError, "mask has dtype torch.float64 but input has torch.float32"),
+        ({"mask": torch.rand(2, 9, 6, 6, dtype=torch.float64)}, TypeError,
+         "mask has dtype torch.float64 but input has torch.float32"),
         ({"stride": 0}, ValueError, r"stride must be >= 1, got \(0, 0\)"),
         ({"padding": (1, -1)}, ValueError, "padding must be >= 0"),
         ({"dilation": (1, 2, 3)}, TypeError, "dilation must be an int or a pair of ints"),
-        ({"input": torch.randn(2, 4, 1, 1), "padding": 0}, ValueError, r"output size \(Ho, Wo\) = \(-1, -1\) is not positive"),
+        ({"input": torch.randn(2, 4, 1, 1), "padding": 0}, ValueError,
+         r"output size \(Ho, Wo\) = \(-1, -1\) is not positive"),
     ],
 )
 def test_exceptions(overrides, error, match):
@@ -226,3 +362,14 @@ def test_exception_pixel_adaptive_names_the_kernel():
         pixel_adaptive_conv2d(torch.randn(2, 4, 6, 6), torch.randn(2, 9, 5, 6), torch.randn(3, 4, 3, 3), padding=1)
     with pytest.raises(TypeError, match="kernel must be a torch.Tensor"):
         pixel_adaptive_conv2d(torch.randn(2, 4, 6, 6), None, torch.randn(3, 4, 3, 3), padding=1)
+
+
+def test_compiled_op_checks_its_arguments():
+    require_backend(OP, "cpu", "cpu")
+    x, w = torch.randn(1, 4, 5, 5), torch.randn(2, 4, 3, 3)
+    with pytest.raises(RuntimeError, match="offset must be"):
+        torch.ops.deblurfast.deform_conv2d(x, torch.randn(1, 17, 3, 3), w, None, None, [1, 1], [0, 0], [1, 1])
+    with pytest.raises(RuntimeError, match="mask shape"):
+        torch.ops.deblurfast.deform_conv2d(x, None, w, None, torch.randn(1, 9, 4, 3), [1, 1], [0, 0], [1, 1])
+    with pytest.raises(RuntimeError, match="must be float32 or float64"):
+        torch.ops.deblurfast.deform_conv2d(x.half(), None, w.half(), None, None, [1, 1], [0, 0], [1, 1])

@@ -117,10 +117,10 @@ def test_float32_layouts(backend, device, layout):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision(backend, device, dtype):
     require_backend("dynamic_filter2d", backend, device, dtype)
-    x, kernel = make(2, 8, 12, 20, 3, 2, torch.float32, device)
-    ref32 = run_with_grads("reference", x.cpu(), kernel.cpu(), 3, 1, "reflect", "softmax")
-    ref_lowp = run_with_grads("reference", x.cpu().to(dtype), kernel.cpu().to(dtype), 3, 1, "reflect", "softmax")
-    got = run_with_grads(backend, x.to(dtype), kernel.to(dtype), 3, 1, "reflect", "softmax")
+    x, kernel = (t.to(dtype) for t in make(2, 8, 12, 20, 3, 2, torch.float32, device))  # same inputs for all
+    ref32 = run_with_grads("reference", x.double().cpu(), kernel.double().cpu(), 3, 1, "reflect", "softmax")
+    ref_lowp = run_with_grads("reference", x.cpu(), kernel.cpu(), 3, 1, "reflect", "softmax")
+    got = run_with_grads(backend, x, kernel, 3, 1, "reflect", "softmax")
     for g, r, rl, what in zip(got, ref32, ref_lowp, ("forward", "grad_input", "grad_kernel")):
         assert g.dtype == dtype
         assert_close(g.float().cpu(), r, dtype, ref_lowp=rl.float(), what=what)

@@ -7,9 +7,27 @@ import torch
 
 from ..._checks import check_like, check_shape, check_tensor, pair
 from ...dispatch import FLOAT_DTYPES, Impl, Op
+from .extension import deform_conv2d_compiled
 from .reference import deform_conv2d_reference, output_size
 
-OP = Op("deform_conv2d", {"reference": Impl(deform_conv2d_reference, FLOAT_DTYPES)})
+
+def _plane_limit(input, offset, weight, bias, stride, padding, dilation, mask):
+    H, W = input.shape[-2:]
+    Ho = output_size(H, weight.shape[2], stride[0], padding[0], dilation[0])
+    Wo = output_size(W, weight.shape[3], stride[1], padding[1], dilation[1])
+    if max(H * W, Ho * Wo) >= 2**31:
+        return f"H*W = {H * W} or Ho*Wo = {Ho * Wo} needs 64-bit in-plane offsets (the kernels use 32-bit ones)"
+    return None
+
+
+OP = Op(
+    "deform_conv2d",
+    {
+        "reference": Impl(deform_conv2d_reference, FLOAT_DTYPES),
+        "cpu": Impl(deform_conv2d_compiled, (torch.float32, torch.float64), compiled_op="deform_conv2d"),
+        "cuda": Impl(deform_conv2d_compiled, FLOAT_DTYPES, check=_plane_limit, compiled_op="deform_conv2d"),
+    },
+)
 
 
 def _check(op, input, offset, weight, bias, stride, padding, dilation, mask, mask_name="mask"):

@@ -1,0 +1,317 @@
+// deform_conv2d on the CPU (ops.md §1): forward and backward, float32/float64.
+//
+// Work goes by tiles of output pixels of one image. For a tile of P pixels:
+// the sampling geometry of every (offset group, tap, pixel) is computed once
+// (4 corner offsets, the fractional parts, the mask), the modulated samples
+// form a column block cols[Cin*K, P] that lives only for the tile, and a GEMM
+// with the weight gives the outputs. Extra memory is a few tile buffers,
+// bounded by kTileBudgetBytes whatever the image size.
+//
+// Forward: tiles in parallel, each thread with its own buffers. Backward:
+// tiles in sequence, parallel inside a tile — grad_input is scattered one
+// input channel per task, grad_offset/grad_mask reduced one (group, tap) per
+// task, grad_weight accumulated tile after tile — so the result does not
+// depend on the thread count and no atomics are needed.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "deform_conv2d_args.h"
+
+namespace deblurfast {
+namespace {
+
+constexpr int64_t kTileBudgetBytes = int64_t(48) << 20;  // all threads' tile buffers together
+
+// Where one (offset group, tap, pixel) samples: in-plane offsets of the 4
+// bilinear corners (-1: outside, reads 0), the fractional position and the mask.
+template <typename T>
+struct Sample {
+  int64_t corner[4];  // (y0,x0) (y0,x0+1) (y0+1,x0) (y0+1,x0+1)
+  T ly, lx, m;
+};
+
+template <typename T>
+struct Geometry {
+  const DeformConv2dShape& s;
+  const T* offset;  // [N, 2*G*K, Ho, Wo] or null
+  const T* mask;    // [N, G*K, Ho, Wo] or null
+
+  // Sample of (n, g, t) at flat output pixel p.
+  Sample<T> operator()(int64_t n, int64_t g, int64_t t, int64_t p) const {
+    const int64_t K = s.taps(), HoWo = s.out_pixels();
+    const int64_t ho = p / s.Wo, wo = p % s.Wo, i = t / s.kw, j = t % s.kw;
+    Sample<T> smp;
+    smp.m = mask ? mask[((n * s.offset_groups + g) * K + t) * HoWo + p] : T(1);
+    T py = T(ho * s.sh - s.ph + i * s.dh), px = T(wo * s.sw - s.pw + j * s.dw);
+    if (offset) {
+      const T* o = offset + ((n * s.offset_groups + g) * K + t) * 2 * HoWo + p;
+      py += o[0];
+      px += o[HoWo];
+    }
+    smp.ly = smp.lx = T(0);
+    std::fill(smp.corner, smp.corner + 4, int64_t(-1));
+    // torchvision's rule; written so that a NaN position counts as outside.
+    if (!(py > T(-1) && py < T(s.H) && px > T(-1) && px < T(s.W))) return smp;
+    const T y0f = std::floor(py), x0f = std::floor(px);
+    const int64_t y0 = static_cast<int64_t>(y0f), x0 = static_cast<int64_t>(x0f);
+    smp.ly = py - y0f;
+    smp.lx = px - x0f;
+    // Without offsets positions are integers: only corner 0 is read (a zero
+    // weight times an inf neighbour would otherwise give NaN).
+    for (int c = 0; c < (offset ? 4 : 1); ++c) {
+      const int64_t y = y0 + c / 2, x = x0 + c % 2;
+      smp.corner[c] = (y >= 0 && y < s.H && x >= 0 && x < s.W) ? y * s.W + x : -1;
+    }
+    return smp;
+  }
+};
+
+// Unmasked bilinear weights of the 4 corners.
+template <typename T>
+inline void corner_weights(const Sample<T>& smp, T* w) {
+  w[0] = (1 - smp.ly) * (1 - smp.lx);
+  w[1] = (1 - smp.ly) * smp.lx;
+  w[2] = smp.ly * (1 - smp.lx);
+  w[3] = smp.ly * smp.lx;
+}
+
+template <typename T>
+inline T sample_value(const T* plane, const Sample<T>& smp) {
+  T w[4];
+  corner_weights(smp, w);
+  T v = 0;
+  for (int c = 0; c < 4; ++c)
+    if (smp.corner[c] >= 0) v += w[c] * plane[smp.corner[c]];
+  return v;
+}
+
+// Pixels per tile so that `bytes_per_pixel` times the tile, for `buffers`
+// concurrent tiles, stays within the budget.
+int64_t tile_pixels(int64_t bytes_per_pixel, int64_t buffers, int64_t total) {
+  const int64_t p = kTileBudgetBytes / std::max<int64_t>(1, buffers * bytes_per_pixel);
+  return std::max<int64_t>(1, std::min(p, total));
+}
+
+// Samples of tile [p0, p0+P) of image n: geo[(g*K + t)*P + q].
+template <typename T>
+void tile_geometry(const Geometry<T>& geometry, int64_t n, int64_t p0, int64_t P, Sample<T>* geo) {
+  const DeformConv2dShape& s = geometry.s;
+  const int64_t K = s.taps();
+  for (int64_t gt = 0; gt < s.offset_groups * K; ++gt)
+    for (int64_t q = 0; q < P; ++q) geo[gt * P + q] = geometry(n, gt / K, gt % K, p0 + q);
+}
+
+// cols[(c*K + t)*P + q] = mask * sample of channel c for channels [c0, c1).
+template <typename T>
+void tile_columns(const DeformConv2dShape& s, const T* xn, const Sample<T>* geo, int64_t P, int64_t c0, int64_t c1,
+                  T* cols) {
+  const int64_t K = s.taps(), HW = s.H * s.W, Cg = s.cin_per_offset_group();
+  for (int64_t c = c0; c < c1; ++c) {
+    const T* plane = xn + c * HW;
+    const Sample<T>* gc = geo + (c / Cg) * K * P;
+    for (int64_t tq = 0; tq < K * P; ++tq) cols[c * K * P + tq] = gc[tq].m * sample_value(plane, gc[tq]);
+  }
+}
+
+at::Tensor wrap(const void* data, at::IntArrayRef sizes, at::IntArrayRef strides, const at::TensorOptions& opt) {
+  return at::from_blob(const_cast<void*>(data), sizes, strides, opt);
+}
+
+template <typename T>
+void forward_kernel(const T* x, const T* offset, const T* mask, const T* weight, const T* bias, T* out,
+                    const DeformConv2dShape& s, const at::TensorOptions& opt) {
+  const int64_t K = s.taps(), HoWo = s.out_pixels(), CinK = s.Cin * K;
+  const int64_t Cg_out = s.cout_per_group(), CgK = s.cin_per_group() * K;
+  const int64_t threads = at::get_num_threads();
+  const int64_t bytes_per_pixel = sizeof(T) * (CinK + s.Cout) + sizeof(Sample<T>) * s.offset_groups * K;
+  const int64_t P = tile_pixels(bytes_per_pixel, threads, HoWo);
+  const int64_t tiles_per_image = (HoWo + P - 1) / P;
+  const Geometry<T> geometry{s, offset, mask};
+  at::parallel_for(0, s.N * tiles_per_image, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> cols(CinK * P), acc(s.Cout * P);
+    std::vector<Sample<T>> geo(s.offset_groups * K * P);
+    for (int64_t tile = begin; tile < end; ++tile) {
+      const int64_t n = tile / tiles_per_image, p0 = (tile % tiles_per_image) * P, Pt = std::min(P, HoWo - p0);
+      tile_geometry(geometry, n, p0, Pt, geo.data());
+      tile_columns(s, x + n * s.Cin * s.H * s.W, geo.data(), Pt, 0, s.Cin, cols.data());
+      for (int64_t wg = 0; wg < s.groups; ++wg) {  // acc[o, q] = weight[o, :] . cols[:, q] per weight group
+        at::Tensor a = wrap(acc.data() + wg * Cg_out * Pt, {Cg_out, Pt}, {Pt, 1}, opt);
+        at::mm_out(a, wrap(weight + wg * Cg_out * CgK, {Cg_out, CgK}, {CgK, 1}, opt),
+                   wrap(cols.data() + wg * CgK * Pt, {CgK, Pt}, {Pt, 1}, opt));
+      }
+      for (int64_t o = 0; o < s.Cout; ++o) {
+        T* dst = out + (n * s.Cout + o) * HoWo + p0;
+        const T b = bias ? bias[o] : T(0);
+        for (int64_t q = 0; q < Pt; ++q) dst[q] = acc[o * Pt + q] + b;
+      }
+    }
+  });
+}
+
+template <typename T>
+void backward_kernel(const T* grad_out, const T* x, const T* offset, const T* mask, const T* weight,
+                     const DeformConv2dShape& s, const at::TensorOptions& opt, T* gx, T* goff, T* gw, T* gmask) {
+  const int64_t K = s.taps(), HoWo = s.out_pixels(), CinK = s.Cin * K, HW = s.H * s.W;
+  const int64_t Cg_out = s.cout_per_group(), CgK = s.cin_per_group() * K, Cg = s.cin_per_offset_group();
+  const bool need_cols = gw != nullptr, need_gcols = gx || goff || gmask;
+  const int64_t bytes_per_pixel =
+      sizeof(T) * CinK * (int64_t(need_cols) + int64_t(need_gcols)) + sizeof(Sample<T>) * s.offset_groups * K;
+  const int64_t P = tile_pixels(bytes_per_pixel, 1, HoWo);
+  const Geometry<T> geometry{s, offset, mask};
+  std::vector<T> cols(need_cols ? CinK * P : 0), gcols(need_gcols ? CinK * P : 0);
+  std::vector<Sample<T>> geo(s.offset_groups * K * P);
+  // gx and gw arrive zeroed: the tiles accumulate into them.
+  for (int64_t n = 0; n < s.N; ++n) {
+    const T* xn = x + n * s.Cin * HW;
+    const T* gon = grad_out + n * s.Cout * HoWo;
+    for (int64_t p0 = 0; p0 < HoWo; p0 += P) {
+      const int64_t Pt = std::min(P, HoWo - p0);
+      at::parallel_for(0, s.offset_groups * K, 1, [&](int64_t b, int64_t e) {
+        for (int64_t gt = b; gt < e; ++gt)
+          for (int64_t q = 0; q < Pt; ++q) geo[gt * Pt + q] = geometry(n, gt / K, gt % K, p0 + q);
+      });
+      for (int64_t wg = 0; wg < s.groups; ++wg) {
+        // grad_out of this tile and weight group: [Cg_out, Pt], rows strided by HoWo
+        const at::Tensor go = wrap(gon + wg * Cg_out * HoWo + p0, {Cg_out, Pt}, {HoWo, 1}, opt);
+        const at::Tensor w = wrap(weight + wg * Cg_out * CgK, {Cg_out, CgK}, {CgK, 1}, opt);
+        if (need_cols) {
+          const int64_t c0 = wg * s.cin_per_group(), c1 = c0 + s.cin_per_group();
+          at::parallel_for(c0, c1, 1, [&](int64_t b, int64_t e) { tile_columns(s, xn, geo.data(), Pt, b, e, cols.data()); });
+          at::Tensor gwt = wrap(gw + wg * Cg_out * CgK, {Cg_out, CgK}, {CgK, 1}, opt);
+          gwt.addmm_(go, wrap(cols.data() + c0 * K * Pt, {CgK, Pt}, {Pt, 1}, opt).t());
+        }
+        if (need_gcols) {
+          at::Tensor gc = wrap(gcols.data() + wg * CgK * Pt, {CgK, Pt}, {Pt, 1}, opt);
+          at::mm_out(gc, w.t(), go);  // grad of cols: [CgK, Pt]
+        }
+      }
+      if (gx) {  // scatter to the 4 corners: one input channel per task, so no two tasks write one element
+        at::parallel_for(0, s.Cin, 1, [&](int64_t b, int64_t e) {
+          for (int64_t c = b; c < e; ++c) {
+            T* plane = gx + (n * s.Cin + c) * HW;
+            const Sample<T>* gc = geo.data() + (c / Cg) * K * Pt;
+            const T* g = gcols.data() + c * K * Pt;
+            for (int64_t tq = 0; tq < K * Pt; ++tq) {
+              T w[4];
+              corner_weights(gc[tq], w);
+              const T v = g[tq] * gc[tq].m;
+              for (int k = 0; k < 4; ++k)
+                if (gc[tq].corner[k] >= 0) plane[gc[tq].corner[k]] += v * w[k];
+            }
+          }
+        });
+      }
+      if (goff || gmask) {  // reduce over the offset group's channels: one (group, tap) per task
+        at::parallel_for(0, s.offset_groups * K, 1, [&](int64_t b, int64_t e) {
+          for (int64_t gt = b; gt < e; ++gt) {
+            const int64_t g = gt / K, t = gt % K;
+            for (int64_t q = 0; q < Pt; ++q) {
+              const Sample<T>& smp = geo[gt * Pt + q];
+              T w[4];
+              corner_weights(smp, w);
+              T dsy = 0, dsx = 0, dm = 0;
+              for (int64_t c = g * Cg; c < (g + 1) * Cg; ++c) {
+                const T* plane = xn + c * HW;
+                T v[4];
+                for (int k = 0; k < 4; ++k) v[k] = smp.corner[k] >= 0 ? plane[smp.corner[k]] : T(0);
+                const T gcv = gcols[(c * K + t) * Pt + q];
+                dm += gcv * (w[0] * v[0] + w[1] * v[1] + w[2] * v[2] + w[3] * v[3]);
+                dsy += gcv * ((1 - smp.lx) * (v[2] - v[0]) + smp.lx * (v[3] - v[1]));
+                dsx += gcv * ((1 - smp.ly) * (v[1] - v[0]) + smp.ly * (v[3] - v[2]));
+              }
+              const int64_t pix = p0 + q;
+              if (gmask) gmask[((n * s.offset_groups + g) * K + t) * HoWo + pix] = dm;
+              if (goff) {
+                T* o = goff + ((n * s.offset_groups + g) * K + t) * 2 * HoWo + pix;
+                o[0] = dsy * smp.m;
+                o[HoWo] = dsx * smp.m;
+              }
+            }
+          }
+        });
+      }
+    }
+  }
+}
+
+void check_cpu(const at::Tensor& t) {
+  TORCH_CHECK(t.device().is_cpu(), "deform_conv2d (cpu): input must be a CPU tensor, got ", t.device());
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
+              "deform_conv2d (cpu): input must be float32 or float64, got ", t.scalar_type());
+}
+
+template <typename T>
+const T* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
+}
+
+at::Tensor contiguous_or_undefined(const c10::optional<at::Tensor>& t) {
+  return (t.has_value() && t->defined()) ? t->contiguous() : at::Tensor();
+}
+
+at::Tensor deform_conv2d_cpu(const at::Tensor& input, const c10::optional<at::Tensor>& offset,
+                             const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                             const c10::optional<at::Tensor>& mask, at::IntArrayRef stride, at::IntArrayRef padding,
+                             at::IntArrayRef dilation) {
+  const DeformConv2dShape s = deform_conv2d_shape(input, offset, weight, bias, mask, stride, padding, dilation);
+  check_cpu(input);
+  const at::Tensor x = input.contiguous(), w = weight.contiguous(), off = contiguous_or_undefined(offset),
+                   msk = contiguous_or_undefined(mask), b = contiguous_or_undefined(bias);
+  at::Tensor out = at::empty({s.N, s.Cout, s.Ho, s.Wo}, x.options());
+  if (out.numel() == 0) return out;
+  if (s.Cin == 0) return b.defined() ? out.copy_(b.view({1, s.Cout, 1, 1}).expand_as(out)) : out.zero_();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "deform_conv2d_cpu", [&] {
+    forward_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(off), ptr_or_null<scalar_t>(msk),
+                             w.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(b), out.mutable_data_ptr<scalar_t>(),
+                             s, x.options());
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv2d_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& input, const c10::optional<at::Tensor>& offset,
+    const at::Tensor& weight, const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& mask,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, std::array<bool, 5> output_mask) {
+  const DeformConv2dShape s = deform_conv2d_shape(input, offset, weight, bias, mask, stride, padding, dilation);
+  check_cpu(input);
+  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({s.N, s.Cout, s.Ho, s.Wo}),
+              "deform_conv2d_backward: grad_output shape ", grad_output.sizes(), " must be (", s.N, ", ", s.Cout,
+              ", ", s.Ho, ", ", s.Wo, ")");
+  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() && grad_output.device() == input.device(),
+              "deform_conv2d_backward: grad_output must match input's dtype and device");
+  const at::Tensor go = grad_output.contiguous(), x = input.contiguous(), w = weight.contiguous(),
+                   off = contiguous_or_undefined(offset), msk = contiguous_or_undefined(mask);
+  const auto opt = x.options();
+  auto grad_or_empty = [&](bool wanted, at::IntArrayRef sizes) {
+    return wanted ? at::zeros(sizes, opt) : at::empty({0}, opt);
+  };
+  at::Tensor gx = grad_or_empty(output_mask[0], x.sizes());
+  at::Tensor goff = grad_or_empty(output_mask[1] && s.has_offset, off.defined() ? off.sizes() : at::IntArrayRef{0});
+  at::Tensor gw = grad_or_empty(output_mask[2], w.sizes());
+  at::Tensor gb = output_mask[3] && s.has_bias ? go.sum({0, 2, 3}) : at::empty({0}, opt);
+  at::Tensor gm = grad_or_empty(output_mask[4] && s.has_mask, msk.defined() ? msk.sizes() : at::IntArrayRef{0});
+  auto p = [](at::Tensor& t) { return t.numel() ? t.mutable_data_ptr() : nullptr; };
+  if (go.numel() > 0 && s.Cin > 0 && (gx.numel() || goff.numel() || gw.numel() || gm.numel())) {
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "deform_conv2d_backward_cpu", [&] {
+      backward_kernel<scalar_t>(go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                                ptr_or_null<scalar_t>(off), ptr_or_null<scalar_t>(msk), w.const_data_ptr<scalar_t>(),
+                                s, opt, static_cast<scalar_t*>(p(gx)), static_cast<scalar_t*>(p(goff)),
+                                static_cast<scalar_t*>(p(gw)), static_cast<scalar_t*>(p(gm)));
+    });
+  }
+  return {gx, goff, gw, gb, gm};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(deblurfast, CPU, m) {
+  m.impl("deform_conv2d", &deform_conv2d_cpu);
+  m.impl("deform_conv2d_backward", &deform_conv2d_backward_cpu);
+}
+
+}  // namespace deblurfast

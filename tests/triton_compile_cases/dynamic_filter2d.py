@@ -1,0 +1,29 @@
+import itertools
+
+import triton.language as tl
+
+from deblurfast.kernels import dynamic_filter2d as df
+from deblurfast.kernels.padding import num_preimages
+
+KERNELS = [df.dynamic_filter2d_fwd_kernel, df.dynamic_filter2d_bwd_kernel_kernel, df.dynamic_filter2d_bwd_input_kernel]
+
+PTR = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16", "fp64": "*fp64"}
+ACC = {"fp32": tl.float32, "fp16": tl.float32, "bf16": tl.float32, "fp64": tl.float64}
+
+
+def cases():
+    geometries = [(3, 1, 1, True), (5, 2, 2, False), (7, 1, 0, True), (1, 1, 1, False)]  # (k, dilation, mode, softmax)
+    for dtype, (ks, dil, mode, softmax) in itertools.product(PTR, geometries):
+        cfg = {k: v for k, v in df._config(ks, 16, 128).items() if k != "num_warps"}
+        pad = dil * (ks - 1) // 2
+        base = {"KS": ks, "DIL": dil, "PAD": pad, "MODE": mode, "ACC": ACC[dtype], **cfg}
+        p, acc = PTR[dtype], ("*fp64" if dtype == "fp64" else "*fp32")
+        name = f"{dtype}-k{ks}-d{dil}-mode{mode}-softmax{int(softmax)}"
+        yield (f"df_fwd-{name}", df.dynamic_filter2d_fwd_kernel, {"x": p, "k": p, "out": p},
+               {**base, "SOFTMAX": softmax})
+        yield (f"df_bwd_kernel-{name}", df.dynamic_filter2d_bwd_kernel_kernel,
+               {"go": p, "x": p, "k": p, "grad_k": p, "probs": acc},
+               {**base, "SOFTMAX": softmax, "NEED_GRAD_K": True, "STORE_PROBS": softmax})
+        yield (f"df_bwd_input-{name}", df.dynamic_filter2d_bwd_input_kernel,
+               {"go": p, "taps": acc if softmax else p, "grad_x": p},
+               {**base, "N_PRE": num_preimages(mode, pad)})

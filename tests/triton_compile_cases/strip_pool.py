@@ -1,0 +1,47 @@
+import itertools
+
+import torch
+import triton.language as tl
+
+from deblurfast.kernels import strip_pool as sp
+
+KERNELS = [
+    sp.strip_reduce_kernel,
+    sp.strip_reduce_finish_kernel,
+    sp.strip_spread_kernel,
+    sp.blur_aware_mask_fwd_kernel,
+    sp.blur_aware_mask_bwd_kernel,
+]
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}
+PTR = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16", "fp64": "*fp64"}
+
+
+def cases():
+    for name, mode in itertools.product(PTR, (sp.MODE_ADAPTIVE, sp.MODE_INDEX)):
+        dtype, p = DTYPES[name], PTR[name]
+        acc = "*fp64" if name == "fp64" else "*fp32"
+        base = {"MODE": mode, "ACC": sp._acc(dtype), "KVP": 16, "KHP": 16, "BLOCK_H": 32, "BLOCK_W": sp._MAX_BLOCK_W}
+        tag = f"{name}-mode{mode}"
+        yield (f"strip_reduce-{tag}", sp.strip_reduce_kernel,
+               {"x": p, "ws": acc, "h_out": p, "idx_w": "*i32", "idx_h": "*i32"}, {**base, "DOT": sp._dot(dtype)})
+        yield (f"strip_spread-{tag}", sp.strip_spread_kernel,
+               {"v": p, "h": p, "out": p, "idx_w": "*i32", "idx_h": "*i32"}, base)
+        if mode == sp.MODE_ADAPTIVE:
+            yield (f"strip_reduce_finish-{name}", sp.strip_reduce_finish_kernel, {"ws": acc, "v_out": p},
+                   {"ACC": sp._acc(dtype), "KVP": 16, "BLOCK_H": 64})
+    # BANet (F = 64, C = 128) and BANet+ (F = 192, C = 192) tiles
+    for name, (F, C) in itertools.product(PTR, ((64, 128), (192, 192))):
+        dtype, p = DTYPES[name], PTR[name]
+        acc = "*fp64" if name == "fp64" else "*fp32"
+        cfg = {k: v for k, v in sp._mask_config(F, C).items() if k != "num_warps"}
+        base = {"DOT": sp._dot(dtype), "ACC": sp._acc(dtype), **cfg}
+        tensors = {"x": p, "rows": p, "cols": p, "col_index": "*i32", "row_index": "*i32", "weight": p, "bias": p}
+        for has_bias in (True, False):
+            yield (f"blur_aware_mask_fwd-{name}-F{F}-bias{int(has_bias)}", sp.blur_aware_mask_fwd_kernel,
+                   {**tensors, "out": p}, {**base, "HAS_BIAS": has_bias})
+        outs = {"go": p, "grad_x": p, "grad_u": p, "z": p, "grad_z": acc}
+        for need in ((True, True, True, True), (True, False, False, False), (False, False, False, True)):
+            flags = dict(zip(("NEED_X", "NEED_U", "NEED_ZW", "NEED_Z"), need))
+            yield (f"blur_aware_mask_bwd-{name}-F{F}-need{''.join(str(int(n)) for n in need)}",
+                   sp.blur_aware_mask_bwd_kernel, {**tensors, **outs}, {**base, "HAS_BIAS": True, **flags})
