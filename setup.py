@@ -63,15 +63,12 @@ def _extension():
     sources = sorted(glob.glob(f"{CSRC}/*.cpp")) + sorted(glob.glob(f"{CSRC}/cpu/*.cpp"))
     debug = bool(_flag("DEBLURFAST_DEBUG"))
     cxx = ["-O0", "-g"] if debug else ["-O3"]
-    cxx += ["-std=c++17", "-fopenmp"]  # at::parallel_for is OpenMP-inline in torch's headers
+    cxx += ["-fopenmp"]  # at::parallel_for is OpenMP-inline in torch's headers (the C++ standard: torch's choice)
     extra = {"cxx": cxx}
     macros = []
     if with_cuda:
         sources += sorted(glob.glob(f"{CSRC}/cuda/*.cpp")) + sorted(glob.glob(f"{CSRC}/cuda/*.cu"))
-        extra["nvcc"] = (["-O0", "-G", "-lineinfo"] if debug else ["-O3", "-lineinfo"]) + [
-            "-std=c++17",
-            "--expt-relaxed-constexpr",
-        ]
+        extra["nvcc"] = (["-O0", "-G", "-lineinfo"] if debug else ["-O3", "-lineinfo"]) + ["--expt-relaxed-constexpr"]
         macros.append(("DEBLURFAST_WITH_CUDA", None))
         Extension = cpp_extension.CUDAExtension
     else:

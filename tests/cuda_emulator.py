@@ -99,3 +99,86 @@ def dynamic_filter2d_backward(grad_out, x, kernel, k, dilation, mode, softmax, m
                                                 _ptr(gk), _ptr(workspace), *geometry, min_items)
     assert err == 0, f"emulated launch returned cudaError {err}"
     return gx, gk
+
+
+# ---- deform_conv2d (csrc/cuda/deform_conv2d.cuh) ----------------------------------
+
+
+def _deform_library():
+    lib = library()
+    i64, i32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
+    geometry = ctypes.POINTER(ctypes.c_int64)
+    lib.emulate_deform_conv2d_shape.argtypes = [geometry, geometry]
+    lib.emulate_deform_conv2d_forward_workspace.argtypes = [i32, geometry, i64]
+    lib.emulate_deform_conv2d_forward_workspace.restype = i64
+    lib.emulate_deform_conv2d_forward.argtypes = [i32] + [ptr] * 7 + [geometry, i64]
+    lib.emulate_deform_conv2d_backward_workspace.argtypes = [i32, geometry, i32, i64, i64]
+    lib.emulate_deform_conv2d_backward_workspace.restype = i64
+    lib.emulate_deform_conv2d_chunks.argtypes = [i32, geometry, i64, i64]
+    lib.emulate_deform_conv2d_chunks.restype = i64
+    lib.emulate_deform_conv2d_backward.argtypes = [i32] + [ptr] * 11 + [geometry, i64, i64]
+    return lib
+
+
+def _deform_geometry(x, offset, weight, bias, mask, stride, padding, dilation):
+    N, Cin, H, W = x.shape
+    Cout, Cin_g, kh, kw = weight.shape
+    K = kh * kw
+    G = offset.shape[1] // (2 * K) if offset is not None else (mask.shape[1] // K if mask is not None else 1)
+    flags = int(offset is not None) | int(mask is not None) << 1 | int(bias is not None) << 2
+    values = [N, Cin, H, W, Cout, kh, kw, *stride, *padding, *dilation, Cin // Cin_g, G, flags]
+    return (ctypes.c_int64 * 16)(*values)
+
+
+def _contiguous(*tensors):
+    return [t.contiguous() if t is not None else None for t in tensors]
+
+
+def _garbage(nbytes):
+    return torch.full((nbytes,), 255, dtype=torch.uint8)  # 0xFF..: NaN until written
+
+
+def deform_conv2d_forward(x, offset, weight, bias, mask, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+                          min_items=1):
+    """The CUDA forward on CPU tensors; min_items as on a GPU that wants that many items (picks the
+    output-channel block: 16 when the image alone gives min_items items, else 8)."""
+    lib = _deform_library()
+    x, offset, weight, bias, mask = _contiguous(x, offset, weight, bias, mask)
+    geometry = _deform_geometry(x, offset, weight, bias, mask, stride, padding, dilation)
+    ho_wo = (ctypes.c_int64 * 2)()
+    lib.emulate_deform_conv2d_shape(geometry, ho_wo)
+    out = torch.full((x.shape[0], weight.shape[0], ho_wo[0], ho_wo[1]), float("nan"), dtype=x.dtype)
+    workspace = _garbage(lib.emulate_deform_conv2d_forward_workspace(DTYPES[x.dtype], geometry, min_items))
+    err = lib.emulate_deform_conv2d_forward(DTYPES[x.dtype], _ptr(x), _ptr(offset), _ptr(weight), _ptr(bias),
+                                            _ptr(mask), _ptr(out), _ptr(workspace), geometry, min_items)
+    assert err == 0, f"emulated launch returned cudaError {err}"
+    return out
+
+
+def deform_conv2d_chunks(x, offset, weight, bias, mask, stride, padding, dilation, min_items=1, min_chunk_pixels=64):
+    """How many pixel chunks the weight gradient is split into."""
+    lib = _deform_library()
+    geometry = _deform_geometry(x, offset, weight, bias, mask, stride, padding, dilation)
+    return lib.emulate_deform_conv2d_chunks(DTYPES[x.dtype], geometry, min_items, min_chunk_pixels)
+
+
+def deform_conv2d_backward(grad_out, x, offset, weight, bias, mask, stride=(1, 1), padding=(0, 0),
+                           dilation=(1, 1), output_mask=(True,) * 5, min_items=1, min_chunk_pixels=64):
+    """The CUDA backward on CPU tensors, as the glue (csrc/cuda/deform_conv2d.cpp) calls it: returns
+    (grad_input, grad_offset, grad_weight, grad_bias, grad_mask), an empty tensor for a gradient
+    not requested or of an absent tensor; the others start as NaN, so an unwritten element shows."""
+    lib = _deform_library()
+    grad_out, x, offset, weight, bias, mask = _contiguous(grad_out, x, offset, weight, bias, mask)
+    geometry = _deform_geometry(x, offset, weight, bias, mask, stride, padding, dilation)
+    sources = (x, offset, weight, bias, mask)
+    want = [bool(m) and t is not None for m, t in zip(output_mask, sources)]
+    grads = [_nan_like(t) if w else torch.empty(0, dtype=x.dtype) for w, t in zip(want, sources)]
+    wanted = sum(1 << i for i, w in enumerate(want) if w)
+    nbytes = lib.emulate_deform_conv2d_backward_workspace(DTYPES[x.dtype], geometry, wanted, min_items,
+                                                          min_chunk_pixels)
+    workspace = _garbage(nbytes)
+    err = lib.emulate_deform_conv2d_backward(DTYPES[x.dtype], _ptr(grad_out), _ptr(x), _ptr(offset), _ptr(weight),
+                                             _ptr(mask), *[_ptr(g) if w else None for g, w in zip(grads, want)],
+                                             _ptr(workspace), geometry, min_items, min_chunk_pixels)
+    assert err == 0, f"emulated launch returned cudaError {err}"
+    return tuple(grads)

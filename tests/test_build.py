@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import textwrap
 
 import pytest
@@ -85,6 +86,34 @@ def test_cuda_sources_compile(cu, tmp_path):
            cu, "-o", str(tmp_path / "out.o")]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stdout}\n{res.stderr}"
+
+
+GLUE_FILES = sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cpp")))
+
+
+@pytest.mark.parametrize("glue", GLUE_FILES, ids=os.path.basename)
+def test_cuda_glue_compiles(glue):
+    """The torch glue of the CUDA kernels is only built where torch has CUDA; check its
+    syntax and types here against torch's real headers and the CUDA toolkit's runtime
+    headers (tests/cuda_glue_stubs supplies the one header a CUDA build of torch generates)."""
+    from torch.utils import cpp_extension
+
+    nvcc = shutil.which("nvcc")
+    homes = [os.environ.get("CUDA_HOME"), cpp_extension.CUDA_HOME, "/usr/local/cuda",
+             os.path.dirname(os.path.dirname(os.path.realpath(nvcc))) if nvcc else None]
+    cuda_home = next((h for h in homes if h and os.path.exists(os.path.join(h, "include", "cuda_runtime_api.h"))),
+                     None)
+    if cuda_home is None:
+        if os.environ.get("DEBLURFAST_REQUIRE_NVCC") == "1":
+            pytest.fail("the CUDA toolkit's headers are missing but DEBLURFAST_REQUIRE_NVCC=1")
+        pytest.skip("no CUDA toolkit headers")
+    includes = [os.path.join(ROOT, "csrc"), os.path.join(ROOT, "tests", "cuda_glue_stubs"),
+                *cpp_extension.include_paths(), os.path.join(cuda_home, "include"),
+                sysconfig.get_paths()["include"]]
+    cmd = ["g++", "-std=c++20", "-fsyntax-only", "-Werror", "-Wall", "-Wno-unused-parameter",
+           "-DDEBLURFAST_WITH_CUDA", *(f"-I{i}" for i in includes), glue]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stderr[-6000:]}"
 
 
 def _setup_py(*args, **env):

@@ -207,6 +207,23 @@ def test_pixel_adaptive_conv2d_is_deform_conv2d_with_a_kernel(backend, device):
         assert_close(got.cpu(), expected)
 
 
+@pytest.mark.parametrize("backend,device", [p for p in BACKENDS if p.values[0] in ("triton", "cpu")])
+def test_deterministic_mode_is_bit_reproducible(backend, device):
+    """Under torch.use_deterministic_algorithms(True), backward is bit-for-bit repeatable
+    (Triton: grad_input through int64 fixed-point atomics) and still exact to the tolerance."""
+    require_backend(OP, backend, device, torch.float32)
+    g = dict(ODD, n=2)
+    tensors = make(g, torch.float32, device, offset_scale=0.6)  # small offsets: many samples share pixels
+    with uninitialized_is_nan():  # also turns deterministic mode on
+        assert torch.are_deterministic_algorithms_enabled()
+        runs = [with_grads(backend, tensors, g)[1] for _ in range(3)]
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            assert torch.equal(a, b)
+    _, want = with_grads("reference", [t.double().cpu() for t in tensors], g)
+    assert_grads_close(runs[0], want, torch.float32)
+
+
 def test_reference_chunks_give_the_same_result(monkeypatch):
     g = dict(PLAIN, h=9, w=5)
     tensors = make(g)

@@ -1,6 +1,6 @@
 // Torch glue of the CUDA dynamic_filter2d kernels: checks, allocation, stream.
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -21,23 +21,23 @@ DynamicFilter2dShape checked_shape(const at::Tensor& input, const at::Tensor& ke
   return s;
 }
 
-at::Tensor dynamic_filter2d_cuda(const at::Tensor& input, const at::Tensor& kernel, int64_t kernel_size,
-                                 int64_t dilation, c10::string_view padding_mode, bool softmax) {
+at::Tensor dynamic_filter2d_op(const at::Tensor& input, const at::Tensor& kernel, int64_t kernel_size,
+                               int64_t dilation, c10::string_view padding_mode, bool softmax) {
   const DynamicFilter2dShape s = checked_shape(input, kernel, kernel_size, dilation, padding_mode, softmax);
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor x = input.contiguous(), k = kernel.contiguous();
   at::Tensor out = at::empty_like(x, at::MemoryFormat::Contiguous);
   check_cuda(dynamic_filter2d_forward_cuda(cuda_dtype(x), x.const_data_ptr(), k.const_data_ptr(),
-                                           out.mutable_data_ptr(), s, at::cuda::getCurrentCUDAStream()),
+                                           out.mutable_data_ptr(), s, c10::cuda::getCurrentCUDAStream().stream()),
              "dynamic_filter2d");
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor> dynamic_filter2d_backward_cuda(const at::Tensor& grad_output,
-                                                                  const at::Tensor& input, const at::Tensor& kernel,
-                                                                  int64_t kernel_size, int64_t dilation,
-                                                                  c10::string_view padding_mode, bool softmax,
-                                                                  std::array<bool, 2> output_mask) {
+std::tuple<at::Tensor, at::Tensor> dynamic_filter2d_backward_op(const at::Tensor& grad_output,
+                                                                const at::Tensor& input, const at::Tensor& kernel,
+                                                                int64_t kernel_size, int64_t dilation,
+                                                                c10::string_view padding_mode, bool softmax,
+                                                                std::array<bool, 2> output_mask) {
   const DynamicFilter2dShape s = checked_shape(input, kernel, kernel_size, dilation, padding_mode, softmax);
   check_grad_output(grad_output, input);
   const c10::cuda::CUDAGuard guard(input.device());
@@ -54,7 +54,7 @@ std::tuple<at::Tensor, at::Tensor> dynamic_filter2d_backward_cuda(const at::Tens
                                             output_mask[0] ? grad_in.mutable_data_ptr() : nullptr,
                                             output_mask[1] ? grad_k.mutable_data_ptr() : nullptr,
                                             workspace_bytes ? workspace.mutable_data_ptr() : nullptr, s,
-                                            at::cuda::getCurrentCUDAStream()),
+                                            c10::cuda::getCurrentCUDAStream().stream()),
              "dynamic_filter2d_backward");
   return {grad_in, grad_k};
 }
@@ -62,8 +62,8 @@ std::tuple<at::Tensor, at::Tensor> dynamic_filter2d_backward_cuda(const at::Tens
 }  // namespace
 
 TORCH_LIBRARY_IMPL(deblurfast, CUDA, m) {
-  m.impl("dynamic_filter2d", &dynamic_filter2d_cuda);
-  m.impl("dynamic_filter2d_backward", &dynamic_filter2d_backward_cuda);
+  m.impl("dynamic_filter2d", &dynamic_filter2d_op);
+  m.impl("dynamic_filter2d_backward", &dynamic_filter2d_backward_op);
 }
 
 }  // namespace deblurfast

@@ -57,6 +57,50 @@ DEBLURFAST_HOST_DEVICE float exp_acc(float v) { return expf(v); }
 DEBLURFAST_HOST_DEVICE double exp_acc(double v) { return exp(v); }
 DEBLURFAST_HOST_DEVICE int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+DEBLURFAST_HOST_DEVICE float floor_acc(float v) { return floorf(v); }
+DEBLURFAST_HOST_DEVICE double floor_acc(double v) { return floor(v); }
+
+// *p += v: atomicAdd on the device; a plain add on the host, where the
+// emulation runs the items one at a time.
+template <typename A>
+DEBLURFAST_HOST_DEVICE void atomic_add(A* p, A v) {
+#if defined(__CUDA_ARCH__)
+  atomicAdd(p, v);
+#else
+  *p += v;
+#endif
+}
+
+// v[0..N) = p[0..N) from memory aligned to N elements (the caller guarantees
+// it): on the device as 16-byte vector loads through the read-only path.
+template <int N, typename A>
+DEBLURFAST_HOST_DEVICE void load_aligned(const A* __restrict__ p, A (&v)[N]) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same_v<A, float> && N % 4 == 0) {
+#pragma unroll
+    for (int i = 0; i < N / 4; ++i) {
+      const float4 q = __ldg(reinterpret_cast<const float4*>(p) + i);
+      v[4 * i] = q.x;
+      v[4 * i + 1] = q.y;
+      v[4 * i + 2] = q.z;
+      v[4 * i + 3] = q.w;
+    }
+  } else if constexpr (std::is_same_v<A, double> && N % 2 == 0) {
+#pragma unroll
+    for (int i = 0; i < N / 2; ++i) {
+      const double2 q = __ldg(reinterpret_cast<const double2*>(p) + i);
+      v[2 * i] = q.x;
+      v[2 * i + 1] = q.y;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < N; ++i) v[i] = p[i];
+  }
+#else
+  for (int i = 0; i < N; ++i) v[i] = p[i];
+#endif
+}
+
 template <typename F>
 __global__ void __launch_bounds__(kThreads) grid_stride_kernel(const F f, const int64_t total) {
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;

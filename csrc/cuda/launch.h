@@ -7,6 +7,7 @@
 
 #include <cstddef>
 
+#include "common/deform_conv2d.h"
 #include "common/dtype.h"
 #include "common/dynamic_filter2d.h"
 
@@ -26,5 +27,28 @@ size_t dynamic_filter2d_backward_workspace(DType dtype, const DynamicFilter2dSha
 cudaError_t dynamic_filter2d_backward_cuda(DType dtype, const void* grad_out, const void* input, const void* kernel,
                                            void* grad_input, void* grad_kernel, void* workspace,
                                            const DynamicFilter2dShape& s, cudaStream_t stream);
+
+// deform_conv2d (ops.md §1). offset / mask / bias are null when absent (and
+// s.has_offset / has_mask / has_bias say so). The workspace (at least the
+// bytes the *_workspace function returns, for the same dtype, shape and
+// device) holds packed weights and partial sums; its contents on entry do not
+// matter.
+size_t deform_conv2d_forward_workspace(DType dtype, const DeformConv2dShape& s);
+
+cudaError_t deform_conv2d_forward_cuda(DType dtype, const void* input, const void* offset, const void* weight,
+                                       const void* bias, const void* mask, void* out, void* workspace,
+                                       const DeformConv2dShape& s, cudaStream_t stream);
+
+// The flags say which gradients will be passed (non-null) to the backward.
+size_t deform_conv2d_backward_workspace(DType dtype, const DeformConv2dShape& s, bool grad_input, bool grad_offset,
+                                        bool grad_weight, bool grad_bias, bool grad_mask);
+
+// A gradient not wanted is null (grad_offset / grad_mask / grad_bias must be
+// null when that tensor is absent); every one passed is fully written.
+// grad_input is accumulated with float atomicAdd: not deterministic.
+cudaError_t deform_conv2d_backward_cuda(DType dtype, const void* grad_out, const void* input, const void* offset,
+                                        const void* weight, const void* mask, void* grad_input, void* grad_offset,
+                                        void* grad_weight, void* grad_bias, void* grad_mask, void* workspace,
+                                        const DeformConv2dShape& s, cudaStream_t stream);
 
 }  // namespace deblurfast

@@ -9,6 +9,7 @@ from ..._checks import check_like, check_shape, check_tensor, pair
 from ...dispatch import FLOAT_DTYPES, Impl, Op
 from .extension import deform_conv2d_compiled
 from .reference import deform_conv2d_reference, output_size
+from .triton_op import deform_conv2d_triton_backend
 
 
 def _plane_limit(input, offset, weight, bias, stride, padding, dilation, mask):
@@ -20,12 +21,21 @@ def _plane_limit(input, offset, weight, bias, stride, padding, dilation, mask):
     return None
 
 
+def _cuda_limits(input, offset, weight, bias, stride, padding, dilation, mask):
+    if (torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+            and torch.is_grad_enabled() and input.requires_grad):
+        return "its grad_input uses float atomics and torch.use_deterministic_algorithms(True) is set"
+    return _plane_limit(input, offset, weight, bias, stride, padding, dilation, mask)
+
+
 OP = Op(
     "deform_conv2d",
     {
         "reference": Impl(deform_conv2d_reference, FLOAT_DTYPES),
         "cpu": Impl(deform_conv2d_compiled, (torch.float32, torch.float64), compiled_op="deform_conv2d"),
-        "cuda": Impl(deform_conv2d_compiled, FLOAT_DTYPES, check=_plane_limit, compiled_op="deform_conv2d"),
+        "cuda": Impl(deform_conv2d_compiled, FLOAT_DTYPES, check=_cuda_limits, compiled_op="deform_conv2d"),
+        "triton": Impl(deform_conv2d_triton_backend, (torch.float32, torch.float16, torch.bfloat16),
+                       check=_plane_limit),
     },
 )
 

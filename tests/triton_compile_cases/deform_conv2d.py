@@ -1,0 +1,34 @@
+import itertools
+
+import triton.language as tl
+
+from deblurfast.kernels import deform_conv2d as dc
+
+KERNELS = [dc.deform_conv2d_fwd_kernel, dc.deform_conv2d_bwd_data_kernel, dc.deform_conv2d_bwd_weight_kernel]
+
+PTR = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16"}
+PRECISION = {"fp32": "tf32x3", "fp16": "ieee", "bf16": "ieee"}
+DOT = {"fp32": tl.float32, "fp16": tl.float16, "bf16": tl.bfloat16}
+
+
+def cases():
+    # (kernel, stride, padding, dilation, offset, mask, Cin_seg, Cout_g)
+    geometries = [((3, 3), (1, 1), (1, 1), (1, 1), True, True, 64, 64),
+                  ((5, 5), (1, 1), (2, 2), (1, 1), True, True, 128, 128),
+                  ((3, 2), (2, 1), (1, 0), (2, 1), False, True, 3, 2),
+                  ((3, 3), (1, 1), (1, 1), (1, 1), True, False, 16, 16)]
+    for dtype, (k, st, pad, dil, has_off, has_mask, cseg, cout_g) in itertools.product(PTR, geometries):
+        cfg = {key: v for key, v in dc._config(cseg, cout_g).items() if key != "num_warps"}
+        consts = dict(KW=k[1], SH=st[0], SW=st[1], PH=pad[0], PW=pad[1], DH=dil[0], DW=dil[1], HAS_OFFSET=has_off,
+                      HAS_MASK=has_mask, PRECISION=PRECISION[dtype], DOT=DOT[dtype], **cfg)
+        p = PTR[dtype]
+        ptrs = {"x": p, "offset": p, "mask": p, "weight": p, "bias": p, "out": p, "go": p,
+                "segs": "*i32", "seg_start": "*i32", "seg_start_og": "*i32", "blocks": "*i32",
+                "gx_scale": "*fp32", "goff": p, "gmask": p, "partial": "*fp32"}
+        name = f"{dtype}-k{k[0]}x{k[1]}-off{int(has_off)}-mask{int(has_mask)}"
+        yield f"dc_fwd-{name}", dc.deform_conv2d_fwd_kernel, ptrs, {**consts, "HAS_BIAS": True}
+        for fixed in (False, True):
+            yield (f"dc_bwd_data-{name}-fixed{int(fixed)}", dc.deform_conv2d_bwd_data_kernel,
+                   {**ptrs, "gx": "*i64" if fixed else "*fp32"},
+                   {**consts, "NEED_GX": True, "NEED_GOFF": has_off, "NEED_GMASK": has_mask, "FIXED_POINT": fixed})
+        yield f"dc_bwd_weight-{name}", dc.deform_conv2d_bwd_weight_kernel, ptrs, consts
