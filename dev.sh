@@ -41,6 +41,7 @@ setup() {
   # Never let a requirement pull a CUDA torch: torch comes first, explicitly.
   need torch "$TORCH_SPEC"
   need numpy numpy
+  need safetensors safetensors
   need triton triton
   need pytest pytest
   need xdist pytest-xdist

@@ -7,8 +7,10 @@
     deblurfast.backends()  # which backend runs where, or why not
 """
 
-from . import _ext
+from . import _ext, models, nn
+from .accelerate import accelerate, deaccelerate
 from .dispatch import BACKENDS, BackendError, backends, current_backend, use_backend
+from .inference import deblur
 from .ops import (
     deform_conv2d,
     dynamic_filter2d,
@@ -21,6 +23,11 @@ from .ops import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "accelerate",
+    "deaccelerate",
+    "deblur",
+    "models",
+    "nn",
     "BACKENDS",
     "BackendError",
     "backends",

@@ -9,7 +9,7 @@ import sys
 def _bench(args) -> int:
     from . import bench
 
-    rows = bench.run(args.quick, args.device, args.dtype, args.reps, args.out)
+    rows = bench.run_ops(args.quick, args.device, args.dtype, args.reps, args.out, args.compile)
     bad = [r for r in rows if r["status"].startswith(("TOLERANCE", "error"))]
     if bad:
         print(f"\n{len(bad)} backend result(s) failed their correctness check", file=sys.stderr)
@@ -30,15 +30,20 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser(
         "bench",
         help="benchmark every op's backends against the reference",
-        description="Time every backend of every op against the pure-PyTorch reference and check its "
-        "forward and gradients against the reference in float64 (shared/specs/benchmarks.md).",
+        description="Time every backend of every op, and the peers users would otherwise run (the eager "
+        "reference, torch.compile of it, torchvision, the authors' unfold code), and check each one's forward and "
+        "gradients against the reference in float64 on the same inputs (shared/specs/benchmarks.md).",
     )
-    b.add_argument("--quick", action="store_true", help="short correctness-and-speed run of every op")
+    b.add_argument("--quick", action="store_true",
+                   help="short correctness-and-speed run of every op (default: the full sweep of "
+                        "shared/specs/benchmarks.md on a GPU, 1/4-resolution shapes on CPU)")
     b.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when visible, else cpu")
     b.add_argument("--dtype", action="append", choices=["float32", "float16", "bfloat16", "float64"],
                    help="repeatable; default float32 on CPU, float32/float16/bfloat16 on CUDA")
     b.add_argument("--reps", type=int, help="timed runs per backend (default 5 on CPU, 20 on CUDA)")
     b.add_argument("--out", help="folder for the JSON-lines results and the markdown table")
+    b.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="also time torch.compile of the reference (default: on for full sweeps, off for --quick)")
     b.set_defaults(func=_bench)
 
     s = sub.add_parser("backends", help="which backend runs where, or why not",

@@ -5,8 +5,12 @@
 | float32             | reference in float64       | |a - e| <= 1e-4 + 1e-4 |e|                      |
 | float16 / bfloat16  | reference in float32       | max|a - e| <= 2 x max|ref_lowp - e|, <= 5e-2 (*)|
 
-ref_lowp is the reference itself run in the low-precision dtype, on the same
-(already rounded) inputs. A floor of two units in the last place of the largest
+ref_lowp is the reference itself run in the result's dtype, on the same
+(already rounded) inputs; required for float16/bfloat16. Given for float32, a
+result that misses the table is still accepted when its error is at most twice
+the float32 reference's own (the reference can miss it too: a bilinear sample
+position rounded across an integer flips the offset gradient). Tests pass it
+only where they say why. A floor of two units in the last place of the largest
 |e| keeps the low-precision bound meaningful when the reference happens to be
 exact. The 5e-2 cap is for unit-scale values: it applies to max|e| <= 1 and
 scales with max|e| beyond (a weight gradient summed over a whole image is far
@@ -60,6 +64,11 @@ def check_close(
         atol, rtol = TOLERANCES[dtype]
         excess = (a - e).abs() - (atol + rtol * e.abs())
         if excess.numel() and excess.max().item() > 0:
+            # A float32 result may miss the table where the reference itself does (a sample position
+            # rounded across an integer flips a bilinear gradient): then no worse than 2x its error.
+            if ref_lowp is not None and dtype == torch.float32 and \
+                    max_abs_error(a, e) <= LOW_PRECISION_FACTOR * max_abs_error(ref_lowp, expected):
+                return None
             i = excess.argmax()
             return (
                 f"{dtype}: max error {max_abs_error(a, e):.3g}; worst element {a[i].item():.10g} vs "

@@ -307,3 +307,17 @@ def test_auto_prefers_the_compiled_cpu_kernel():
     require_backend("dynamic_filter2d", "cpu", "cpu")
     x, kernel = make(1, 2, 4, 4, 3, 1, torch.float32)
     assert OP.select("auto", x.device, x.dtype, x, kernel, 3, 1, "reflect", False) is OP.impls["cpu"].fn
+
+
+# -- module ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
+def test_module(backend):
+    from deblurfast.nn import DynamicFilter2d
+
+    require_backend("dynamic_filter2d", backend, "cpu", torch.float64)
+    m = DynamicFilter2d(3, dilation=2, padding_mode="replicate", normalize="softmax", backend=backend)
+    assert list(m.parameters()) == [] and "padding_mode='replicate'" in repr(m)
+    x, kernel = make(2, 4, 6, 7, 3, 2)
+    assert_close(m(x, kernel), oracles.dynamic_filter2d(x, kernel, 3, 2, "replicate", True))

@@ -1,0 +1,8 @@
+"""Drop-in modules built on deblurfast's ops. Each takes `backend` (None: the
+dispatch rules of deblurfast.dispatch)."""
+
+from .deform_conv import DeformConv2d, ModulatedDeformConv2d, PixelDependentFilter
+from .dynamic_filter import DynamicFilter2d
+from .efficient_attention import EfficientAttention
+
+__all__ = ["DeformConv2d", "ModulatedDeformConv2d", "PixelDependentFilter", "DynamicFilter2d", "EfficientAttention"]

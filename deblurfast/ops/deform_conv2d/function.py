@@ -14,8 +14,9 @@ from .triton_op import deform_conv2d_triton_backend
 
 def _plane_limit(input, offset, weight, bias, stride, padding, dilation, mask):
     H, W = input.shape[-2:]
-    Ho = output_size(H, weight.shape[2], stride[0], padding[0], dilation[0])
-    Wo = output_size(W, weight.shape[3], stride[1], padding[1], dilation[1])
+    (sh, sw), (ph, pw), (dh, dw) = (pair("deform_conv2d", n, v, 0) for n, v in
+                                    (("stride", stride), ("padding", padding), ("dilation", dilation)))
+    Ho, Wo = output_size(H, weight.shape[2], sh, ph, dh), output_size(W, weight.shape[3], sw, pw, dw)
     if max(H * W, Ho * Wo) >= 2**31:
         return f"H*W = {H * W} or Ho*Wo = {Ho * Wo} needs 64-bit in-plane offsets (the kernels use 32-bit ones)"
     return None
@@ -37,6 +38,9 @@ OP = Op(
         "triton": Impl(deform_conv2d_triton_backend, (torch.float32, torch.float16, torch.bfloat16),
                        check=_plane_limit),
     },
+    # Provisional until measured on a GPU: the Triton kernel multiplies on tensor cores
+    # (float32 through 3xTF32), the CUDA one on CUDA cores.
+    auto_order={("cuda", dt): ("triton", "cuda", "reference") for dt in (torch.float32, torch.float16, torch.bfloat16)},
 )
 
 

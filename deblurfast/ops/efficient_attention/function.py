@@ -9,8 +9,29 @@ import torch
 from ..._checks import check_like, check_shape, check_tensor
 from ...dispatch import FLOAT_DTYPES, Impl, Op
 from .reference import efficient_attention_reference
+from .triton_op import efficient_attention_triton
 
-OP = Op("efficient_attention", {"reference": Impl(efficient_attention_reference, FLOAT_DTYPES)})
+TRITON_MAX_MAPS = 128  # MAX_MAPS in kernels/efficient_attention.py
+
+
+def _triton_limits(value, key, query, gate):
+    if key.shape[1] > TRITON_MAX_MAPS:
+        return (
+            f"C2 = {key.shape[1]} maps > {TRITON_MAX_MAPS} (a query column's softmax over the maps is kept in one tile)"
+        )
+    for name, t in (("value", value), ("query", query)):
+        if math.prod(t.shape[2:]) >= 2**31:
+            return f"{name} has {math.prod(t.shape[2:])} positions; the kernels index positions in 32 bits (< 2**31)"
+    return None
+
+
+OP = Op(
+    "efficient_attention",
+    {
+        "reference": Impl(efficient_attention_reference, FLOAT_DTYPES),
+        "triton": Impl(efficient_attention_triton, FLOAT_DTYPES, check=_triton_limits),
+    },
+)
 
 
 def efficient_attention(

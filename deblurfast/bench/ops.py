@@ -1,0 +1,253 @@
+"""Op benchmarks: every backend of every op, and the peers users would otherwise
+run (the eager reference, torch.compile of it, torchvision's deform_conv2d, the
+unfold-based dynamic filter of ASPDC's authors), on the shapes of
+shared/specs/benchmarks.md.
+
+Each row: max error of the forward and of every input gradient against the
+reference run in float64 on the same inputs, whether that is within the
+tolerance table (deblurfast.testing), median/min/p90/max forward and
+forward+backward times, GB/s, TFLOP/s, % of roofline (GPU) and peak extra
+memory of the forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .. import ops
+from ..dispatch import BACKENDS, OPS
+from ..testing import check_close, max_abs_error
+from .core import peak_extra_memory, roofline_percent, summarize, sync, time_interleaved
+
+
+@dataclass
+class OpCase:
+    op: str  # name in deblurfast.dispatch.OPS
+    shape: str  # human-readable
+    make: Callable[[torch.device, torch.dtype], tuple]  # -> positional arguments of `run`
+    run: Callable  # run(*args, backend=...) -> tensor or nested sequence of tensors
+    flops: float
+    layout: str = "NCHW"
+    peers: dict[str, Callable] = field(default_factory=dict)  # name -> fn(*args)
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _layout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    return t.to(memory_format=torch.channels_last) if layout == "channels_last" and t.dim() == 4 else t
+
+
+def _torchvision_deform(x, offset, weight, bias, stride, padding, dilation, mask):
+    import torchvision
+
+    return torchvision.ops.deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask)
+
+
+def deform_case(n, c, h, w, k, label="", layout="NCHW", cout=None):
+    cout = cout or c
+
+    def make(device, dtype):
+        g = _gen()
+        r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+        args = (r(n, c, h, w), r(n, 2 * k * k, h, w), r(cout, c, k, k) / (c * k * k) ** 0.5, r(cout),
+                1, k // 2, 1, torch.rand(n, k * k, h, w, generator=g))
+        return tuple(_layout(a.to(device, dtype), layout) if isinstance(a, torch.Tensor) else a for a in args)
+
+    peers = {}
+    try:
+        import torchvision  # noqa: F401
+
+        peers["torchvision"] = _torchvision_deform
+    except ImportError:
+        pass
+    shape = f"{n}x{c}x{h}x{w} {k}x{k} {c}->{cout}" + (f" {label}" if label else "")
+    return OpCase("deform_conv2d", shape, make, ops.deform_conv2d, 2.0 * n * c * cout * k * k * h * w, layout, peers)
+
+
+def _unfold_dynamic_filter(x, kernel, kernel_size, dilation, padding_mode, normalize):
+    """ASPDC's Dynamic_conv: ReflectionPad2d(1) + Unfold(3), softmax over the 9 taps, weighted sum."""
+    n, c, h, w = x.shape
+    cols = F.unfold(F.pad(x, (1, 1, 1, 1), mode="reflect"), 3).view(n, c, 9, h, w)
+    return (cols * kernel.softmax(1).unsqueeze(1)).sum(2)
+
+
+def dynamic_filter_case(n, c, h, w, k=3, label=""):
+    def make(device, dtype):
+        g = _gen()
+        return (torch.randn(n, c, h, w, generator=g).to(device, dtype),
+                torch.randn(n, k * k, h, w, generator=g).to(device, dtype), k, 1, "reflect", "softmax")
+
+    peers = {"unfold (authors)": _unfold_dynamic_filter} if k == 3 else {}
+    shape = f"{n}x{c}x{h}x{w} {k}x{k} softmax reflect" + (f" {label}" if label else "")
+    return OpCase("dynamic_filter2d", shape, make, ops.dynamic_filter2d, 2.0 * n * c * h * w * k * k, peers=peers)
+
+
+def attention_case(n, c, c2, h, w, label=""):
+    def make(device, dtype):
+        g = _gen()
+        r = lambda *s: torch.randn(*s, generator=g).to(device, dtype)  # noqa: E731
+        return r(n, c, h, w), r(n, c2, h, w), r(n, c2, h, w), torch.rand(n, c, generator=g).to(device, dtype)
+
+    shape = f"{n}x{c}x{h}x{w} C2={c2}" + (f" {label}" if label else "")
+    return OpCase("efficient_attention", shape, make, ops.efficient_attention, 4.0 * n * c * c2 * h * w)
+
+
+def strip_pool_case(n, c, h, w, label=""):
+    def make(device, dtype):
+        return torch.randn(n, c, h, w, generator=_gen()).to(device, dtype), (1, 3, 5, 7)
+
+    shape = f"{n}x{c}x{h}x{w} sizes 1,3,5,7" + (f" {label}" if label else "")
+    return OpCase("strip_pool", shape, make, ops.strip_pool, 8.0 * n * c * h * w)
+
+
+def strip_expand_case(n, c, h, w, nv, nh):
+    def make(device, dtype):
+        g = _gen()
+        return (torch.randn(n, c, h, nv, generator=g).to(device, dtype),
+                torch.randn(n, c, nh, w, generator=g).to(device, dtype), (h, w))
+
+    return OpCase("strip_expand", f"{n}x{c}x{h}x{w} from {nv}, {nh}", make, ops.strip_expand, 1.0 * n * c * h * w)
+
+
+def cases(device: torch.device, quick: bool) -> list[OpCase]:
+    """The shapes of shared/specs/benchmarks.md on a GPU; on CPU the 1/4-resolution
+    (180x320, 64 channels) versions, or small ones for --quick."""
+    if quick and device.type == "cpu":
+        return [deform_case(1, 16, 48, 64, 3), dynamic_filter_case(1, 32, 128, 128),
+                attention_case(1, 64, 16, 64, 64), strip_pool_case(1, 32, 128, 128),
+                strip_expand_case(1, 32, 128, 128, 7, 7)]
+    if quick:
+        return [deform_case(1, 64, 720, 1280, 3), dynamic_filter_case(1, 64, 720, 1280),
+                attention_case(1, 64, 64, 720, 1280), strip_pool_case(1, 64, 720, 1280),
+                strip_expand_case(1, 64, 720, 1280, 7, 7)]
+    if device.type == "cpu":
+        return [deform_case(1, 64, 180, 320, 3), deform_case(1, 64, 180, 320, 3, layout="channels_last"),
+                deform_case(1, 64, 180, 320, 5), dynamic_filter_case(1, 64, 180, 320),
+                attention_case(1, 64, 32, 180, 320), strip_pool_case(1, 64, 180, 320),
+                strip_expand_case(1, 64, 180, 320, 7, 7)]
+    return [
+        deform_case(1, 64, 720, 1280, 3, "720p sweep"),
+        deform_case(1, 64, 720, 1280, 3, "720p sweep", layout="channels_last"),
+        deform_case(1, 128, 180, 320, 3, "ASPDC"),
+        deform_case(4, 128, 90, 160, 5, "SAPHNet PDF, 4 patches"),
+        deform_case(2, 128, 90, 320, 5, "SAPHNet PDF, 2 patches"),
+        deform_case(1, 128, 180, 320, 5, "SAPHNet PDF, 1 patch"),
+        deform_case(8, 64, 256, 256, 3, "training crops"),
+        dynamic_filter_case(1, 64, 720, 1280, label="720p sweep"),
+        dynamic_filter_case(1, 16, 720, 1280, label="ASPDC reblur H"),
+        dynamic_filter_case(1, 32, 360, 640, label="ASPDC reblur H/2"),
+        dynamic_filter_case(1, 64, 180, 320, label="ASPDC reblur H/4"),
+        dynamic_filter_case(1, 128, 90, 160, label="ASPDC reblur H/8"),
+        attention_case(1, 64, 64, 720, 1280, "720p sweep"),
+        attention_case(4, 128, 32, 90, 160, "SAPHNet, 4 patches"),
+        attention_case(2, 128, 32, 90, 320, "SAPHNet, 2 patches"),
+        attention_case(1, 128, 32, 180, 320, "SAPHNet, 1 patch"),
+        attention_case(1, 64, 32, 2160, 3840, "4K: memory stays linear"),
+        strip_pool_case(1, 64, 720, 1280, "720p sweep"),
+        strip_pool_case(1, 128, 360, 640, "BANet"),
+        strip_expand_case(1, 64, 720, 1280, 7, 7),
+    ]
+
+
+def _flatten(out) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    return [t for item in out for t in _flatten(item)]
+
+
+def _with_grad(args: tuple, dtype=None) -> tuple:
+    return tuple(a.detach().to(dtype or a.dtype).requires_grad_(a.is_floating_point())
+                 if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def _fwd_bwd(fn: Callable, args: tuple, cotangents: list[torch.Tensor]):
+    """Outputs, and the gradients of <outputs, cotangents> w.r.t. every floating-point argument."""
+    args = _with_grad(args)
+    outs = _flatten(fn(*args))
+    inputs = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    grads = torch.autograd.grad(outs, inputs, [c.to(o.dtype) for c, o in zip(cotangents, outs)], allow_unused=True)
+    return [o.detach() for o in outs], [g if g is not None else torch.zeros_like(x) for g, x in zip(grads, inputs)]
+
+
+def _candidates(case: OpCase, device: torch.device, dtype: torch.dtype, args: tuple, compile_peer: bool) -> dict:
+    """name -> (fn(*args), reason it cannot run or None)."""
+    op = OPS[case.op]
+    out = {}
+    for backend in BACKENDS:
+        try:
+            why = op.refusal(backend, device, dtype, *args) if backend in op.impls else f"not implemented for {case.op}"
+        except Exception as e:  # a check that breaks is reported, not fatal
+            why = f"error in its check: {type(e).__name__}: {e}"
+        out[backend] = (lambda *a, b=backend: case.run(*a, backend=b), why)
+    if compile_peer:
+        compiled = torch.compile(lambda *a: case.run(*a, backend="reference"))
+        out["compile(reference)"] = (compiled, None)
+    for name, fn in case.peers.items():
+        out[name] = (fn, None)
+    return out
+
+
+def run_case(case: OpCase, device: torch.device, dtype: torch.dtype, reps: int, env: dict,
+             compile_peer: bool = False) -> list[dict]:
+    args = case.make(device, dtype)
+    with torch.no_grad():
+        cot = [torch.randn(o.shape, generator=_gen(i), dtype=torch.float64).to(o)
+               for i, o in enumerate(_flatten(case.run(*args, backend="reference")))]
+    ref = lambda *a: case.run(*a, backend="reference")  # noqa: E731
+    ref_out, ref_grads = _fwd_bwd(ref, _with_grad(args, torch.float64), cot)
+    # the tolerance of a 16-bit result compares with the reference's own error in that dtype
+    lowp = _fwd_bwd(ref, args, cot) if dtype != torch.float64 else None
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    rows, runnable = [], {}
+    for name, (fn, why) in _candidates(case, device, dtype, args, compile_peer).items():
+        row = {"op": case.op, "shape": case.shape, "dtype": str(dtype).replace("torch.", ""),
+               "layout": case.layout, "backend": name, **env}
+        rows.append(row)
+        if why is not None:
+            row["status"] = why
+            continue
+        try:
+            outs, grads = _fwd_bwd(fn, args, cot)
+        except Exception as e:  # one broken candidate must not hide the others
+            row["status"] = f"error: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            continue
+        results, expected = outs + grads, ref_out + ref_grads
+        fails = [m for i, (o, r) in enumerate(zip(results, expected))
+                 if (m := check_close(o, r, dtype, (lowp[0] + lowp[1])[i] if lowp else None))]
+        row["max_err_fwd"] = max((max_abs_error(o, r) for o, r in zip(outs, ref_out)), default=0.0)
+        row["max_err_grad"] = max((max_abs_error(g, r) for g, r in zip(grads, ref_grads)), default=0.0)
+        row["status"] = "ok" if not fails else "TOLERANCE EXCEEDED: " + fails[0]
+        row["bytes_min"] = sum(t.numel() * t.element_size() for t in tensors + outs)
+        row["flops"] = case.flops
+
+        def fwd(fn=fn):
+            with torch.no_grad():
+                return fn(*args)
+
+        runnable[name] = (row, fwd, lambda fn=fn: _fwd_bwd(fn, args, cot))
+    for key, pick in (("fwd", 1), ("fwd_bwd", 2)):
+        for name, ts in time_interleaved({n: v[pick] for n, v in runnable.items()}, device, reps).items():
+            runnable[name][0].update(summarize(ts, key))
+    for name, (row, fwd, _) in runnable.items():
+        ms = row["fwd_ms_median"]
+        row["fwd_gbps"] = row["bytes_min"] / (ms / 1e3) / 1e9
+        row["fwd_tflops"] = row["flops"] / (ms / 1e3) / 1e12
+        row["fwd_roofline_pct"] = roofline_percent(env["device"], dtype, row["flops"], row["bytes_min"], ms)
+        row["fwd_peak_extra_bytes"], row["memory_measured_by"] = peak_extra_memory(fwd, device)
+        sync(device)
+    return rows
+
+
+COLUMNS = [
+    ("op", "op", ""), ("shape", "shape", ""), ("dtype", "dtype", ""), ("layout", "layout", ""),
+    ("backend", "backend", ""), ("fwd ms", "fwd_ms_median", ".3f"), ("fwd+bwd ms", "fwd_bwd_ms_median", ".3f"),
+    ("GB/s", "fwd_gbps", ".1f"), ("TFLOP/s", "fwd_tflops", ".2f"), ("% roofline", "fwd_roofline_pct", ".1f"),
+    ("peak extra MB", "fwd_peak_mb", ".1f"), ("max err fwd", "max_err_fwd", ".1e"),
+    ("max err grad", "max_err_grad", ".1e"), ("status", "status", ""),
+]

@@ -1,0 +1,1 @@
+"""aspdc: see shared/specs/models/aspdc.md (being written)."""

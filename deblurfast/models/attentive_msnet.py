@@ -1,0 +1,1 @@
+"""attentive_msnet: see shared/specs/models/attentive_msnet.md (being written)."""

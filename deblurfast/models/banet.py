@@ -1,0 +1,1 @@
+"""banet: see shared/specs/models/banet.md (being written)."""

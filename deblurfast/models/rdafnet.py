@@ -1,0 +1,1 @@
+"""rdafnet: see shared/specs/models/rdafnet.md (being written)."""

@@ -1,0 +1,1 @@
+"""saphnet: see shared/specs/models/saphnet.md (being written)."""

@@ -1,0 +1,89 @@
+"""SAPHNet's global branch: spatially masked efficient (linear) attention with a channel gate."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..ops.efficient_attention import efficient_attention
+
+
+class EfficientAttention(nn.Module):
+    """The global branch of SAPHNet's content-aware module (Suin et al., CVPR 2020,
+    Sec. 3.1.1; shared/specs/models/saphnet.md), self- or cross-attention.
+
+    Self-attention, ``forward(x)``::
+
+        m1    = sigmoid(mask_conv(x))                    (N, 1, H, W)  spatial mask
+        xm    = x * m1
+        value = xm                                       (N, C, H, W)
+        key   = key_conv(xm)                             (N, C2, H, W)  softmax over the H*W positions
+        query = query_conv(xm)                           (N, C2, H, W)  softmax over the C2 maps
+        gate  = sigmoid(gate_fc(mean over H, W of xm))   (N, C)
+        y     = efficient_attention(value, key, query, gate) / C2
+
+    Cross-attention, ``forward(x, enc)`` (decoder attending to the encoder;
+    needs ``cross=True``): the attended map ``enc`` (N, C, He, We), of any
+    spatial size, gives value and key, while query and gate still come from x::
+
+        value = enc * sigmoid(enc_mask_conv(enc));  key = key_conv(value)
+
+    The output always has x's shape (N, C, H, W). The 1/C2 (the paper's average
+    over the C2 maps, Eq. 9) is folded into the gate, so it costs no extra pass.
+
+    SAPHNet released no code, so these names are deblurfast's. Parameters:
+        mask_conv: Conv2d(C, 1, 1), the spatial mask m1 of x.
+        enc_mask_conv: Conv2d(C, 1, 1), the mask m1e of ``enc`` (only when cross=True;
+            separate from mask_conv because encoder and decoder features differ).
+        key_conv: Conv2d(C, C2, 1), the key projection (shared by self and cross use).
+        query_conv: Conv2d(C, C2, 1), the query projection.
+        gate_fc: Linear(C, C), the channel gate from the global average pool.
+    All have biases; default PyTorch initialization.
+
+    Args:
+        channels: C, channels of x (and of enc). Default 128.
+        maps: C2, number of attention maps. Default 32.
+        cross: also build ``enc_mask_conv`` so that ``forward`` accepts ``enc``.
+            A cross module called without ``enc`` does self-attention.
+        backend: backend of the attention op: None (deblurfast's normal dispatch:
+            ``use_backend`` blocks, DEBLURFAST_BACKEND, then "auto"), "auto", a
+            backend name or a comma-separated list; the 1x1 convolutions are PyTorch's.
+    """
+
+    def __init__(self, channels: int = 128, maps: int = 32, cross: bool = False, backend: str | None = None):
+        super().__init__()
+        for name, v in (("channels", channels), ("maps", maps)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"EfficientAttention: {name} must be a positive int, got {v!r}")
+        self.channels, self.maps, self.cross, self.backend = channels, maps, cross, backend
+        self.mask_conv = nn.Conv2d(channels, 1, 1)
+        self.enc_mask_conv = nn.Conv2d(channels, 1, 1) if cross else None
+        self.key_conv = nn.Conv2d(channels, maps, 1)
+        self.query_conv = nn.Conv2d(channels, maps, 1)
+        self.gate_fc = nn.Linear(channels, channels)
+
+    def forward(self, x: torch.Tensor, enc: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (N, C, H, W); enc: (N, C, He, We) or None. Returns (N, C, H, W)."""
+        self._check("x", x)
+        xm = x * torch.sigmoid(self.mask_conv(x))
+        if enc is None:
+            value = xm
+        else:
+            if not self.cross:
+                raise ValueError("EfficientAttention: enc was given but the module was built with cross=False")
+            self._check("enc", enc)
+            if enc.shape[0] != x.shape[0]:
+                raise ValueError(f"EfficientAttention: enc must have x's batch size {x.shape[0]}, got {enc.shape[0]}")
+            value = enc * torch.sigmoid(self.enc_mask_conv(enc))
+        key = self.key_conv(value)
+        query = self.query_conv(xm)
+        gate = torch.sigmoid(self.gate_fc(xm.mean(dim=(2, 3)))) / self.maps  # the 1/C2 folded in
+        return efficient_attention(value, key, query, gate, backend=self.backend)
+
+    def _check(self, name: str, t) -> None:
+        if not isinstance(t, torch.Tensor) or t.dim() != 4 or t.shape[1] != self.channels:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"EfficientAttention: {name} must be (N, C={self.channels}, H, W), got {shape}")
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, maps={self.maps}, cross={self.cross}, backend={self.backend!r}"

@@ -1,0 +1,139 @@
+"""The model plumbing every network shares: registry, checkpoint containers,
+accelerate/deaccelerate, deblur's conventions. Uses a tiny synthetic model."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import deblurfast
+from deblurfast.models import CheckpointError, IOConvention, create, load_pretrained, register_model
+from deblurfast.nn import DeformConv2d
+
+
+class Tiny(nn.Module):
+    """x + conv(x) with one deblurfast layer, like the real models build them."""
+
+    def __init__(self, width=4):
+        super().__init__()
+        self.head = nn.Conv2d(3, width, 3, padding=1)
+        self.dcn = DeformConv2d(width, width, 3, padding=1, backend="reference")
+        self.tail = nn.Conv2d(width, 3, 3, padding=1)
+
+    def forward(self, x):
+        assert x.shape[-1] % 4 == 0 and x.shape[-2] % 4 == 0, "pad to a multiple of 4 first"
+        return x + 0.1 * self.tail(self.dcn(self.head(x), None))
+
+
+IO = IOConvention(channel_order="BGR", value_range=(-1.0, 1.0), multiple=4, pad_mode="replicate", clamp=True)
+register_model("_tiny_for_tests", IO, "none")(lambda width=4: Tiny(width))
+
+
+def test_create_and_list():
+    m = create("_tiny_for_tests", width=6)
+    assert m.io == IO and m.model_name == "_tiny_for_tests" and m.head.out_channels == 6
+    assert "_tiny_for_tests" in deblurfast.models.list_models()
+    with pytest.raises(ValueError, match="unknown model 'nope'; available: "):
+        create("nope")
+
+
+@pytest.mark.parametrize("container", ["bare", "module_prefix", "state_dict", "params", "params_ema",
+                                       "deblurring_state_dict", "blurring_state_dict", "model_state", "safetensors"])
+def test_load_pretrained_containers(tmp_path, container):
+    src = create("_tiny_for_tests")
+    sd = src.state_dict()
+    path = tmp_path / ("w.safetensors" if container == "safetensors" else "w.pth")
+    if container == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    elif container == "bare":
+        torch.save(sd, path)
+    elif container == "module_prefix":
+        torch.save({f"module.{k}": v for k, v in sd.items()}, path)
+    elif container == "params_ema":  # BasicSR files hold both; the EMA weights win
+        torch.save({"params": {k: torch.zeros_like(v) for k, v in sd.items()}, "params_ema": sd}, path)
+    else:
+        torch.save({"epoch": 3, container: sd}, path)
+    dst = create("_tiny_for_tests")
+    load_pretrained(dst, str(path))
+    for k, v in dst.state_dict().items():
+        assert torch.equal(v, sd[k]), k
+
+
+def test_load_pretrained_reports_what_does_not_fit(tmp_path):
+    sd = create("_tiny_for_tests").state_dict()
+    sd["extra.weight"] = torch.zeros(1)
+    del sd["tail.bias"]
+    sd["head.weight"] = torch.zeros(5, 3, 3, 3)
+    torch.save(sd, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError) as info:
+        load_pretrained(create("_tiny_for_tests"), str(tmp_path / "bad.pth"))
+    msg = str(info.value)
+    assert "missing (1): tail.bias" in msg and "unexpected (1): extra.weight" in msg
+    assert "head.weight: checkpoint (5, 3, 3, 3) vs model (4, 3, 3, 3)" in msg
+    partial = load_pretrained(create("_tiny_for_tests"), str(tmp_path / "bad.pth"), strict=False)
+    assert torch.equal(partial.dcn.weight, sd["dcn.weight"])
+    with pytest.raises(FileNotFoundError):
+        load_pretrained(create("_tiny_for_tests"), str(tmp_path / "none.pth"))
+
+
+def test_load_pretrained_refuses_pickled_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"state_dict": create("_tiny_for_tests").state_dict(), "x": Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(Exception, match="(?i)weights only|unsupported|global"):
+        load_pretrained(create("_tiny_for_tests"), str(tmp_path / "evil.pth"))
+
+
+def test_accelerate_shares_parameters_and_undoes():
+    m = create("_tiny_for_tests")
+    params = {name: p for name, p in m.named_parameters()}
+    x = torch.randn(1, 3, 8, 8)
+    before = m(x)
+    deblurfast.accelerate(m, backend="cpu,reference", channels_last=True)
+    assert m.dcn.backend == "cpu,reference"
+    assert all(p is params[name] for name, p in m.named_parameters())  # same objects: optimizers keep working
+    assert m.head.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(m(x), before, rtol=1e-5, atol=1e-5)
+    deblurfast.deaccelerate(m)
+    assert m.dcn.backend == "reference" and m.head.weight.is_contiguous()
+    assert all(p is params[name] for name, p in m.named_parameters())
+
+
+def test_accelerate_trains():
+    m = deblurfast.accelerate(create("_tiny_for_tests"), backend="cpu,reference")
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    loss = m(torch.randn(2, 3, 8, 8)).square().mean()
+    loss.backward()
+    opt.step()
+    assert m.dcn.weight.grad is not None and m.dcn.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", ["numpy_uint8", "numpy_float", "torch_uint8", "torch_float", "batch"])
+def test_deblur_applies_the_conventions(kind):
+    m = create("_tiny_for_tests")
+    h, w = 10, 13  # not multiples of 4: padded and cropped back
+    rgb = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    image = {"numpy_uint8": rgb, "numpy_float": rgb / 255.0, "torch_uint8": torch.from_numpy(rgb).permute(2, 0, 1),
+             "torch_float": torch.from_numpy(rgb).permute(2, 0, 1).float() / 255,
+             "batch": np.stack([rgb, rgb[::-1]])}[kind]
+    out = deblurfast.deblur(m, image)
+    assert type(out) is type(image) and out.shape == image.shape and out.dtype == image.dtype
+    # by hand: RGB [0,1] -> BGR [-1,1], replicate-pad to 12x16, model, crop, clamp, back
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+    y = torch.nn.functional.pad(x.flip(1) * 2 - 1, (0, 3, 0, 2), mode="replicate")
+    with torch.no_grad():
+        y = ((m(y)[..., :h, :w].clamp(-1, 1) + 1) / 2).flip(1)
+    got = out[0] if kind == "batch" else out
+    got = torch.as_tensor(np.asarray(got))
+    if kind.startswith("numpy") or kind == "batch":
+        got = got.permute(2, 0, 1)
+    expected = (y[0] * 255).round().to(torch.uint8) if got.dtype == torch.uint8 else y[0].to(got.dtype)
+    assert torch.equal(got, expected) if got.dtype == torch.uint8 else torch.allclose(got, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="3 \\(RGB\\) channels"):
+        deblurfast.deblur(m, np.zeros((4, 4, 2), dtype=np.uint8))
+    with pytest.raises(TypeError, match="numpy array or a torch tensor"):
+        deblurfast.deblur(m, [[0]])
