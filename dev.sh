@@ -42,6 +42,8 @@ setup() {
   need torch "$TORCH_SPEC"
   need numpy numpy
   need safetensors safetensors
+  need PIL pillow
+  need av av
   need triton triton
   need pytest pytest
   need xdist pytest-xdist

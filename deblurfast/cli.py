@@ -23,6 +23,19 @@ def _backends(args) -> int:
     return 0
 
 
+def _deblur(args) -> int:
+    from . import deblur_files
+
+    return deblur_files.run(args)
+
+
+def _models(args) -> int:
+    from .models_table import print_models
+
+    print_models(args.gflops)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deblurfast", description="Fused kernels for motion-deblurring networks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +62,21 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("backends", help="which backend runs where, or why not",
                        description="Print every op x backend with the devices and dtypes it runs, or why not.")
     s.set_defaults(func=_backends)
+
+    d = sub.add_parser("deblur", help="deblur an image, a folder of images or a video",
+                       description="Deblur an image, a folder of images (recursively, keeping names) or a video "
+                       "(keeping frame rate and audio). Never overwrites an input; unreadable files are reported and "
+                       "skipped.")
+    from .deblur_files import add_arguments
+
+    add_arguments(d)
+    d.set_defaults(func=_deblur)
+
+    m = sub.add_parser("models", help="list the models with parameters and GFLOPs at 720p",
+                       description="List every model with its paper, parameter count, input conventions and "
+                       "GFLOPs of one 720x1280 frame (convolutions and matrix products, counted on the meta device).")
+    m.add_argument("--no-gflops", dest="gflops", action="store_false", help="skip the FLOP count")
+    m.set_defaults(func=_models)
 
     args = parser.parse_args(argv)
     return args.func(args)

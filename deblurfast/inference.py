@@ -77,13 +77,66 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str) -> tuple[torch.Te
     return x, (H, W)
 
 
+def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step)) + [length - tile]  # the last tile ends at the border
+    return sorted(set(starts))
+
+
+def _ramp(n: int, overlap: int, at_start: bool, at_end: bool, device) -> torch.Tensor:
+    """Blend weights along one tile axis: rising over `overlap` pixels where the tile
+    overlaps a neighbour, flat (1) at the image border."""
+    w = torch.ones(n, device=device)
+    if overlap > 0:
+        ramp = torch.arange(1, overlap + 1, device=device, dtype=torch.float32) / (overlap + 1)
+        if not at_start:
+            w[:overlap] = torch.minimum(w[:overlap], ramp)
+        if not at_end:
+            w[n - overlap:] = torch.minimum(w[n - overlap:], ramp.flip(0))
+    return w
+
+
+def run_tiled(run, x: torch.Tensor, tile: int, overlap: int, multiple: int) -> torch.Tensor:
+    """run(x) on overlapping tiles of x (N, C, H, W), blended seamlessly.
+
+    Tiles are `tile` x `tile` (rounded down to `multiple`, at least one multiple),
+    the last ones shifted to end at the image border so every tile has one size;
+    neighbours overlap by `overlap` pixels and are cross-faded with linear ramps.
+    x must already be padded to `multiple`. Memory: one tile's activations at a time."""
+    N, C, H, W = x.shape
+    tile = max(multiple, tile // multiple * multiple)
+    overlap = max(0, min(overlap, tile // 2))
+    if H <= tile and W <= tile:
+        return run(x)
+    out = weight = None
+    ys, xs = _tile_starts(H, tile, overlap), _tile_starts(W, tile, overlap)
+    for y0 in ys:
+        for x0 in xs:
+            th, tw = min(tile, H), min(tile, W)
+            y = run(x[:, :, y0:y0 + th, x0:x0 + tw]).float()
+            if out is None:
+                out = torch.zeros(N, y.shape[1], H, W, device=y.device)
+                weight = torch.zeros(1, 1, H, W, device=y.device)
+            wy = _ramp(th, overlap, y0 == 0, y0 + th == H, y.device)
+            wx = _ramp(tw, overlap, x0 == 0, x0 + tw == W, y.device)
+            w = (wy[:, None] * wx[None, :])[None, None]
+            out[:, :, y0:y0 + th, x0:x0 + tw] += y * w
+            weight[:, :, y0:y0 + th, x0:x0 + tw] += w
+    return out / weight
+
+
 @torch.no_grad()
-def deblur(model: nn.Module, image, io: IOConvention | None = None):
+def deblur(model: nn.Module, image, io: IOConvention | None = None, tile: int | None = None,
+           overlap: int = 32):
     """Deblurs an RGB image or batch with `model` (built by deblurfast.models.create).
 
     image: numpy (H, W, 3) / (N, H, W, 3) or torch (3, H, W) / (N, 3, H, W); uint8, or
     float in [0, 1]. Returns the same type, shape, dtype and device. The model's
     convention (`model.io`, or `io`) decides colour order, range, padding and clamp.
+    tile: process in overlapping tile x tile pieces (for images larger than memory),
+    cross-faded over `overlap` pixels.
     """
     io = io or getattr(model, "io", None)
     if io is None:
@@ -98,8 +151,9 @@ def deblur(model: nn.Module, image, io: IOConvention | None = None):
     was_training = model.training
     model.eval()
     try:
-        y = model(x.to(dtype))
+        run = lambda t: from_model(model(t.to(dtype)), io)  # noqa: E731
+        y = run(x) if tile is None else run_tiled(run, x, tile, overlap, io.multiple)
     finally:
         model.train(was_training)
-    y = from_model(y, io)[..., :H, :W].float()
+    y = y[..., :H, :W].float()
     return _from_batch(y, how)

@@ -1,0 +1,141 @@
+"""`deblurfast deblur INPUT -o OUTPUT`: deblur an image, a folder of images
+(recursively, keeping names) or a video (keeping frame rate and audio).
+
+Nothing is ever written over an input; every output is written to a temporary
+file and renamed into place; a file that cannot be read or is not a supported
+image/video is reported and skipped while the rest is processed (exit code 1
+if any file failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+from . import media
+from .engine import Engine
+from .models import create, list_models, load_pretrained
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="an image, a folder of images (searched recursively) or a video file")
+    p.add_argument("-o", "--output", required=True,
+                   help="output file, or folder (for a folder input, or to keep the input's file name)")
+    p.add_argument("--model", default="banet", choices=list_models(), help="network (default: %(default)s)")
+    p.add_argument("--weights", help="checkpoint to load (any official container format, or .safetensors)")
+    p.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when visible, else cpu")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
+                   help="default: float16 on cuda, float32 on cpu")
+    p.add_argument("--backend", default="auto", help="kernel backend request (default: %(default)s)")
+    p.add_argument("--tile", type=int, help="process images in overlapping TILE x TILE pieces (large images)")
+    p.add_argument("--tile-overlap", type=int, default=32, help="tile overlap in pixels (default: %(default)s)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network")
+    p.add_argument("--no-cuda-graph", action="store_true", help="do not capture CUDA graphs")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+class Progress:
+    """A one-line progress report on stderr with frames per second."""
+
+    def __init__(self, total: int | None, label: str, quiet: bool):
+        self.total, self.label, self.quiet = total, label, quiet
+        self.done, self.start, self.last = 0, time.perf_counter(), 0.0
+
+    def step(self, n: int = 1) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if not self.quiet and (now - self.last > 0.2 or self.done == self.total):
+            self.last = now
+            fps = self.done / max(now - self.start, 1e-9)
+            of = f"/{self.total}" if self.total else ""
+            print(f"\r{self.label}: {self.done}{of} frames, {fps:.1f} frames/s", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if not self.quiet and self.done:
+            print(file=sys.stderr)
+
+    @property
+    def fps(self) -> float:
+        return self.done / max(time.perf_counter() - self.start, 1e-9)
+
+
+def plan(input_path: str, output: str) -> list[tuple[str, str, str]]:
+    """(kind, input file, output file) for every file to process."""
+    if os.path.isdir(input_path):
+        return [("image", os.path.join(input_path, rel), os.path.join(output, rel))
+                for rel in media.list_images(input_path)]
+    kind = media.kind_of(input_path) or "unsupported"
+    if os.path.isdir(output) or output.endswith(os.sep):
+        output = os.path.join(output, os.path.basename(input_path))
+    return [(kind, input_path, output)]
+
+
+def build_engine(args) -> Engine:
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if device == "cuda" else None)
+    model = create(args.model)
+    if args.weights:
+        load_pretrained(model, args.weights)
+    else:
+        print(f"warning: no --weights given: {args.model} runs with random initialization", file=sys.stderr)
+    return Engine(model, device=device, dtype=dtype, backend=args.backend, compile=args.compile,
+                  cuda_graph=not args.no_cuda_graph)
+
+
+def run(args) -> int:
+    if not os.path.exists(args.input):
+        print(f"error: input {args.input!r} does not exist", file=sys.stderr)
+        return 2
+    jobs = plan(args.input, args.output)
+    if not jobs:
+        print(f"error: no images found in {args.input!r}", file=sys.stderr)
+        return 2
+    inputs = {os.path.realpath(i) for _, i, _ in jobs}
+    engine = build_engine(args)
+    failed = 0
+    progress = Progress(sum(1 for k, _, _ in jobs if k == "image") or None, "deblurring", args.quiet)
+    for kind, src, dst in jobs:
+        if os.path.realpath(dst) in inputs:
+            print(f"\nskipped {src}: the output {dst} is an input (refusing to overwrite it)", file=sys.stderr)
+            failed += 1
+            continue
+        try:
+            if kind == "image":
+                media.write_image(dst, engine.deblur(media.read_image(src), tile=args.tile,
+                                                     overlap=args.tile_overlap))
+                progress.step()
+            elif kind == "video":
+                info = media.video_info(src)
+                video = Progress(info.frames, os.path.basename(src), args.quiet)
+
+                def frames():
+                    if args.tile:
+                        gen = (engine.deblur(f, tile=args.tile, overlap=args.tile_overlap)
+                               for f in media.read_video(src))
+                    else:
+                        gen = engine.stream(media.read_video(src))
+                    for out in gen:
+                        video.step()
+                        yield out
+
+                n = media.write_video(dst, frames(), source=src)
+                video.close()
+                if not args.quiet:
+                    audio = "with its audio" if info.has_audio else "no audio track"
+                    print(f"{dst}: {n} frames at {float(info.rate):.3f} frames/s ({audio}), "
+                          f"{video.fps:.1f} frames/s processed", file=sys.stderr)
+            else:
+                raise ValueError(f"unsupported file type (images: {', '.join(media.IMAGE_EXTENSIONS)}; "
+                                 f"videos: {', '.join(media.VIDEO_EXTENSIONS)})")
+        except Exception as e:  # report, skip, go on with the rest
+            failed += 1
+            print(f"\nskipped {src}: {type(e).__name__}: {e}", file=sys.stderr)
+    progress.close()
+    done = len(jobs) - failed
+    if not args.quiet:
+        print(f"deblurred {done} of {len(jobs)} file(s) into {args.output}", file=sys.stderr)
+    return 1 if failed else 0
