@@ -9,6 +9,11 @@ import sys
 def _bench(args) -> int:
     from . import bench
 
+    if args.models:
+        size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
+        rows = bench.run_models(args.device, args.model, size, args.reps, args.out, args.compile)
+        bad = [r for r in rows if r["status"] != "ok"]
+        return 1 if bad else 0
     rows = bench.run_ops(args.quick, args.device, args.dtype, args.reps, args.out, args.compile)
     bad = [r for r in rows if r["status"].startswith(("TOLERANCE", "error"))]
     if bad:
@@ -55,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="repeatable; default float32 on CPU, float32/float16/bfloat16 on CUDA")
     b.add_argument("--reps", type=int, help="timed runs per backend (default 5 on CPU, 20 on CUDA)")
     b.add_argument("--out", help="folder for the JSON-lines results and the markdown table")
+    b.add_argument("--models", action="store_true",
+                   help="end-to-end model benchmarks instead of op benchmarks (720x1280 on GPU, 256x256 on CPU)")
+    b.add_argument("--model", action="append", help="with --models: only these models (repeatable)")
+    b.add_argument("--size", help="with --models: frame size HxW (default 720x1280 on GPU, 256x256 on CPU)")
     b.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="also time torch.compile of the reference (default: on for full sweeps, off for --quick)")
     b.set_defaults(func=_bench)

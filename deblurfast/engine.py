@@ -66,13 +66,14 @@ class Engine:
         module with an `io` attribute or an `io` argument. The engine takes it over:
         it is modified in place (eval, accelerated, cast).
     dtype: None keeps float32; torch.float16 / torch.bfloat16 for 16-bit inference.
+    channels_last: None: on CUDA only.
     compile: torch.compile the model (mode "max-autotune-no-cudagraphs" when CUDA
         graphs are on, since the engine captures its own).
     cuda_graph: capture a CUDA graph per padded frame size (CUDA only).
     """
 
     def __init__(self, model: nn.Module, device: str | torch.device = "cuda", dtype: torch.dtype | None = None,
-                 backend: str = "auto", channels_last: bool = True, compile: bool = False,
+                 backend: str = "auto", channels_last: bool | None = None, compile: bool = False,
                  cuda_graph: bool = True, io: IOConvention | None = None):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -84,12 +85,13 @@ class Engine:
         if dtype not in (None, torch.float32, torch.float16, torch.bfloat16):
             raise ValueError(f"Engine: dtype must be None, float32, float16 or bfloat16, got {dtype}")
         self.dtype = dtype or torch.float32
-        self.channels_last = channels_last
+        # channels_last pays on GPUs (tensor-core convolutions); on CPU it can slow plain convolutions
+        self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
         model = model.eval().requires_grad_(False).to(self.device)
-        accelerate(model, backend=backend, channels_last=channels_last)
+        accelerate(model, backend=backend, channels_last=self.channels_last)
         if self.dtype != torch.float32:
             to_low_precision(model, self.dtype)
-            if channels_last:
+            if self.channels_last:
                 model.to(memory_format=torch.channels_last)
         self.model = model
         self.cuda_graph = cuda_graph and self.device.type == "cuda"

@@ -42,3 +42,31 @@ def run_ops(quick: bool, device: str | None = None, dtypes: list[str] | None = N
         paths = write_results(out_dir, f"ops-{'quick' if quick else 'full'}-{dev.type}", rows, table)
         print("\nwrote " + " and ".join(paths))
     return rows
+
+
+def run_models(device: str | None = None, names: list[str] | None = None, size: tuple[int, int] | None = None,
+               reps: int | None = None, out_dir: str | None = None, compile_peer: bool | None = None) -> list[dict]:
+    """End-to-end model benchmarks (deblurfast.bench.models) at 720x1280 on a GPU
+    (256x256 on CPU by default); prints them and writes <out_dir>/models-<device>.{jsonl,md}."""
+    from . import models as model_bench
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    size = size or ((720, 1280) if dev.type == "cuda" else (256, 256))
+    reps = reps or (20 if dev.type == "cuda" else 5)
+    compile_peer = dev.type == "cuda" if compile_peer is None else compile_peer
+    env = environment(dev)
+    print(f"deblurfast bench --models on {env['device']} ({dev.type}), {size[0]}x{size[1]}, torch {env['torch']}, "
+          f"commit {env['commit']}, {reps} timed runs each", flush=True)
+    rows = []
+    for name in names or model_bench.model_names():
+        model_rows = model_bench.run_model(name, dev, size, reps, env, compile_peer)
+        for r in model_rows:
+            timing = (f"{r['latency_ms_median']:9.2f} ms ({r['fps']:7.1f} fps)  dev {r['max_dev_vs_fp32']:.1e}  "
+                      if "latency_ms_median" in r else "")
+            print(f"  {r['model']:<16} {r['candidate']:<34} {timing}{r['status']}", flush=True)
+        rows += model_rows
+    table = markdown_table(rows, model_bench.COLUMNS)
+    print("\n" + table)
+    if out_dir:
+        print("\nwrote " + " and ".join(write_results(out_dir, f"models-{dev.type}", rows, table)))
+    return rows

@@ -1,0 +1,107 @@
+"""End-to-end model benchmarks (shared/specs/benchmarks.md, "models"): every
+network on a 720x1280 frame, batch 1, run the ways users run it —
+
+- eager fp32 reference (what the authors ran),
+- eager fp16 / bf16 with channels_last,
+- torch.compile(mode="max-autotune") of the reference,
+- the deblurfast engine (fused kernels, channels_last, 16-bit, CUDA graphs),
+
+with median / p90 latency, frames per second, peak memory and the largest
+deviation from the fp32 reference output (in [0, 1] image units). Weights are
+random (a fixed seed): speed does not depend on them, and every candidate runs
+the same weights. On CPU the frame is smaller and the 16-bit and compiled
+candidates are left out (they are GPU paths).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+
+from ..engine import Engine
+from ..inference import from_model, pad_to_multiple, to_model
+from ..models import create, list_models
+from .core import peak_extra_memory, summarize, sync, time_interleaved
+
+
+def _input(model, h: int, w: int, device) -> torch.Tensor:
+    x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    x, _ = pad_to_multiple(to_model(x, model.io), model.io.multiple, model.io.pad_mode)
+    return x.to(device)
+
+
+def _call(model) -> Callable:
+    if model.model_name == "aspdc_reblur":  # reblurs (blurred, sharp): time it on (x, x)
+        return lambda x: model(x, x)
+    return model
+
+
+def candidates(name: str, device: torch.device, include_compile: bool) -> dict[str, Callable]:
+    """name -> fn(x) returning the output image in [0, 1] for the padded fp32 input x."""
+    torch.manual_seed(0)
+    reference = create(name).eval().requires_grad_(False).to(device)
+    io = reference.io
+    out = {"eager fp32 (reference)": lambda x: from_model(_call(reference)(x), io)}
+    if device.type == "cuda":
+        for dtype in (torch.float16, torch.bfloat16):
+            m = copy.deepcopy(reference).to(dtype).to(memory_format=torch.channels_last)
+            tag = str(dtype).replace("torch.", "")
+            out[f"eager {tag} channels_last"] = (
+                lambda x, m=m, dt=dtype: from_model(_call(m)(x.to(dt).contiguous(memory_format=torch.channels_last)),
+                                                   io))
+        if include_compile:
+            compiled = torch.compile(copy.deepcopy(reference), mode="max-autotune")
+            out["compile max-autotune (reference)"] = lambda x: from_model(_call(compiled)(x), io)
+        for dtype in (torch.float16, torch.bfloat16):
+            engine = Engine(copy.deepcopy(reference), device=device, dtype=dtype)
+            out[f"deblurfast engine {str(dtype).replace('torch.', '')}"] = (
+                (lambda x, e=engine: e.run(x)) if name != "aspdc_reblur" else
+                (lambda x, e=engine: from_model(e.model(x.to(e.dtype), x.to(e.dtype)), io)))
+    else:
+        engine = Engine(copy.deepcopy(reference), device=device, dtype=None)
+        out["deblurfast engine fp32"] = ((lambda x: engine.run(x)) if name != "aspdc_reblur" else
+                                         (lambda x: from_model(engine.model(x, x), io)))
+    return out
+
+
+def run_model(name: str, device: torch.device, size: tuple[int, int], reps: int, env: dict,
+              include_compile: bool) -> list[dict]:
+    cands = candidates(name, device, include_compile)
+    x = _input(create(name), *size, device)
+    with torch.no_grad():
+        ref = cands["eager fp32 (reference)"](x).float()
+    rows, timed = [], {}
+    for cand, fn in cands.items():
+        row = {"model": name, "size": f"{size[0]}x{size[1]}", "candidate": cand, **env}
+        rows.append(row)
+        try:
+            with torch.no_grad():
+                y = fn(x).float()
+            row["max_dev_vs_fp32"] = (y - ref).abs().max().item()
+            row["status"] = "ok"
+            timed[cand] = (row, fn)
+        except Exception as e:  # report and go on
+            row["status"] = f"error: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    with torch.no_grad():
+        times = time_interleaved({c: (lambda f=fn: f(x)) for c, (_, fn) in timed.items()}, device, reps, warmup=3)
+        for cand, ts in times.items():
+            row = timed[cand][0]
+            row.update(summarize(ts, "latency"))
+            row["fps"] = 1e3 / row["latency_ms_median"]
+            row["peak_extra_bytes"], row["memory_measured_by"] = peak_extra_memory(lambda: timed[cand][1](x), device)
+            row["peak_mb"] = row["peak_extra_bytes"] / 2**20 if row["peak_extra_bytes"] is not None else None
+    sync(device)
+    return rows
+
+
+COLUMNS = [
+    ("model", "model", ""), ("size", "size", ""), ("candidate", "candidate", ""),
+    ("median ms", "latency_ms_median", ".2f"), ("p90 ms", "latency_ms_p90", ".2f"), ("fps", "fps", ".1f"),
+    ("peak extra MB", "peak_mb", ".0f"), ("max dev vs fp32", "max_dev_vs_fp32", ".1e"), ("status", "status", ""),
+]
+
+
+def model_names() -> list[str]:
+    return [n for n in list_models() if not n.startswith("_")]
