@@ -47,6 +47,7 @@ setup() {
   need triton triton
   need pytest pytest
   need xdist pytest-xdist
+  need skimage scikit-image  # an independent implementation the metrics are tested against
   command -v ninja >/dev/null || { log "installing ninja"; python -m pip install -q ninja; }
   build
 }

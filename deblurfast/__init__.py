@@ -7,7 +7,7 @@
     deblurfast.backends()  # which backend runs where, or why not
 """
 
-from . import _ext, models, nn
+from . import _ext, metrics, models, nn
 from .accelerate import accelerate, deaccelerate
 from .dispatch import BACKENDS, BackendError, backends, current_backend, use_backend
 from .inference import deblur
@@ -26,6 +26,7 @@ __all__ = [
     "accelerate",
     "deaccelerate",
     "deblur",
+    "metrics",
     "models",
     "nn",
     "BACKENDS",
