@@ -51,3 +51,26 @@ def pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
     if min(value) < minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {tuple(value)}")
     return int(value[0]), int(value[1])
+
+
+def autocast_inputs(*tensors):
+    """Under torch.autocast, the tensors cast to the autocast dtype (PyTorch's rule for
+    convolutions and matrix products: our ops accumulate in float32 inside anyway);
+    unchanged otherwise. None entries pass through."""
+    first = next((t for t in tensors if isinstance(t, torch.Tensor)), None)
+    if first is None or not torch.is_autocast_enabled(first.device.type):
+        return tensors
+    dtype = torch.get_autocast_dtype(first.device.type)
+    return tuple(t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors)
+
+
+def promote_inputs(*tensors):
+    """Under torch.autocast, the tensors cast to their widest floating dtype (PyTorch's rule
+    for element-wise ops with mixed inputs); unchanged otherwise."""
+    floats = [t for t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    if not floats or not torch.is_autocast_enabled(floats[0].device.type):
+        return tensors
+    dtype = floats[0].dtype
+    for t in floats[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return tuple(t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors)

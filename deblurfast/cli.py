@@ -41,6 +41,12 @@ def _models(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from .train import trainer
+
+    return trainer.main(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deblurfast", description="Fused kernels for motion-deblurring networks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +92,15 @@ def main(argv: list[str] | None = None) -> int:
                        "GFLOPs of one 720x1280 frame (convolutions and matrix products, counted on the meta device).")
     m.add_argument("--no-gflops", dest="gflops", action="store_false", help="skip the FLOP count")
     m.set_defaults(func=_models)
+
+    t = sub.add_parser("train", help="train a model (fused or reference layers, AMP, DDP through torchrun)",
+                       description="Train any deblurfast model from a YAML file and/or flags. Checkpoints are written "
+                       "atomically to OUT/last.pt; --resume continues bit-for-bit. For several processes launch with "
+                       "torchrun --nproc_per_node N -m deblurfast.cli train ...")
+    from .train.trainer import add_arguments as add_train_arguments
+
+    add_train_arguments(t)
+    t.set_defaults(func=_train)
 
     args = parser.parse_args(argv)
     return args.func(args)

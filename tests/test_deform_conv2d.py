@@ -390,3 +390,14 @@ def test_compiled_op_checks_its_arguments():
         torch.ops.deblurfast.deform_conv2d(x, None, w, None, torch.randn(1, 9, 4, 3), [1, 1], [0, 0], [1, 1])
     with pytest.raises(RuntimeError, match="must be float32 or float64"):
         torch.ops.deblurfast.deform_conv2d(x.half(), None, w.half(), None, None, [1, 1], [0, 0], [1, 1])
+
+
+def test_autocast_casts_inputs_like_a_convolution():
+    """Under torch.autocast, a float32 weight meets bfloat16 activations: the op casts them
+    (as torch's convolutions do) instead of rejecting the mix."""
+    x, offset, weight, bias, mask = make(PLAIN, torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = call("reference", x.bfloat16(), offset, weight, bias, PLAIN, mask)
+    assert out.dtype == torch.bfloat16
+    ref = call("reference", *(t.bfloat16().double() for t in (x, offset, weight, bias)), PLAIN, mask.bfloat16().double())
+    assert (out.double() - ref).abs().max() < 0.1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..._checks import check_like, check_shape, check_tensor, pair
+from ..._checks import autocast_inputs, check_like, check_shape, check_tensor, pair
 from ...dispatch import FLOAT_DTYPES, Impl, Op
 from .extension import deform_conv2d_compiled
 from .reference import deform_conv2d_reference, output_size
@@ -131,6 +131,7 @@ def deform_conv2d(
         mask: (N, G*kh*kw, Ho, Wo) or None (all one); any real value (no sigmoid applied).
         backend: None (see deblurfast.dispatch), "auto", a backend name or a comma-separated list.
     """
+    input, offset, weight, bias, mask = autocast_inputs(input, offset, weight, bias, mask)
     stride, padding, dilation = _check(
         "deform_conv2d", input, offset, weight, bias, stride, padding, dilation, mask
     )
@@ -156,6 +157,7 @@ def pixel_adaptive_conv2d(
     The same op as deform_conv2d with mask = `kernel`, a per-pixel kernel V of
     shape (N, G*kh*kw, Ho, Wo) taking any real values.
     """
+    input, kernel, weight, bias, offset = autocast_inputs(input, kernel, weight, bias, offset)
     check_tensor("pixel_adaptive_conv2d", "kernel", kernel, 4, "(N, G*kh*kw, Ho, Wo)")
     stride, padding, dilation = _check(
         "pixel_adaptive_conv2d", input, offset, weight, bias, stride, padding, dilation, kernel, mask_name="kernel"

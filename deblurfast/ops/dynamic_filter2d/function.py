@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..._checks import check_like, check_shape, check_tensor
+from ..._checks import autocast_inputs, check_like, check_shape, check_tensor
 from ...dispatch import FLOAT_DTYPES, Impl, Op
 from .extension import dynamic_filter2d_compiled
 from .reference import dynamic_filter2d_reference
@@ -70,6 +70,7 @@ def dynamic_filter2d(
         (N, C, H, W), same dtype and device as `input`.
     """
     op = "dynamic_filter2d"
+    input, kernel = autocast_inputs(input, kernel)
     check_tensor(op, "input", input, 4, "(N, C, H, W)")
     check_tensor(op, "kernel", kernel, 4, "(N, G*k*k, H, W)")
     check_like(op, "kernel", kernel, "input", input)

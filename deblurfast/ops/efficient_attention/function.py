@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..._checks import check_like, check_shape, check_tensor
+from ..._checks import autocast_inputs, check_like, check_shape, check_tensor
 from ...dispatch import FLOAT_DTYPES, Impl, Op
 from .reference import efficient_attention_reference
 from .triton_op import efficient_attention_triton
@@ -58,6 +58,7 @@ def efficient_attention(
         (N, C, *query's spatial shape). Memory is O(N (C + C2) L); no L x L matrix.
     """
     op = "efficient_attention"
+    value, key, query, gate = autocast_inputs(value, key, query, gate)
     check_tensor(op, "value", value, (3, 4), "(N, C, Lin) or (N, C, Hin, Win)")
     check_tensor(op, "key", key, (3, 4), "(N, C2, Lin) or (N, C2, Hin, Win)")
     check_tensor(op, "query", query, (3, 4), "(N, C2, Lout) or (N, C2, Hout, Wout)")

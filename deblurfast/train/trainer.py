@@ -1,0 +1,406 @@
+"""`deblurfast train`: training any deblurfast model, fused or reference layers.
+
+Reproducibility is by construction: the data order of epoch e is a permutation
+drawn from (seed, e), every augmentation of sample i in epoch e derives from
+(seed, e, i) (deblurfast.train.data), and the CPU kernels are deterministic, so
+a run resumed from a checkpoint continues with bit-for-bit the same losses as
+an uninterrupted one. Checkpoints hold the model, optimizer, schedule, AMP
+scaler, step and RNG state, are written atomically (temporary file + rename)
+and are read back with torch.load(weights_only=True).
+
+Multi-process data parallel: launch with torchrun; each rank reads its slice
+of every global batch and DistributedDataParallel averages the gradients, so
+N ranks with batch b equal one process with batch N*b.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..accelerate import accelerate
+from ..models import create, load_pretrained
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on (YAML keys and --flags have these names)."""
+
+    model: str = "banet"
+    model_config: dict = field(default_factory=dict)  # constructor keywords (narrow test versions)
+    weights: str | None = None  # initial weights
+    fused: bool = True  # deblurfast kernels (accelerate) or the reference layers
+    backend: str = "auto"
+    # data
+    data: str | None = None  # dataset root (or a folder of sharp images for kind="synthetic")
+    data_kind: str = "synthetic"  # gopro | hide | realblur | synthetic
+    val_data: str | None = None
+    val_kind: str | None = None  # default: data_kind
+    crop: int = 256
+    batch_size: int = 8  # global batch (split over ranks)
+    workers: int = 2
+    # optimization
+    steps: int = 1000
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    schedule: str = "cosine"  # cosine | step | constant
+    warmup: int = 0
+    min_lr: float = 1e-7
+    step_size: int = 1000  # schedule="step"
+    gamma: float = 0.5  # schedule="step"
+    clip_grad: float | None = None  # max gradient norm
+    amp: str = "none"  # none | bf16 | fp16
+    loss: dict = field(default_factory=dict)  # options of deblurfast.train.losses.build_loss
+    # bookkeeping
+    out: str = "runs/train"
+    checkpoint_every: int = 500
+    val_every: int = 1000
+    log_every: int = 10
+    seed: int = 0
+    device: str | None = None  # default: cuda when visible
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown training options {sorted(unknown)}; known: {sorted(known)}")
+        if "betas" in d:
+            d = {**d, "betas": tuple(d["betas"])}
+        return cls(**d)
+
+
+# -- distributed --------------------------------------------------------------------------
+
+
+def _dist_init(device: torch.device) -> tuple[int, int]:
+    """(rank, world size); initializes the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+# -- data order --------------------------------------------------------------------------
+
+
+class EpochOrder:
+    """The (deterministic) sample order: epoch e is a permutation drawn from (seed, e);
+    rank r of W takes every W-th index of each global batch."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int, world: int):
+        if batch_size % world:
+            raise ValueError(f"batch_size={batch_size} must be divisible by the number of processes ({world})")
+        if n < batch_size:
+            raise ValueError(f"the dataset has {n} samples, fewer than one batch of {batch_size}")
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.batches_per_epoch = n // batch_size  # the last incomplete batch is dropped
+
+    def batch(self, step: int) -> tuple[int, list[int]]:
+        """(epoch, this rank's sample indices) of global batch `step` (0-based)."""
+        epoch, b = divmod(step, self.batches_per_epoch)
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        chunk = perm[b * self.batch_size:(b + 1) * self.batch_size]
+        return epoch, chunk[self.rank::self.world].tolist()
+
+
+# -- schedule ---------------------------------------------------------------------------
+
+
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    """Multiplier of cfg.lr at `step` (0-based): linear warm-up, then the schedule."""
+    if cfg.warmup and step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "step":
+        return cfg.gamma ** ((step - cfg.warmup) // cfg.step_size)
+    if cfg.schedule == "cosine":
+        t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+        low = cfg.min_lr / cfg.lr
+        return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * t))
+    raise ValueError(f"schedule must be cosine, step or constant, got {cfg.schedule!r}")
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Atomic: write a temporary file beside `path`, then rename it over `path`."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_checkpoint(path: str) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# -- the loop --------------------------------------------------------------------------------------
+
+
+class EpochIndexed(torch.utils.data.Dataset):
+    """Items are (epoch, index): the dataset's augmentations of sample i in epoch e depend on
+    (seed, e, i) only, also inside DataLoader worker processes."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        epoch, i = item
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        return self.dataset[i]
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """This rank's batches of (epoch, index) for steps [start, end)."""
+
+    def __init__(self, order: EpochOrder, start: int, end: int):
+        self.order, self.start, self.end = order, start, end
+
+    def __len__(self):
+        return max(0, self.end - self.start)
+
+    def __iter__(self):
+        for step in range(self.start, self.end):
+            epoch, indices = self.order.batch(step)
+            yield [(epoch, i) for i in indices]
+
+
+def collate(samples: list[dict]) -> dict:
+    return {"blur": torch.stack([s["blur"] for s in samples]), "sharp": torch.stack([s["sharp"] for s in samples]),
+            "name": [s.get("name") for s in samples]}
+
+
+class Trainer:
+    """Runs a TrainConfig. `loss` (a callable loss(model, batch) -> (tensor, logs)) and the
+    datasets may be given directly (tests, notebooks); otherwise they come from the config."""
+
+    def __init__(self, cfg: TrainConfig, loss: Callable | None = None, train_set=None, val_set=None,
+                 log: Callable[[str], None] | None = None):
+        self.cfg = cfg
+        self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.rank, self.world = _dist_init(self.device)
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(self.device)
+        self.log = log or (lambda s: print(s, flush=True) if self.rank == 0 else None)
+        torch.manual_seed(cfg.seed)  # the same initialization on every rank
+        model = create(cfg.model, **cfg.model_config)
+        if cfg.weights:
+            load_pretrained(model, cfg.weights)
+        if cfg.fused:
+            accelerate(model, backend=cfg.backend, channels_last=self.device.type == "cuda")
+        self.model = model.to(self.device).train()
+        self.module = self.model  # unwrapped (checkpoints, validation)
+        if self.world > 1:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self.model.io, self.model.model_name = self.module.io, self.module.model_name  # what losses read
+        self.loss = loss or self._build_loss()
+        self.train_set = train_set if train_set is not None else self._dataset(cfg.data, cfg.data_kind, train=True)
+        self.val_set = val_set if val_set is not None else (
+            self._dataset(cfg.val_data, cfg.val_kind or cfg.data_kind, train=False) if cfg.val_data else None)
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(cfg, s))
+        if cfg.amp not in ("none", "bf16", "fp16"):
+            raise ValueError(f"amp must be none, bf16 or fp16, got {cfg.amp!r}")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        self.order = EpochOrder(len(self.train_set), cfg.batch_size, cfg.seed, self.rank, self.world)
+        self.step = 0
+        self.history: list[dict] = []
+
+    def _build_loss(self):
+        from .losses import build_loss
+
+        return build_loss(self.cfg.model, **self.cfg.loss)
+
+    def _dataset(self, root, kind, train: bool):
+        from . import data
+
+        if root is None:
+            raise ValueError("no training data: set `data` (a dataset root, or a folder of sharp images for "
+                             "data_kind='synthetic')")
+        return data.build_dataset(kind, root, crop=self.cfg.crop if train else None, train=train,
+                                  seed=self.cfg.seed)
+
+    # -- checkpoint state ---------------------------------------------------------------------
+
+    def state(self) -> dict:
+        return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
+                "rng": torch.get_rng_state(), "config": json.dumps(dataclasses.asdict(self.cfg)),
+                "history": json.dumps(self.history)}
+
+    def resume(self, path: str) -> None:
+        ckpt = load_checkpoint(path)
+        saved = json.loads(ckpt["config"])
+        for key in ("model", "model_config", "batch_size", "seed", "data_kind", "crop"):  # what fixes the run
+            ours = json.loads(json.dumps(getattr(self.cfg, key)))
+            if saved.get(key) != ours:
+                raise ValueError(f"cannot resume {path}: it was trained with {key}={saved.get(key)!r}, "
+                                 f"this run has {ours!r}")
+        self.module.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.schedule.load_state_dict(ckpt["schedule"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.step = int(ckpt["step"])
+        torch.set_rng_state(ckpt["rng"])
+        self.history = json.loads(ckpt["history"])
+        self.log(f"resumed {path} at step {self.step}")
+
+    def checkpoint(self) -> str | None:
+        if self.rank != 0:
+            return None
+        path = os.path.join(self.cfg.out, "last.pt")
+        save_checkpoint(path, self.state())
+        return path
+
+    # -- one step -------------------------------------------------------------------------------
+
+    def batches(self):
+        """Batches from the current step to the last, through `workers` loader processes."""
+        loader = torch.utils.data.DataLoader(
+            EpochIndexed(self.train_set), batch_sampler=StepBatches(self.order, self.step, self.cfg.steps),
+            num_workers=self.cfg.workers, collate_fn=collate, pin_memory=self.device.type == "cuda",
+            persistent_workers=False)
+        for batch in loader:
+            yield {k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+                   for k, v in batch.items()}
+
+    def train_step(self, batch: dict) -> dict:
+        epoch = self.step // self.order.batches_per_epoch
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.amp)
+        with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss, logs = self.loss(self.model, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.clip_grad))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.schedule.step()
+        self.step += 1
+        return {"step": self.step, "epoch": epoch, "loss": float(loss.detach()), "lr": self.schedule.get_last_lr()[0],
+                **{k: float(v) for k, v in logs.items()}}
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Mean PSNR and SSIM (RGB, [0, 1]) of the model's outputs on the validation set."""
+        from ..inference import from_model, pad_to_multiple, to_model
+        from ..metrics import psnr, ssim
+
+        if self.val_set is None:
+            return {}
+        io, was = self.module.io, self.module.training
+        self.module.eval()
+        scores = {"psnr": [], "ssim": []}
+        start = time.perf_counter()
+        for i in range(len(self.val_set)):
+            s = self.val_set[i]
+            x, (h, w) = pad_to_multiple(to_model(s["blur"][None].to(self.device), io), io.multiple, io.pad_mode)
+            y = from_model(self.module(x), io)[..., :h, :w].clamp(0, 1)
+            scores["psnr"].append(float(psnr(y, s["sharp"][None].to(self.device))))
+            scores["ssim"].append(float(ssim(y, s["sharp"][None].to(self.device))))
+            if sys.stderr.isatty() and self.rank == 0:
+                print(f"\rvalidating {i + 1}/{len(self.val_set)} "
+                      f"({(i + 1) / (time.perf_counter() - start):.1f} images/s)", end="", file=sys.stderr)
+        if sys.stderr.isatty() and self.rank == 0:
+            print(file=sys.stderr)
+        self.module.train(was)
+        return {k: sum(v) / len(v) for k, v in scores.items()}
+
+    def run(self, until: int | None = None) -> list[dict]:
+        """Trains to cfg.steps (or stops after step `until`, as an interrupted run would)."""
+        cfg = self.cfg
+        log_path = os.path.join(cfg.out, "log.jsonl")
+        if self.rank == 0:
+            os.makedirs(cfg.out, exist_ok=True)
+        start, first = time.perf_counter(), self.step
+        for batch in self.batches():
+            record = self.train_step(batch)
+            self.history.append({k: record[k] for k in ("step", "loss", "lr")})
+            if cfg.val_every and self.step % cfg.val_every == 0 and self.val_set is not None and self.rank == 0:
+                record.update({f"val_{k}": v for k, v in self.validate().items()})
+            if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == cfg.steps or "val_psnr" in record):
+                rate = (self.step - first) / max(time.perf_counter() - start, 1e-9)
+                self.log(f"step {self.step}/{cfg.steps} loss {record['loss']:.5f} lr {record['lr']:.2e} "
+                         + (f"val PSNR {record['val_psnr']:.2f} SSIM {record['val_ssim']:.4f} "
+                            if "val_psnr" in record else "") + f"({rate:.2f} steps/s)")
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            if cfg.checkpoint_every and (self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps):
+                self.checkpoint()
+            if until is not None and self.step >= until:
+                break
+        return self.history
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """One --flag per TrainConfig field (JSON for the dict/tuple ones); unset flags keep the
+    YAML's or the default value."""
+    p.add_argument("--config", help="YAML file of training options (flags override it)")
+    p.add_argument("--resume", help="checkpoint to continue from (bit-for-bit the same run)")
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        flag, default = f"--{f.name.replace('_', '-')}", getattr(defaults, f.name)
+        base = f.type.split(" ")[0]  # "float | None" -> "float"
+        if base in ("dict", "tuple[float,"):
+            p.add_argument(flag, dest=f.name, type=json.loads, default=None, help=f"JSON, default {default}")
+        elif base == "bool":
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"default {default}")
+        else:
+            kind = {"int": int, "float": float}.get(base, str)
+            p.add_argument(flag, dest=f.name, type=kind, default=None, help=f"default {default}")
+
+
+def config_from_args(args) -> TrainConfig:
+    options: dict[str, Any] = {}
+    if args.config:
+        import yaml
+
+        with open(args.config) as f:
+            options.update(yaml.safe_load(f) or {})
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            options[f.name] = value
+    return TrainConfig.from_dict(options)
+
+
+def main(args) -> int:
+    cfg = config_from_args(args)
+    trainer = Trainer(cfg)
+    if args.resume:
+        trainer.resume(args.resume)
+    trainer.run()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0

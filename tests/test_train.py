@@ -1,0 +1,157 @@
+"""The trainer: bit-for-bit resume, atomic checkpoints, schedules, AMP, clipping, DDP."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from deblurfast.train.trainer import EpochOrder, TrainConfig, Trainer, load_checkpoint, lr_factor
+from train_fixtures import NoisyPairs, l1_loss
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def config(tmp_path, **kw):
+    base = dict(model="_train_tiny", batch_size=4, steps=6, lr=3e-3, schedule="cosine", warmup=2, out=str(tmp_path),
+                checkpoint_every=3, log_every=1, workers=0, seed=7, device="cpu", backend="cpu,reference")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def make(cfg, **kw):
+    return Trainer(cfg, loss=l1_loss, train_set=NoisyPairs(), log=lambda s: None, **kw)
+
+
+def params(trainer):
+    return {k: v.clone() for k, v in trainer.module.state_dict().items()}
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_resume_is_bit_for_bit(tmp_path, fused):
+    full = make(config(tmp_path / "full", fused=fused, steps=8, checkpoint_every=5))
+    full.run()
+    first = make(config(tmp_path / "split", fused=fused, steps=8, checkpoint_every=5))
+    first.run(until=6)  # interrupted after step 6; the last checkpoint is step 5's
+    assert load_checkpoint(str(tmp_path / "split" / "last.pt"))["step"] == 5
+    second = make(config(tmp_path / "split", fused=fused, steps=8, checkpoint_every=5))
+    second.resume(str(tmp_path / "split" / "last.pt"))
+    second.run()
+    assert [h["loss"] for h in second.history] == [h["loss"] for h in full.history]  # exactly
+    for k, v in params(full).items():
+        assert torch.equal(v, params(second)[k]), k
+
+
+def test_it_learns(tmp_path):
+    t = make(config(tmp_path, steps=30, lr=1e-2, warmup=0, checkpoint_every=0))
+    losses = [h["loss"] for h in t.run()]
+    assert sum(losses[-5:]) < sum(losses[:5]), losses
+
+
+def test_workers_give_the_same_batches(tmp_path):
+    a = make(config(tmp_path / "a", workers=0))
+    b = make(config(tmp_path / "b", workers=2))
+    a.run()
+    b.run()
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+
+
+def test_checkpoints_are_atomic_and_safe_to_load(tmp_path):
+    t = make(config(tmp_path))
+    t.run()
+    assert sorted(os.listdir(tmp_path)) == ["last.pt", "log.jsonl"]  # no temporary file left behind
+    ckpt = load_checkpoint(str(tmp_path / "last.pt"))  # weights_only=True
+    assert ckpt["step"] == 6 and set(ckpt) >= {"model", "optimizer", "schedule", "scaler", "rng", "config"}
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_refuses_another_run(tmp_path):
+    make(config(tmp_path, steps=3)).run()
+    other = make(config(tmp_path, steps=6, batch_size=2))
+    with pytest.raises(ValueError, match="batch_size=4"):
+        other.resume(str(tmp_path / "last.pt"))
+
+
+def test_schedules():
+    cfg = TrainConfig(lr=1.0, min_lr=0.0, steps=10, warmup=2, schedule="cosine")
+    assert [round(lr_factor(cfg, s), 6) for s in (0, 1)] == [0.5, 1.0]
+    assert lr_factor(cfg, 2) == 1.0 and abs(lr_factor(cfg, 6) - 0.5) < 1e-12 and lr_factor(cfg, 10) == 0.0
+    step = TrainConfig(lr=1.0, schedule="step", step_size=3, gamma=0.1)
+    assert [lr_factor(step, s) for s in (0, 2, 3, 6)] == [1.0, 1.0, 0.1, pytest.approx(0.01)]
+    with pytest.raises(ValueError, match="schedule must be"):
+        lr_factor(TrainConfig(schedule="poly"), 0)
+
+
+def test_epoch_order():
+    order = EpochOrder(10, 4, seed=3, rank=0, world=1)
+    assert order.batches_per_epoch == 2
+    e0 = order.batch(0)[1] + order.batch(1)[1]
+    assert len(set(e0)) == 8 and order.batch(2)[0] == 1
+    ranks = [EpochOrder(10, 4, 3, r, 2).batch(0)[1] for r in range(2)]
+    assert sorted(ranks[0] + ranks[1]) == sorted(order.batch(0)[1])  # the ranks split the global batch
+    with pytest.raises(ValueError, match="divisible by the number of processes"):
+        EpochOrder(10, 3, 0, 0, 2)
+
+
+def test_amp_and_clipping(tmp_path):
+    t = make(config(tmp_path, amp="bf16", clip_grad=0.01, steps=3, backend="reference"))
+    t.run()
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in t.history)
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert all("grad_norm" in r for r in records)
+    with pytest.raises(ValueError, match="amp must be"):
+        make(config(tmp_path, amp="int8"))
+
+
+def test_config_from_yaml_and_flags(tmp_path):
+    from deblurfast import cli
+
+    (tmp_path / "cfg.yaml").write_text("model: _train_tiny\nsteps: 2\nlr: 0.01\nbatch_size: 2\n")
+    parser_args = ["train", "--config", str(tmp_path / "cfg.yaml"), "--steps", "5", "--model-config", '{"width": 4}']
+    import argparse
+
+    from deblurfast.train.trainer import add_arguments, config_from_args
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    cfg = config_from_args(p.parse_args(parser_args[1:]))
+    assert (cfg.model, cfg.steps, cfg.lr, cfg.batch_size, cfg.model_config) == ("_train_tiny", 5, 0.01, 2, {"width": 4})
+    with pytest.raises(ValueError, match="unknown training options"):
+        TrainConfig.from_dict({"stepz": 3})
+    assert cli  # the command exists
+
+
+DDP_SCRIPT = textwrap.dedent("""
+    import os, sys, json, torch
+    sys.path.insert(0, {here!r})
+    from train_fixtures import NoisyPairs, l1_loss
+    from deblurfast.train.trainer import TrainConfig, Trainer
+    cfg = TrainConfig(model="_train_tiny", batch_size=4, steps=4, lr=3e-3, out={out!r}, checkpoint_every=4,
+                      workers=0, seed=5, device="cpu", backend="cpu,reference", schedule="constant")
+    t = Trainer(cfg, loss=l1_loss, train_set=NoisyPairs(), log=lambda s: None)
+    t.run()
+    if t.rank == 0:
+        torch.save({{k: v for k, v in t.module.state_dict().items()}}, os.path.join({out!r}, "params.pt"))
+    print("world", t.world)
+""")
+
+
+def test_two_process_ddp_equals_one_process(tmp_path):
+    """2 gloo processes with 2 samples each must match 1 process with the batch of 4."""
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(here=HERE, out=str(tmp_path / "ddp")))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script)], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "world 2" in res.stdout
+    single = make(config(tmp_path / "single", batch_size=4, steps=4, lr=3e-3, seed=5, schedule="constant", warmup=0,
+                         checkpoint_every=4))
+    single.run()
+    ddp = torch.load(tmp_path / "ddp" / "params.pt", weights_only=True)
+    for k, v in params(single).items():
+        torch.testing.assert_close(ddp[k], v, rtol=1e-5, atol=1e-6, msg=k)

@@ -1,0 +1,57 @@
+"""A tiny model, dataset and loss for the trainer tests (also imported by the DDP
+subprocesses of test_train.py)."""
+
+import torch
+from torch import nn
+
+from deblurfast.inference import from_model, to_model
+from deblurfast.models import IOConvention, register_model
+from deblurfast.nn import DeformConv2d
+
+
+class TinyNet(nn.Module):
+    def __init__(self, width=6):
+        super().__init__()
+        self.head = nn.Conv2d(3, width, 3, padding=1)
+        self.dcn = DeformConv2d(width, width, 3, padding=1, backend="reference")
+        self.offsets = nn.Conv2d(width, 18, 3, padding=1)
+        self.tail = nn.Conv2d(width, 3, 3, padding=1)
+
+    def forward(self, x):
+        f = torch.relu(self.head(x))
+        return x + self.tail(torch.relu(self.dcn(f, 0.5 * torch.tanh(self.offsets(f)))))
+
+
+register_model("_train_tiny", IOConvention(value_range=(-1.0, 1.0), multiple=4), "none")(lambda width=6: TinyNet(width))
+
+
+class NoisyPairs(torch.utils.data.Dataset):
+    """Sharp images are fixed random textures; the blur is a box blur plus noise whose draw
+    depends on (seed, epoch, index) only, like deblurfast.train.data's datasets."""
+
+    def __init__(self, n=12, size=16, seed=0):
+        g = torch.Generator().manual_seed(123)
+        self.sharp = torch.rand(n, 3, size, size, generator=g)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.sharp)
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 1009 + i)
+        sharp = self.sharp[i]
+        blur = torch.nn.functional.avg_pool2d(sharp[None], 3, 1, 1, count_include_pad=False)[0]
+        blur = (blur + 0.02 * torch.randn(blur.shape, generator=g)).clamp(0, 1)
+        if torch.rand((), generator=g) < 0.5:  # a random flip, of both
+            blur, sharp = blur.flip(-1), sharp.flip(-1)
+        return {"blur": blur, "sharp": sharp, "name": str(i)}
+
+
+def l1_loss(model, batch):
+    """L1 in [0, 1] image space, through the model's conventions."""
+    y = from_model(model(to_model(batch["blur"], model.io)), model.io)
+    loss = (y - batch["sharp"]).abs().mean()
+    return loss, {"l1": float(loss.detach())}
