@@ -12,6 +12,7 @@ from .accelerate import accelerate, deaccelerate
 from .dispatch import BACKENDS, BackendError, backends, current_backend, use_backend
 from .inference import deblur
 from .ops import (
+    blur_aware_mask,
     deform_conv2d,
     dynamic_filter2d,
     efficient_attention,
@@ -32,6 +33,7 @@ __all__ = [
     "BACKENDS",
     "BackendError",
     "backends",
+    "blur_aware_mask",
     "current_backend",
     "use_backend",
     "deform_conv2d",

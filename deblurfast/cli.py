@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
                        description="Print every op x backend with the devices and dtypes it runs, or why not.")
     s.set_defaults(func=_backends)
 
+    from .convert import DESCRIPTION as CONVERT_DESCRIPTION, configure_parser as configure_convert
+
+    configure_convert(sub.add_parser("convert", help="convert the authors' TensorFlow checkpoint to safetensors "
+                                     "(no TensorFlow needed)", description=CONVERT_DESCRIPTION))
+
     d = sub.add_parser("deblur", help="deblur an image, a folder of images or a video",
                        description="Deblur an image, a folder of images (recursively, keeping names) or a video "
                        "(keeping frame rate and audio). Never overwrites an input; unreadable files are reported and "

@@ -82,8 +82,8 @@ def test_backend_must_be_a_string():
 
 
 def test_not_implemented_backend_is_explained():
-    with pytest.raises(BackendError, match="triton: not implemented for deform_conv2d"):
-        deblurfast.deform_conv2d(torch.zeros(1, 1, 3, 3), None, torch.zeros(1, 1, 1, 1), backend="triton")
+    with pytest.raises(BackendError, match="cpu: not implemented for efficient_attention"):
+        deblurfast.efficient_attention(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), backend="cpu")
 
 
 def test_backends_table(capsys):

@@ -3,14 +3,42 @@ import torch
 import torch.nn.functional as F
 
 import oracles
-from deblurfast import strip_expand, strip_pool
+from deblurfast import BackendError, strip_expand, strip_pool
+from deblurfast.kernels import strip_pool as kernels
 from deblurfast.ops.strip_pool.reference import nearest_index
 from deblurfast.testing import assert_close
-from helpers import backend_params, leaf, require_backend
+from helpers import backend_params, grads, leaf, require_backend, uninitialized_is_nan
 
 POOL_BACKENDS = backend_params("strip_pool")
 EXPAND_BACKENDS = backend_params("strip_expand")
 SIZES = (1, 3, 5, 7)
+
+
+def pool_flat(backend, x, sizes=SIZES):
+    """All pooled maps of x, flattened per (n, c) into one tensor (so one gradient covers them all)."""
+    outs = strip_pool(x, sizes, backend=backend)
+    return torch.cat([t.reshape(t.shape[0], t.shape[1], t.shape[2] * t.shape[3]) for pair in outs for t in pair], -1)
+
+
+def pool_with_grad(backend, x, sizes=SIZES):
+    x = leaf(x)
+    out = pool_flat(backend, x, sizes)
+    return out, grads(out, [x])[0]
+
+
+def expand_with_grads(backend, v, h, size):
+    v, h = leaf(v), leaf(h)
+    out = strip_expand(v, h, size, backend=backend)
+    return (out, *grads(out, [v, h]))
+
+
+@pytest.fixture
+def many_tiles(monkeypatch):
+    """Tiles of 16 columns, so small inputs take the kernels' multi-tile paths."""
+    monkeypatch.setattr(kernels, "_MAX_BLOCK_W", 16)
+
+
+# -- smoke: every backend against the loop-level float64 oracle ----------------
 
 
 @pytest.mark.parametrize("backend,device", POOL_BACKENDS)
@@ -18,11 +46,27 @@ SIZES = (1, 3, 5, 7)
 def test_smoke_pool_float64_oracle(backend, device, hw):
     require_backend("strip_pool", backend, device, torch.float64)
     x = torch.randn(2, 3, *hw, dtype=torch.float64, device=device)
-    got = strip_pool(x, SIZES, backend=backend)
-    for (v, h), (ev, eh), n in zip(got, oracles.strip_pool(x, SIZES), SIZES):
+    with uninitialized_is_nan():
+        got = strip_pool(x, SIZES, backend=backend)
+        _, gx = pool_with_grad(backend, x)
+    for (v, h), (ev, eh), n in zip(got, oracles.strip_pool(x.cpu(), SIZES), SIZES):
         assert v.shape == (2, 3, hw[0], n) and h.shape == (2, 3, n, hw[1])
         assert_close(v.cpu(), ev, what=f"v_{n}")
         assert_close(h.cpu(), eh, what=f"h_{n}")
+    # Backward against the reference's autograd (itself gradchecked below).
+    assert_close(gx.cpu(), pool_with_grad("reference", x.cpu())[1], what="grad_x")
+
+
+@pytest.mark.parametrize("backend,device", POOL_BACKENDS)
+@pytest.mark.parametrize("sizes", [(2,), (7, 1, 4), (1, 2, 3, 4, 5, 6, 7, 8)])  # other sizes, in any order, up to 8
+def test_smoke_pool_other_sizes(backend, device, sizes):
+    require_backend("strip_pool", backend, device, torch.float64)
+    x = torch.randn(1, 2, 9, 6, dtype=torch.float64, device=device)
+    got = strip_pool(x, sizes, backend=backend)
+    for (v, h), (ev, eh) in zip(got, oracles.strip_pool(x.cpu(), sizes)):
+        assert_close(v.cpu(), ev)
+        assert_close(h.cpu(), eh)
+    assert_close(pool_with_grad(backend, x, sizes)[1].cpu(), pool_with_grad("reference", x.cpu(), sizes)[1])
 
 
 @pytest.mark.parametrize("backend,device", EXPAND_BACKENDS)
@@ -31,7 +75,30 @@ def test_smoke_expand_float64_oracle(backend, device, size, nv, nh):
     require_backend("strip_expand", backend, device, torch.float64)
     v = torch.randn(2, 3, size[0], nv, dtype=torch.float64, device=device)
     h = torch.randn(2, 3, nh, size[1], dtype=torch.float64, device=device)
-    assert_close(strip_expand(v, h, size, backend=backend).cpu(), oracles.strip_expand(v, h, size))
+    with uninitialized_is_nan():
+        out, gv, gh = expand_with_grads(backend, v, h, size)
+    assert_close(out.cpu(), oracles.strip_expand(v.cpu(), h.cpu(), size))
+    _, rgv, rgh = expand_with_grads("reference", v.cpu(), h.cpu(), size)
+    assert_close(gv.cpu(), rgv, what="grad_v")
+    assert_close(gh.cpu(), rgh, what="grad_h")
+
+
+@pytest.mark.parametrize("backend,device", [p for p in POOL_BACKENDS if p.values[0] == "triton"])
+@pytest.mark.parametrize("ranges", ["one", "per_tile"])
+def test_multi_tile_paths(backend, device, ranges, many_tiles, monkeypatch):
+    # W = 40 in tiles of 16: a program walks several tiles (its partial of v is read back and
+    # added), or each tile is its own range (the finish kernel sums the ranges' partials).
+    require_backend("strip_pool", backend, device, torch.float64)
+    monkeypatch.setattr(kernels, "_target_programs", lambda device: 1 if ranges == "one" else 10**6)
+    x = torch.randn(2, 2, 19, 40, dtype=torch.float64, device=device)
+    with uninitialized_is_nan():
+        out, gx = pool_with_grad(backend, x)
+        eout, egv, egh = expand_with_grads(backend, x[..., :5], x[:, :, :3, :], (19, 40))
+    assert_close(out.cpu(), pool_flat("reference", x.cpu()), what="pool")
+    assert_close(gx.cpu(), pool_with_grad("reference", x.cpu())[1], what="pool grad_x")
+    for got, want, what in zip((eout, egv, egh), expand_with_grads("reference", x[..., :5].cpu(), x[:, :, :3, :].cpu(),
+                                                                   (19, 40)), ("expand", "grad_v", "grad_h")):
+        assert_close(got.cpu(), want, what=what)
 
 
 def test_nearest_index_is_exact_where_interpolate_is_not():
@@ -41,12 +108,67 @@ def test_nearest_index_is_exact_where_interpolate_is_not():
     assert torch.equal(idx, torch.tensor([(i * 3) // 123 for i in range(123)]))
 
 
-@pytest.mark.parametrize("length", [320, 180, 640, 360, 1280, 720, 160, 90])  # the models' strip lengths
-@pytest.mark.parametrize("n", SIZES)
-def test_expand_equals_interpolate_at_model_sizes(length, n):
-    v = torch.randn(1, 2, 4, n, dtype=torch.float64)
-    exact = strip_expand(v, torch.zeros(1, 2, 1, length, dtype=torch.float64), (4, length))
-    assert torch.equal(exact, F.interpolate(v, size=(4, length), mode="nearest"))
+@pytest.mark.parametrize("backend,device", EXPAND_BACKENDS)
+def test_expand_equals_interpolate_at_model_sizes(backend, device):
+    require_backend("strip_expand", backend, device, torch.float64)
+    for length in (320, 180, 640, 360, 1280, 720, 160, 90):  # the models' strip lengths
+        for n in SIZES:
+            v = torch.randn(1, 2, 4, n, dtype=torch.float64, device=device)
+            exact = strip_expand(v, torch.zeros(1, 2, 1, length, dtype=torch.float64, device=device), (4, length),
+                                 backend=backend)
+            assert torch.equal(exact, F.interpolate(v, size=(4, length), mode="nearest")), (length, n)
+
+
+# -- float32 against the float64 reference, layouts ----------------------------
+
+
+def _layout(t, layout):
+    if layout == "channels_last":
+        return t.to(memory_format=torch.channels_last)
+    if layout == "non_contiguous":
+        t = torch.cat([t, t], -1)[..., ::2]
+        assert not t.is_contiguous()
+    return t
+
+
+@pytest.mark.parametrize("backend,device", POOL_BACKENDS)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "non_contiguous", "empty_batch", "no_channels"])
+def test_float32_layouts(backend, device, layout):
+    require_backend("strip_pool", backend, device, torch.float32)
+    n, c = (0 if layout == "empty_batch" else 2), (0 if layout == "no_channels" else 3)
+    x = _layout(torch.randn(n, c, 10, 9, device=device), layout)
+    v = _layout(torch.randn(n, c, 10, 3, device=device), layout)
+    h = _layout(torch.randn(n, c, 5, 9, device=device), layout)
+    with uninitialized_is_nan():
+        got = (*pool_with_grad(backend, x), *expand_with_grads(backend, v, h, (10, 9)))
+    want = (*pool_with_grad("reference", x.double().cpu()),
+            *expand_with_grads("reference", v.double().cpu(), h.double().cpu(), (10, 9)))
+    for g, w, what in zip(got, want, ("pool", "pool grad_x", "expand", "expand grad_v", "expand grad_h")):
+        assert g.dtype == torch.float32 and g.shape == w.shape, what
+        assert torch.isfinite(g).all(), what
+        assert_close(g.cpu(), w, torch.float32, what=what)
+
+
+@pytest.mark.parametrize("backend,device", POOL_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision(backend, device, dtype):
+    require_backend("strip_pool", backend, device, dtype)
+    x = torch.randn(2, 4, 13, 22, device=device)
+    v, h = torch.randn(2, 4, 13, 5, device=device), torch.randn(2, 4, 7, 22, device=device)
+
+    def run(backend, x, v, h):
+        return (*pool_with_grad(backend, x), *expand_with_grads(backend, v, h, (13, 22)))
+
+    lowp = [t.to(dtype) for t in (x, v, h)]  # every run sees the same rounded inputs
+    ref32 = run("reference", *(t.float().cpu() for t in lowp))
+    ref_lowp = run("reference", *(t.cpu() for t in lowp))
+    got = run(backend, *lowp)
+    for g, r, rl, what in zip(got, ref32, ref_lowp, ("pool", "pool grad_x", "expand", "grad_v", "grad_h")):
+        assert g.dtype == dtype
+        assert_close(g.float().cpu(), r, dtype, ref_lowp=rl.float(), what=what)
+
+
+# -- gradcheck ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("case", ["plain", "empty_batch", "non_contiguous", "channels_last"])
@@ -64,23 +186,46 @@ def test_gradcheck(case):
     assert torch.autograd.gradcheck(f, (leaf(x),))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_low_precision_reference_runs(dtype):
+def test_low_precision_reference_runs():
     x = torch.randn(2, 3, 9, 10)
-    for (v, h), (ev, eh) in zip(strip_pool(x.to(dtype), SIZES), strip_pool(x.double(), SIZES)):
-        assert v.dtype == dtype
-        assert (v.double() - ev).abs().max() < 2e-2 and (h.double() - eh).abs().max() < 2e-2
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for (v, h), (ev, eh) in zip(strip_pool(x.to(dtype), SIZES), strip_pool(x.double(), SIZES)):
+            assert v.dtype == dtype
+            assert (v.double() - ev).abs().max() < 2e-2 and (h.double() - eh).abs().max() < 2e-2
 
 
-def test_compile_fullgraph():
+# -- registration: opcheck, torch.compile ----------------------------------------
+
+
+@pytest.mark.parametrize("backend,device", [p for p in POOL_BACKENDS if p.values[0] == "triton"])
+def test_opcheck(backend, device):
+    require_backend("strip_pool", backend, device, torch.float32)
+    x = torch.randn(2, 3, 6, 9, device=device)
+    torch.library.opcheck(torch.ops.deblurfast.strip_pool_triton.default, (leaf(x), [1, 3, 5, 7]))
+    v, h = torch.randn(2, 3, 6, 3, device=device), torch.randn(2, 3, 5, 9, device=device)
+    torch.library.opcheck(torch.ops.deblurfast.strip_expand_triton.default, (leaf(v), leaf(h), 6, 9))
+
+
+@pytest.mark.parametrize("backend,device", POOL_BACKENDS)
+def test_compile_fullgraph(backend, device):
+    require_backend("strip_pool", backend, device, torch.float32)
     torch._dynamo.reset()
-    x = torch.randn(2, 3, 9, 10)
+    x = torch.randn(2, 3, 9, 10, device=device)
 
     def f(x):
-        return [strip_expand(v, h, (9, 10)) for v, h in strip_pool(x)]
+        return sum(strip_expand(v, h, (9, 10), backend=backend).square().sum()
+                   for v, h in strip_pool(x, backend=backend))
 
-    for a, b in zip(torch.compile(f, fullgraph=True)(x), f(x)):
-        assert_close(a.double(), b.double(), torch.float32)
+    xs, xe = leaf(x), leaf(x)
+    out = torch.compile(f, fullgraph=True)(xs)
+    out.backward()
+    expected = f(xe)
+    expected.backward()
+    assert_close(out.double().cpu(), expected.double().cpu(), torch.float32)
+    assert_close(xs.grad.double().cpu(), xe.grad.double().cpu(), torch.float32)
+
+
+# -- exceptions ------------------------------------------------------------------
 
 
 def test_exceptions():
@@ -99,3 +244,16 @@ def test_exceptions():
         strip_expand(v, h.double(), (4, 5))
     with pytest.raises(ValueError, match="size must be a pair of positive ints"):
         strip_expand(v, h, (4, 0))
+
+
+def test_triton_refusals_are_explained():
+    require_backend("strip_pool", "triton", "cpu", torch.float32)
+    x = torch.randn(1, 2, 4, 5)
+    with pytest.raises(BackendError, match="triton: 9 sizes > 8"):
+        strip_pool(x, (1,) * 9, backend="triton")
+    with pytest.raises(BackendError, match=r"triton: sum\(sizes\) = 65 > 64"):
+        strip_pool(x, (65,), backend="triton")
+    with pytest.raises(BackendError, match="triton: n_v = 65"):
+        strip_expand(torch.randn(1, 2, 4, 65), torch.randn(1, 2, 3, 5), (4, 5), backend="triton")
+    # a preference list falls back to the reference
+    assert len(strip_pool(x, (65,), backend="triton,reference")) == 1

@@ -115,22 +115,39 @@ def strip_expand_case(n, c, h, w, nv, nh):
     return OpCase("strip_expand", f"{n}x{c}x{h}x{w} from {nv}, {nh}", make, ops.strip_expand, 1.0 * n * c * h * w)
 
 
+def blur_aware_mask_case(n, c, f, h, w, label=""):
+    """BANet's fused BA mask on tables built as BlurAwareAttention builds them."""
+
+    def make(device, dtype):
+        from ..nn.blur_aware_attention import strip_segments
+
+        g = _gen()
+        col_index, col_src = strip_segments(w, 3, False, dtype, device)
+        row_index, row_src = strip_segments(h, 2, False, dtype, device)
+        r = lambda *s: torch.randn(*s, generator=g).to(device, dtype)  # noqa: E731
+        return (r(n, c, h, w), r(n, f, h, col_src.shape[1]), col_index, r(n, f, row_src.shape[1], w), row_index,
+                r(c, f) / f ** 0.5, r(c))
+
+    shape = f"{n}x{c}x{h}x{w} F={f}" + (f" {label}" if label else "")
+    return OpCase("blur_aware_mask", shape, make, ops.blur_aware_mask, 2.0 * n * c * f * h * w)
+
+
 def cases(device: torch.device, quick: bool) -> list[OpCase]:
     """The shapes of shared/specs/benchmarks.md on a GPU; on CPU the 1/4-resolution
     (180x320, 64 channels) versions, or small ones for --quick."""
     if quick and device.type == "cpu":
         return [deform_case(1, 16, 48, 64, 3), dynamic_filter_case(1, 32, 128, 128),
                 attention_case(1, 64, 16, 64, 64), strip_pool_case(1, 32, 128, 128),
-                strip_expand_case(1, 32, 128, 128, 7, 7)]
+                strip_expand_case(1, 32, 128, 128, 7, 7), blur_aware_mask_case(1, 32, 16, 128, 128)]
     if quick:
         return [deform_case(1, 64, 720, 1280, 3), dynamic_filter_case(1, 64, 720, 1280),
                 attention_case(1, 64, 64, 720, 1280), strip_pool_case(1, 64, 720, 1280),
-                strip_expand_case(1, 64, 720, 1280, 7, 7)]
+                strip_expand_case(1, 64, 720, 1280, 7, 7), blur_aware_mask_case(1, 64, 32, 720, 1280)]
     if device.type == "cpu":
         return [deform_case(1, 64, 180, 320, 3), deform_case(1, 64, 180, 320, 3, layout="channels_last"),
                 deform_case(1, 64, 180, 320, 5), dynamic_filter_case(1, 64, 180, 320),
                 attention_case(1, 64, 32, 180, 320), strip_pool_case(1, 64, 180, 320),
-                strip_expand_case(1, 64, 180, 320, 7, 7)]
+                strip_expand_case(1, 64, 180, 320, 7, 7), blur_aware_mask_case(1, 128, 64, 180, 320, "BANet")]
     return [
         deform_case(1, 64, 720, 1280, 3, "720p sweep"),
         deform_case(1, 64, 720, 1280, 3, "720p sweep", layout="channels_last"),
@@ -152,6 +169,8 @@ def cases(device: torch.device, quick: bool) -> list[OpCase]:
         strip_pool_case(1, 64, 720, 1280, "720p sweep"),
         strip_pool_case(1, 128, 360, 640, "BANet"),
         strip_expand_case(1, 64, 720, 1280, 7, 7),
+        blur_aware_mask_case(1, 128, 64, 360, 640, "BANet"),
+        blur_aware_mask_case(1, 192, 192, 360, 640, "BANet+"),
     ]
 
 
@@ -162,8 +181,9 @@ def _flatten(out) -> list[torch.Tensor]:
 
 
 def _with_grad(args: tuple, dtype=None) -> tuple:
-    return tuple(a.detach().to(dtype or a.dtype).requires_grad_(a.is_floating_point())
-                 if isinstance(a, torch.Tensor) else a for a in args)
+    """Fresh leaves of the floating-point tensors (cast to dtype if given) that require grad."""
+    return tuple(a.detach().to(dtype or a.dtype).requires_grad_() if isinstance(a, torch.Tensor) and
+                 a.is_floating_point() else a for a in args)
 
 
 def _fwd_bwd(fn: Callable, args: tuple, cotangents: list[torch.Tensor]):

@@ -39,16 +39,18 @@ def strip_segments(
     return index.to(device=device, dtype=torch.int32), src[:, starts].contiguous().to(device)
 
 
-# torch.compile: the segments are constants of the traced graph (they depend on the shape only),
+@functools.lru_cache(maxsize=128)
+def _segment_maps(length: int, dim: int, exact_integer_nearest: bool, dtype: torch.dtype, device: torch.device):
+    """strip_segments' index and, per size n, the one-hot [n, K] matrix picking each segment's
+    source bin (a matmul rather than index_select: inductor's CPU code for index_select's
+    backward followed by a conv corrupts memory in PyTorch 2.13)."""
+    index, sources = strip_segments(length, dim, exact_integer_nearest, dtype, device)
+    return index, tuple(F.one_hot(sources[i], n).T.to(dtype) for i, n in enumerate(SIZES))
+
+
+# torch.compile: the maps are constants of the traced graph (they depend on the shape only),
 # not a data-dependent computation to trace.
-_constant_segments = torch.compiler.assume_constant_result(lambda *args: strip_segments(*args))
-
-
-def _select(sources: torch.Tensor, sizes: tuple[int, ...], dtype: torch.dtype) -> list[torch.Tensor]:
-    """One-hot [n, K] matrices picking, for each size n, the source bin of each segment.
-    (A matmul, not index_select: inductor's CPU code for index_select's backward followed by a
-    conv corrupts memory in PyTorch 2.13.)"""
-    return [F.one_hot(sources[i], n).T.to(dtype) for i, n in enumerate(sizes)]
+_constant_segment_maps = torch.compiler.assume_constant_result(lambda *args: _segment_maps(*args))
 
 
 class BlurAwareAttention(nn.Module):
@@ -62,15 +64,14 @@ class BlurAwareAttention(nn.Module):
         channels: C (BANet 128, BANet+ 192); even (the strip convs map C -> C/2).
         fuse_channels: F, the output width of `fuse_conv`: C/2 in BANet (the default),
             C in BANet+ (`BlurAwareAttention(192, fuse_channels=192)`).
-        fused: True (default) runs the fast path: strip_pool once over x, the strip convs
-            and the 1x1 fuse conv on the small strip maps, then blur_aware_mask (the
-            expansion, ReLU, conv_final, sigmoid and product in one pass over x). False
-            runs the authors' composition in plain PyTorch (the reference).
         exact_integer_nearest: False (default) expands with F.interpolate's float32 index,
             as the authors; True uses floor(i * n / L) in integers, which differs by one
             source bin at a few sizes (first L = 123, n = 3; none of the models' sizes).
-        backend: backend request for strip_pool and blur_aware_mask on the fused path
-            (None: see deblurfast.dispatch).
+        backend: "reference" runs the authors' composition in plain PyTorch. Anything
+            else runs the fused path — strip_pool once over x, the strip convs and the
+            1x1 fuse conv on the small strip maps, then blur_aware_mask (expansion, ReLU,
+            conv_final, sigmoid and product in one pass over x) — with this request for
+            the ops (None: see deblurfast.dispatch). deblurfast.accelerate() switches it.
 
     forward(x, return_attention=False) returns the block's output, or (output, z') with
     z' = ReLU(fuse_conv(...)), the auxiliary map the authors return (never formed by the
@@ -82,7 +83,6 @@ class BlurAwareAttention(nn.Module):
         channels: int,
         fuse_channels: int | None = None,
         *,
-        fused: bool = True,
         exact_integer_nearest: bool = False,
         backend: str | None = None,
         device=None,
@@ -97,7 +97,7 @@ class BlurAwareAttention(nn.Module):
             raise ValueError(f"BlurAwareAttention: fuse_channels must be a positive int, got {fuse_channels!r}")
         kw = {"device": device, "dtype": dtype}
         self.channels, self.fuse_channels = channels, fuse_channels
-        self.fused, self.exact_integer_nearest, self.backend = fused, exact_integer_nearest, backend
+        self.exact_integer_nearest, self.backend = exact_integer_nearest, backend
         # Registration order is the authors' (it fixes the state_dict order).
         self.pool_1_h = nn.AdaptiveAvgPool2d((None, 1))
         self.pool_1_w = nn.AdaptiveAvgPool2d((1, None))
@@ -118,6 +118,11 @@ class BlurAwareAttention(nn.Module):
         self.mask_conv_1 = nn.Conv2d(channels, channels, 3, padding=1, bias=True, **kw)
         self.mask_relu = nn.ReLU()
         self.mask_conv_2 = nn.Conv2d(channels, channels, 3, padding=1, bias=True, **kw)
+
+    @property
+    def fused(self) -> bool:
+        """Whether forward takes the fused path (every backend but "reference")."""
+        return self.backend != "reference"
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, fuse_channels={self.fuse_channels}, fused={self.fused}, "
@@ -154,10 +159,9 @@ class BlurAwareAttention(nn.Module):
         H, W = x.shape[-2:]
         pooled = strip_pool(x, SIZES, backend=self.backend)
         g_h, g_w = self._strip_convs([v for v, _ in pooled], [h for _, h in pooled])
-        col_index, col_src = _constant_segments(W, 3, self.exact_integer_nearest, x.dtype, x.device)
-        row_index, row_src = _constant_segments(H, 2, self.exact_integer_nearest, x.dtype, x.device)
+        col_index, col_sel = _constant_segment_maps(W, 3, self.exact_integer_nearest, x.dtype, x.device)
+        row_index, row_sel = _constant_segment_maps(H, 2, self.exact_integer_nearest, x.dtype, x.device)
         # fuse_conv is linear: apply it to the strips gathered per segment instead of the expanded sum
-        col_sel, row_sel = _select(col_src, SIZES, x.dtype), _select(row_src, SIZES, x.dtype)
         row_table = self.fuse_conv(torch.cat([g @ s for g, s in zip(g_h, col_sel)], 1))  # (N, F, H, KA)
         col_table = self.fuse_conv(torch.cat([s.T @ g for g, s in zip(g_w, row_sel)], 1))  # (N, F, KB, W)
         x1 = blur_aware_mask(x, row_table, col_index, col_table, row_index, self.conv_final.weight,

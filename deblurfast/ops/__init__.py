@@ -4,7 +4,7 @@ registration, public function)."""
 from .deform_conv2d import deform_conv2d, pixel_adaptive_conv2d
 from .dynamic_filter2d import dynamic_filter2d
 from .efficient_attention import efficient_attention
-from .strip_pool import strip_expand, strip_pool
+from .strip_pool import blur_aware_mask, strip_expand, strip_pool
 
 __all__ = [
     "deform_conv2d",
@@ -13,4 +13,5 @@ __all__ = [
     "efficient_attention",
     "strip_pool",
     "strip_expand",
+    "blur_aware_mask",
 ]

@@ -1,7 +1,6 @@
 import itertools
 
 import torch
-import triton.language as tl
 
 from deblurfast.kernels import strip_pool as sp
 

@@ -1,15 +1,72 @@
-"""Public strip_pool / strip_expand: argument checks, then the backend the dispatcher picks."""
+"""Public strip_pool / strip_expand / blur_aware_mask: argument checks, then the backend the dispatcher picks."""
 
 from __future__ import annotations
 
 import torch
 
-from ..._checks import check_like, check_tensor
+from ..._checks import autocast_inputs, check_like, check_shape, check_tensor, promote_inputs
 from ...dispatch import FLOAT_DTYPES, Impl, Op
-from .reference import strip_expand_reference, strip_pool_reference
+from .reference import blur_aware_mask_reference, strip_expand_reference, strip_pool_reference
+from .triton_op import blur_aware_mask_triton, strip_expand_triton, strip_pool_triton
 
-POOL_OP = Op("strip_pool", {"reference": Impl(strip_pool_reference, FLOAT_DTYPES)})
-EXPAND_OP = Op("strip_expand", {"reference": Impl(strip_expand_reference, FLOAT_DTYPES)})
+# Limits of the Triton kernels (deblurfast/kernels/strip_pool.py).
+TRITON_MAX_SIZES = 8  # passed as eight scalars
+TRITON_MAX_BINS = 64  # the bins of all sizes are one tile axis
+
+
+def _plane_limit(H: int, W: int) -> str | None:
+    if H * W >= 2**31:
+        return f"H*W = {H * W} needs 64-bit in-plane offsets (the kernels use 32-bit ones)"
+    return None
+
+
+def _triton_pool_limits(x, sizes):
+    if len(sizes) > TRITON_MAX_SIZES:
+        return f"{len(sizes)} sizes > {TRITON_MAX_SIZES}"
+    if sum(sizes) > TRITON_MAX_BINS:
+        return f"sum(sizes) = {sum(sizes)} > {TRITON_MAX_BINS} (all bins are held in registers)"
+    H, W = x.shape[-2:]
+    if (max(sizes) + 1) * max(H, W) >= 2**31:
+        return "the bin bounds (n + 1) * max(H, W) overflow 32-bit integers"
+    return _plane_limit(H, W)
+
+
+def _triton_expand_limits(v, h, size):
+    if max(v.shape[3], h.shape[2]) > TRITON_MAX_BINS:
+        return (f"n_v = {v.shape[3]} or n_h = {h.shape[2]} > {TRITON_MAX_BINS} "
+                "(the backward holds the bins in registers)")
+    return _plane_limit(*size)
+
+
+def _triton_mask_limits(x, row_table, col_index, col_table, row_index, weight, bias):
+    if row_table.shape[3] > TRITON_MAX_BINS or col_table.shape[2] > TRITON_MAX_BINS:
+        return f"tables wider than {TRITON_MAX_BINS} entries (the backward holds them in registers)"
+    if row_table.shape[1] > 512:
+        return f"F = {row_table.shape[1]} > 512 fuse channels (held in registers)"
+    return _plane_limit(*x.shape[-2:])
+
+
+POOL_OP = Op(
+    "strip_pool",
+    {
+        "reference": Impl(strip_pool_reference, FLOAT_DTYPES),
+        "triton": Impl(strip_pool_triton, FLOAT_DTYPES, check=_triton_pool_limits),
+    },
+)
+EXPAND_OP = Op(
+    "strip_expand",
+    {
+        "reference": Impl(strip_expand_reference, FLOAT_DTYPES),
+        "triton": Impl(strip_expand_triton, FLOAT_DTYPES, check=_triton_expand_limits),
+    },
+)
+MASK_OP = Op(
+    "blur_aware_mask",
+    {
+        "reference": Impl(blur_aware_mask_reference, FLOAT_DTYPES),
+        "triton": Impl(blur_aware_mask_triton, FLOAT_DTYPES, check=_triton_mask_limits),
+    },
+)
 
 
 def strip_pool(
@@ -24,6 +81,10 @@ def strip_pool(
         x: (N, C, H, W) with H, W >= 1.
         sizes: positive ints.
         backend: None (see deblurfast.dispatch), "auto", a backend name or a comma-separated list.
+
+    Returns:
+        [(v_n, h_n) for n in sizes]. The Triton backend computes them all in one read of x
+        and returns views of one buffer (v_n has row stride sum(sizes), not n).
     """
     op = "strip_pool"
     check_tensor(op, "x", x, 4, "(N, C, H, W)")
@@ -50,6 +111,7 @@ def strip_expand(
         backend: None (see deblurfast.dispatch), "auto", a backend name or a comma-separated list.
     """
     op = "strip_expand"
+    v, h = promote_inputs(v, h)
     check_tensor(op, "v", v, 4, "(N, C', H, n_v)")
     check_tensor(op, "h", h, 4, "(N, C', n_h, W)")
     check_like(op, "h", h, "v", v)
@@ -65,3 +127,87 @@ def strip_expand(
         )
     fn = EXPAND_OP.select(backend, v.device, v.dtype, v, h, (H, W))
     return fn(v, h, (H, W))
+
+
+def _index(op: str, name: str, t, length: int, what: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(
+            f"{op}: {name} must be a torch.Tensor ({length},) of int32/int64 {what}, got {type(t).__name__}"
+        )
+    if t.dtype not in (torch.int32, torch.int64) or tuple(t.shape) != (length,):
+        raise ValueError(
+            f"{op}: {name} must be an int32/int64 tensor of shape ({length},) ({what}), "
+            f"got {t.dtype} of shape {tuple(t.shape)}"
+        )
+
+
+def blur_aware_mask(
+    x: torch.Tensor,
+    row_table: torch.Tensor,
+    col_index: torch.Tensor,
+    col_table: torch.Tensor,
+    row_index: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """BANet's blur-aware attention mask applied to x, fused (ops.md §4, banet.md §3 BA steps 3-6):
+
+        z[n, f, y, x] = relu(row_table[n, f, y, col_index[x]] + col_table[n, f, row_index[y], x])
+        out[n, c, y, x] = x[n, c, y, x] * sigmoid(sum_f weight[c, f] z[n, f, y, x] + bias[c])
+
+    The tables are the expanded-and-fused strips before expansion: with the 1x1
+    fuse conv (linear) applied to the small strip maps, the sum of the expanded
+    h- and w-contributions of all sizes is a row table indexed by column and a
+    column table indexed by row (see deblurfast.nn.BlurAwareAttention). The
+    Triton backend reads x once and never forms z.
+
+    Args:
+        x: (N, C, H, W).
+        row_table: (N, F, H, KA), same dtype and device.
+        col_index: (W,) int32/int64, values in [0, KA) (the Triton kernels clamp them).
+        col_table: (N, F, KB, W).
+        row_index: (H,) int32/int64, values in [0, KB).
+        weight: (C, F) or (C, F, 1, 1) (a 1x1 conv's weight).
+        bias: (C,) or None.
+        backend: None (see deblurfast.dispatch), "auto", a backend name or a comma-separated list.
+    """
+    op = "blur_aware_mask"
+    x, row_table, col_table, weight, bias = autocast_inputs(x, row_table, col_table, weight, bias)
+    check_tensor(op, "x", x, 4, "(N, C, H, W)")
+    check_tensor(op, "row_table", row_table, 4, "(N, F, H, KA)")
+    check_tensor(op, "col_table", col_table, 4, "(N, F, KB, W)")
+    check_tensor(op, "weight", weight, (2, 4), "(C, F) or (C, F, 1, 1)")
+    for name, t in (("row_table", row_table), ("col_table", col_table), ("weight", weight)):
+        check_like(op, name, t, "x", x)
+    N, C, H, W = x.shape
+    if H < 1 or W < 1:
+        raise ValueError(f"{op}: x must have H, W >= 1, got shape {tuple(x.shape)}")
+    Fc = row_table.shape[1]
+    if tuple(row_table.shape[:3]) != (N, Fc, H) or row_table.shape[3] < 1:
+        raise ValueError(
+            f"{op}: row_table must have shape (N, F, H, KA) = ({N}, F, {H}, KA) with KA >= 1, "
+            f"got {tuple(row_table.shape)}"
+        )
+    if col_table.shape[0] != N or col_table.shape[1] != Fc or col_table.shape[3] != W or col_table.shape[2] < 1:
+        raise ValueError(
+            f"{op}: col_table must have shape (N, F, KB, W) = ({N}, {Fc}, KB, {W}) with KB >= 1, "
+            f"got {tuple(col_table.shape)}"
+        )
+    if tuple(weight.shape[:2]) != (C, Fc) or (weight.dim() == 4 and tuple(weight.shape[2:]) != (1, 1)):
+        raise ValueError(
+            f"{op}: weight must have shape (C, F) = ({C}, {Fc}) or ({C}, {Fc}, 1, 1), got {tuple(weight.shape)}"
+        )
+    if bias is not None:
+        check_tensor(op, "bias", bias, 1, "(C,)")
+        check_like(op, "bias", bias, "x", x)
+        check_shape(op, "bias", bias, (C,), "(C,)")
+    _index(op, "col_index", col_index, W, "a row_table entry per column")
+    _index(op, "row_index", row_index, H, "a col_table entry per row")
+    for name, t in (("col_index", col_index), ("row_index", row_index)):
+        if t.device != x.device:
+            raise ValueError(f"{op}: {name} is on {t.device} but x is on {x.device}; expected the same device")
+    args = (x, row_table, col_index, col_table, row_index, weight, bias)
+    fn = MASK_OP.select(backend, x.device, x.dtype, *args)
+    return fn(*args)

@@ -1,0 +1,558 @@
+"""Triton kernels of strip_pool / strip_expand (ops.md §4) and of BANet's fused
+blur-aware-attention mask (shared/specs/models/banet.md, BA_Block steps 3-6).
+
+Three kernel families, each used forward and backward:
+
+- strip_reduce: one read of a stack of [H, W] planes, producing per plane the
+  "v" map [H, KV] (bins along W, one value per row) and the "h" map [KH, W]
+  (bins along H, one value per column). A bin is a set of positions given
+  either by PyTorch's adaptive bins of every n in `sizes` (MODE_ADAPTIVE: the
+  means of strip_pool) or by an index map position -> bin (MODE_INDEX: sums,
+  the adjoint of a nearest expansion). Bin membership is a 0/1 matrix, so both
+  reductions are matmuls: v = x @ M_w on [BLOCK_H, BLOCK_W] tiles and
+  h = M_h^T @ x, on tensor cores for 16-bit inputs (0/1 weights and float32
+  accumulation keep them exact). A program owns one plane and a range of
+  column tiles and walks down all rows, so h is complete when it stores it;
+  v is complete over the range only: ranges write float32 partials that
+  strip_reduce_finish sums (ranges exist to give the GPU enough programs).
+- strip_spread: the adjoint, out[r, w] = sum_k v[r, k] M_w[w, k] + sum_k M_h[k, r] h[k, w]:
+  gathers for an index map (strip_expand forward), matmuls with the scaled
+  adaptive membership (strip_pool backward). One write of the output.
+- blur_aware_mask: out = x * sigmoid(Wt @ relu(A[r, ia[w]] + B[ib[r], w]) + b)
+  in one pass over x. A [F, H, KA] and B [F, KB, W] are the small "row" and
+  "column" tables (BANet: the strip convs and the 1x1 fuse conv already applied,
+  see deblurfast.nn.BlurAwareAttention), ia / ib map columns / rows to table
+  entries. The program gathers the [F, BLOCK_W] pre-activation of its pixels
+  once and runs the 1x1 conv over channel blocks as a tl.dot.
+
+Accumulation is float32 (float64 for float64). No atomics: every output element
+and every partial is written by exactly one program.
+"""
+
+import contextlib
+import functools
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+MODE_ADAPTIVE = 0  # bins = PyTorch's adaptive bins of each n in sizes; means
+MODE_INDEX = 1  # bins given by an index map; sums
+
+MAX_SIZES = 8  # strip_pool sizes passed as the scalars S0..S7 (function.py refuses more)
+
+# Tile limits (tests lower them to reach multi-tile code paths on tiny inputs).
+_MAX_BLOCK_W = 128
+_PROGRAMS_PER_SM = 4
+
+
+# -- helpers -------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _adaptive_bins(o_k, L, S0, S1, S2, S3, S4, S5, S6, S7):
+    """[lo, hi) of the concatenated adaptive bins o_k [K] of every size over a length L:
+    bin j of n spans [floor(j L / n), ceil((j + 1) L / n)). Slots past the last size are empty.
+    (Written out, not as a helper per size: every nested call is slow in the interpreter.)"""
+    # slot o_k belongs to the first size whose end (running sum of sizes) exceeds it
+    e0 = S0
+    e1 = e0 + S1
+    e2 = e1 + S2
+    e3 = e2 + S3
+    e4 = e3 + S4
+    e5 = e4 + S5
+    e6 = e5 + S6
+    e7 = e6 + S7
+    n_k = tl.where(o_k < e0, S0, tl.where(o_k < e1, S1, tl.where(o_k < e2, S2, tl.where(o_k < e3, S3, tl.where(
+        o_k < e4, S4, tl.where(o_k < e5, S5, tl.where(o_k < e6, S6, tl.where(o_k < e7, S7, 0))))))))
+    start = tl.where(o_k < e0, 0, tl.where(o_k < e1, e0, tl.where(o_k < e2, e1, tl.where(o_k < e3, e2, tl.where(
+        o_k < e4, e3, tl.where(o_k < e5, e4, tl.where(o_k < e6, e5, e6)))))))
+    j_k = o_k - start
+    n1 = tl.maximum(n_k, 1)
+    lo = (j_k * L) // n1
+    hi = ((j_k + 1) * L + n1 - 1) // n1
+    return lo, tl.where(n_k > 0, hi, lo)
+
+
+@triton.jit
+def _bin_scale(lo, hi, ACC: tl.constexpr):
+    """1 / bin size ([K]); 0 for empty slots."""
+    cnt = hi - lo
+    return tl.where(cnt > 0, 1.0 / tl.maximum(cnt, 1).to(ACC), 0.0)
+
+
+@triton.jit
+def _sigmoid(u):
+    return 1.0 / (1.0 + tl.exp(-u))
+
+
+# -- strip_reduce ----------------------------------------------------------------------------------------
+
+
+@triton.jit
+def strip_reduce_kernel(
+    x, ws, h_out, idx_w, idx_h,  # x [P, H, W]; ws [P, n_ranges, H, KVP] (ACC); h_out plane p at p*h_stride, [KH, W]
+    H, W, KV, KH, n_tiles, tiles_per_range, n_ranges, h_stride,
+    S0, S1, S2, S3, S4, S5, S6, S7,
+    MODE: tl.constexpr, DOT: tl.constexpr, ACC: tl.constexpr,
+    KVP: tl.constexpr, KHP: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    i_r, i_p = pid % n_ranges, pid // n_ranges
+    t0 = i_r * tiles_per_range
+    t1 = tl.minimum(t0 + tiles_per_range, n_tiles)
+
+    o_kv = tl.arange(0, KVP)  # [KVP] bins along W (v)
+    o_kh = tl.arange(0, KHP)  # [KHP] bins along H (h)
+    if MODE == 0:
+        lo_w, hi_w = _adaptive_bins(o_kv, W, S0, S1, S2, S3, S4, S5, S6, S7)
+        s_w = _bin_scale(lo_w, hi_w, ACC)  # [KVP]
+        lo_h, hi_h = _adaptive_bins(o_kh, H, S0, S1, S2, S3, S4, S5, S6, S7)
+        s_h = _bin_scale(lo_h, hi_h, ACC)  # [KHP]
+
+    p_x = x + i_p.to(tl.int64) * H * W
+    p_ws = ws + (i_p * n_ranges + i_r).to(tl.int64) * H * KVP
+    p_h = h_out + i_p.to(tl.int64) * h_stride
+    for t in range(t0, t1):
+        o_w = t * BLOCK_W + tl.arange(0, BLOCK_W)  # [BLOCK_W]
+        m_w = o_w < W
+        if MODE == 0:
+            m_wk = (o_w[:, None] >= lo_w[None, :]) & (o_w[:, None] < hi_w[None, :])  # [BLOCK_W, KVP]
+        else:
+            b_iw = tl.load(idx_w + o_w, mask=m_w, other=-1)  # [BLOCK_W]
+            m_wk = b_iw[:, None] == o_kv[None, :]  # [BLOCK_W, KVP]
+        m_wk = m_wk.to(DOT)
+        b_h = tl.zeros([KHP, BLOCK_W], dtype=ACC)
+        for r0 in range(0, H, BLOCK_H):
+            o_r = r0 + tl.arange(0, BLOCK_H)  # [BLOCK_H]
+            m_r = o_r < H
+            b_x = tl.load(p_x + o_r[:, None] * W + o_w[None, :], mask=m_r[:, None] & m_w[None, :], other=0.0)
+            b_x = b_x.to(DOT)  # [BLOCK_H, BLOCK_W]
+            if MODE == 0:
+                m_kr = (o_r[None, :] >= lo_h[:, None]) & (o_r[None, :] < hi_h[:, None])  # [KHP, BLOCK_H]
+            else:
+                b_ih = tl.load(idx_h + o_r, mask=m_r, other=-1)  # [BLOCK_H]
+                m_kr = o_kh[:, None] == b_ih[None, :]  # [KHP, BLOCK_H]
+            b_h += tl.dot(m_kr.to(DOT), b_x, input_precision="ieee").to(ACC)
+
+            b_v = tl.dot(b_x, m_wk, input_precision="ieee").to(ACC)  # [BLOCK_H, KVP]
+            if MODE == 0:
+                b_v = b_v * s_w[None, :]
+            p_v = p_ws + o_r[:, None] * KVP + o_kv[None, :]
+            m_v = m_r[:, None] & (o_kv < KVP)[None, :]
+            # the range's first tile initializes its partial, the others add to it (same program)
+            if t > t0:
+                b_v += tl.load(p_v, mask=m_v, other=0.0)
+            tl.store(p_v, b_v, mask=m_v)
+        if MODE == 0:
+            b_h = b_h * s_h[:, None]
+        p_ho = p_h + o_kh[:, None] * W + o_w[None, :]
+        tl.store(p_ho, b_h.to(h_out.dtype.element_ty), mask=(o_kh < KH)[:, None] & m_w[None, :])
+
+
+@triton.jit
+def strip_reduce_finish_kernel(
+    ws, v_out,  # ws [P, n_ranges, H, KVP] (ACC); v_out plane p at p*v_stride, [H, KV]
+    H, KV, n_ranges, v_stride,
+    ACC: tl.constexpr, KVP: tl.constexpr, BLOCK_H: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    n_hb = tl.cdiv(H, BLOCK_H)
+    i_hb, i_p = pid % n_hb, pid // n_hb
+    o_r = i_hb * BLOCK_H + tl.arange(0, BLOCK_H)  # [BLOCK_H]
+    m_r = o_r < H
+    o_k = tl.arange(0, KVP)  # [KVP]
+    b_v = tl.zeros([BLOCK_H, KVP], dtype=ACC)
+    for s in range(0, n_ranges):
+        p_ws = ws + (i_p * n_ranges + s).to(tl.int64) * H * KVP + o_r[:, None] * KVP + o_k[None, :]
+        b_v += tl.load(p_ws, mask=m_r[:, None] & (o_k < KVP)[None, :], other=0.0)
+    p_v = v_out + i_p.to(tl.int64) * v_stride + o_r[:, None] * KV + o_k[None, :]
+    tl.store(p_v, b_v.to(v_out.dtype.element_ty), mask=m_r[:, None] & (o_k < KV)[None, :])
+
+
+# -- strip_spread ----------------------------------------------------------------------------------------
+
+
+@triton.jit
+def strip_spread_kernel(
+    v, h, out, idx_w, idx_h,  # v plane p at p*v_stride, [H, KV]; h at p*h_stride, [KH, W]; out [P, H, W]
+    H, W, KV, KH, v_stride, h_stride,
+    S0, S1, S2, S3, S4, S5, S6, S7,
+    MODE: tl.constexpr, ACC: tl.constexpr,
+    KVP: tl.constexpr, KHP: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    n_wb = tl.cdiv(W, BLOCK_W)
+    n_hb = tl.cdiv(H, BLOCK_H)
+    i_wb, i_hb, i_p = pid % n_wb, (pid // n_wb) % n_hb, pid // (n_wb * n_hb)
+    o_r = i_hb * BLOCK_H + tl.arange(0, BLOCK_H)  # [BLOCK_H]
+    m_r = o_r < H
+    o_w = i_wb * BLOCK_W + tl.arange(0, BLOCK_W)  # [BLOCK_W]
+    m_w = o_w < W
+    m_o = m_r[:, None] & m_w[None, :]
+    p_v = v + i_p.to(tl.int64) * v_stride
+    p_h = h + i_p.to(tl.int64) * h_stride
+    if MODE == 0:
+        # mean bins: the gradient of a mean spreads v / |bin| over the bin; pixels may sit in several bins
+        o_kv = tl.arange(0, KVP)
+        lo_w, hi_w = _adaptive_bins(o_kv, W, S0, S1, S2, S3, S4, S5, S6, S7)
+        m_kw = (o_w[None, :] >= lo_w[:, None]) & (o_w[None, :] < hi_w[:, None])  # [KVP, BLOCK_W]
+        b_kw = m_kw.to(ACC) * _bin_scale(lo_w, hi_w, ACC)[:, None]
+        b_v = tl.load(p_v + o_r[:, None] * KV + o_kv[None, :], mask=m_r[:, None] & (o_kv < KV)[None, :], other=0.0)
+        b_o = tl.dot(b_v.to(ACC), b_kw, input_precision="ieee")  # [BLOCK_H, BLOCK_W]
+
+        o_kh = tl.arange(0, KHP)
+        lo_h, hi_h = _adaptive_bins(o_kh, H, S0, S1, S2, S3, S4, S5, S6, S7)
+        m_rk = (o_r[:, None] >= lo_h[None, :]) & (o_r[:, None] < hi_h[None, :])  # [BLOCK_H, KHP]
+        b_rk = m_rk.to(ACC) * _bin_scale(lo_h, hi_h, ACC)[None, :]
+        b_h = tl.load(p_h + o_kh[:, None] * W + o_w[None, :], mask=(o_kh < KH)[:, None] & m_w[None, :], other=0.0)
+        b_o += tl.dot(b_rk, b_h.to(ACC), input_precision="ieee")
+    else:
+        # nearest expansion: one source per pixel and axis; indices are clamped so no read leaves the maps
+        b_iw = tl.minimum(tl.maximum(tl.load(idx_w + o_w, mask=m_w, other=0), 0), KV - 1)  # [BLOCK_W]
+        b_ih = tl.minimum(tl.maximum(tl.load(idx_h + o_r, mask=m_r, other=0), 0), KH - 1)  # [BLOCK_H]
+        b_o = tl.load(p_v + o_r[:, None] * KV + b_iw[None, :], mask=m_o, other=0.0).to(ACC)  # [BLOCK_H, BLOCK_W]
+        b_o += tl.load(p_h + b_ih[:, None] * W + o_w[None, :], mask=m_o, other=0.0).to(ACC)
+    p_o = out + i_p.to(tl.int64) * H * W + o_r[:, None] * W + o_w[None, :]
+    tl.store(p_o, b_o.to(out.dtype.element_ty), mask=m_o)
+
+
+# -- blur-aware attention mask ---------------------------------------------------------------------------
+
+
+@triton.jit
+def _mask_preactivation(rows, cols, col_index, row_index, i_n, i_r, o_f, m_f, o_w, m_w, F, H, W, KA, KB):
+    """A[n, f, r, ia[w]] + B[n, f, ib[r], w] for the program's row and columns: [FP, BLOCK_W] (loaded dtype)."""
+    b_ia = tl.minimum(tl.maximum(tl.load(col_index + o_w, mask=m_w, other=0), 0), KA - 1)  # [BLOCK_W]
+    # the row's index as a [BLOCK_W] vector: masks combined from scalars misbehave in the interpreter
+    b_ib = tl.minimum(tl.maximum(tl.load(row_index + i_r + 0 * o_w, mask=m_w, other=0), 0), KB - 1)
+    o_nf = (i_n * F + o_f).to(tl.int64)  # [FP]
+    m = m_f[:, None] & m_w[None, :]
+    b_a = tl.load(rows + (o_nf[:, None] * H + i_r) * KA + b_ia[None, :], mask=m, other=0.0)  # [FP, BLOCK_W]
+    b_b = tl.load(cols + (o_nf[:, None] * KB + b_ib[None, :]) * W + o_w[None, :], mask=m, other=0.0)
+    return b_a, b_b
+
+
+@triton.jit
+def blur_aware_mask_fwd_kernel(
+    x, rows, cols, col_index, row_index, weight, bias, out,
+    # x, out [N, C, H, W]; rows [N, F, H, KA]; cols [N, F, KB, W]; col_index [W], row_index [H] (int32);
+    # weight [C, F]; bias [C]
+    C, F, H, W, KA, KB,
+    HAS_BIAS: tl.constexpr, DOT: tl.constexpr, ACC: tl.constexpr,
+    FP: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    n_wb = tl.cdiv(W, BLOCK_W)
+    i_wb, i_r, i_n = pid % n_wb, (pid // n_wb) % H, pid // (n_wb * H)
+    o_w = i_wb * BLOCK_W + tl.arange(0, BLOCK_W)  # [BLOCK_W]
+    m_w = o_w < W
+    o_f = tl.arange(0, FP)  # [FP]
+    m_f = o_f < F
+    b_a, b_b = _mask_preactivation(rows, cols, col_index, row_index, i_n, i_r, o_f, m_f, o_w, m_w, F, H, W, KA, KB)
+    b_z = tl.maximum(b_a.to(ACC) + b_b.to(ACC), 0.0).to(DOT)  # [FP, BLOCK_W] relu(fuse conv)
+
+    for c0 in range(0, C, BLOCK_C):
+        o_c = c0 + tl.arange(0, BLOCK_C)  # [BLOCK_C]
+        m_c = o_c < C
+        b_wt = tl.load(weight + o_c[:, None] * F + o_f[None, :], mask=m_c[:, None] & m_f[None, :], other=0.0)
+        b_u = tl.dot(b_wt.to(DOT), b_z, input_precision="ieee").to(ACC)  # [BLOCK_C, BLOCK_W]
+        if HAS_BIAS:
+            b_u += tl.load(bias + o_c, mask=m_c, other=0.0).to(ACC)[:, None]
+        o_x = ((i_n * C + o_c).to(tl.int64) * H + i_r)[:, None] * W + o_w[None, :]  # [BLOCK_C, BLOCK_W]
+        m_x = m_c[:, None] & m_w[None, :]
+        b_x = tl.load(x + o_x, mask=m_x, other=0.0).to(ACC)
+        tl.store(out + o_x, (b_x * _sigmoid(b_u)).to(out.dtype.element_ty), mask=m_x)
+
+
+@triton.jit
+def blur_aware_mask_bwd_kernel(
+    go, x, rows, cols, col_index, row_index, weight, bias,
+    grad_x, grad_u, z, grad_z,
+    # go, x, grad_x, grad_u [N, C, H, W]; z [N, F, H, W] (relu output); grad_z [N, F, H, W] (ACC, pre-relu)
+    C, F, H, W, KA, KB,
+    HAS_BIAS: tl.constexpr, NEED_X: tl.constexpr, NEED_U: tl.constexpr, NEED_ZW: tl.constexpr,
+    NEED_Z: tl.constexpr, DOT: tl.constexpr, ACC: tl.constexpr,
+    FP: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
+):
+    """Recomputes the mask of the program's pixels and writes grad_x = go * M,
+    grad_u = go * x * M (1 - M) (for the 1x1 conv's weight and bias), z (for its
+    weight) and grad_z = relu'(.) * Wt^T grad_u (reduced into the tables by strip_reduce)."""
+    pid = tl.program_id(0)
+    n_wb = tl.cdiv(W, BLOCK_W)
+    i_wb, i_r, i_n = pid % n_wb, (pid // n_wb) % H, pid // (n_wb * H)
+    o_w = i_wb * BLOCK_W + tl.arange(0, BLOCK_W)  # [BLOCK_W]
+    m_w = o_w < W
+    o_f = tl.arange(0, FP)  # [FP]
+    m_f = o_f < F
+    b_a, b_b = _mask_preactivation(rows, cols, col_index, row_index, i_n, i_r, o_f, m_f, o_w, m_w, F, H, W, KA, KB)
+    b_pre = b_a.to(ACC) + b_b.to(ACC)  # [FP, BLOCK_W]
+    b_z = tl.maximum(b_pre, 0.0).to(DOT)
+    o_z = ((i_n * F + o_f).to(tl.int64) * H + i_r)[:, None] * W + o_w[None, :]  # [FP, BLOCK_W]
+    m_z = m_f[:, None] & m_w[None, :]
+    if NEED_ZW:
+        tl.store(z + o_z, b_z.to(z.dtype.element_ty), mask=m_z)
+
+    b_gz = tl.zeros([FP, BLOCK_W], dtype=ACC)
+    for c0 in range(0, C, BLOCK_C):
+        o_c = c0 + tl.arange(0, BLOCK_C)  # [BLOCK_C]
+        m_c = o_c < C
+        b_wt = tl.load(weight + o_c[:, None] * F + o_f[None, :], mask=m_c[:, None] & m_f[None, :], other=0.0)
+        b_wt = b_wt.to(DOT)  # [BLOCK_C, FP]
+        b_u = tl.dot(b_wt, b_z, input_precision="ieee").to(ACC)  # [BLOCK_C, BLOCK_W]
+        if HAS_BIAS:
+            b_u += tl.load(bias + o_c, mask=m_c, other=0.0).to(ACC)[:, None]
+        b_m = _sigmoid(b_u)
+        o_x = ((i_n * C + o_c).to(tl.int64) * H + i_r)[:, None] * W + o_w[None, :]  # [BLOCK_C, BLOCK_W]
+        m_x = m_c[:, None] & m_w[None, :]
+        b_go = tl.load(go + o_x, mask=m_x, other=0.0).to(ACC)
+        if NEED_X:
+            tl.store(grad_x + o_x, (b_go * b_m).to(grad_x.dtype.element_ty), mask=m_x)
+        if NEED_U or NEED_Z:
+            b_x = tl.load(x + o_x, mask=m_x, other=0.0).to(ACC)
+            b_gu = b_go * b_x * b_m * (1.0 - b_m)  # [BLOCK_C, BLOCK_W]
+            if NEED_U:
+                tl.store(grad_u + o_x, b_gu.to(grad_u.dtype.element_ty), mask=m_x)
+            if NEED_Z:
+                b_gz += tl.dot(tl.trans(b_wt), b_gu.to(DOT), input_precision="ieee").to(ACC)  # [FP, BLOCK_W]
+    if NEED_Z:
+        tl.store(grad_z + o_z, tl.where(b_pre > 0, b_gz, 0.0), mask=m_z)
+
+
+# -- launchers ---------------------------------------------------------------------------------------------
+
+
+def _on_device(t: torch.Tensor):
+    """Triton launches on the current CUDA device: make it t's."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def _acc(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _acc_torch(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _dot(dtype: torch.dtype):
+    """Operand type of the 0/1-membership matmuls: the data's own type (exact with
+    float32 accumulation), except bfloat16 under the interpreter, whose dot
+    mishandles it (float32 is exact there too)."""
+    if dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        return tl.float32
+    return {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}.get(dtype, tl.float64)
+
+
+def _pad(k: int) -> int:
+    """A bin axis as a tile axis: a power of two, at least 16 (the smallest tl.dot)."""
+    return max(16, triton.next_power_of_2(k))
+
+
+def _block(length: int, cap: int) -> int:
+    return max(16, min(cap, triton.next_power_of_2(length)))
+
+
+@functools.lru_cache(maxsize=None)
+def _num_sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _target_programs(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 1  # the interpreter runs programs one by one: fewer is faster
+    return _PROGRAMS_PER_SM * _num_sms(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def _sizes_args(sizes) -> list:
+    sizes = list(sizes)
+    return sizes + [0] * (MAX_SIZES - len(sizes))
+
+
+def reduce(x, v_out, h_out, KV, KH, sizes=None, idx_w=None, idx_h=None):
+    """strip_reduce of x [P, H, W] (contiguous) into v_out (plane stride v_out.stride(0),
+    rows of KV) and h_out (plane stride h_out.stride(0), KH rows of W): adaptive
+    means of `sizes`, or sums over the index maps idx_w [W] / idx_h [H] (int32)."""
+    P, H, W = x.shape
+    if P == 0:
+        return
+    mode = MODE_ADAPTIVE if sizes is not None else MODE_INDEX
+    KVP, KHP = _pad(KV), _pad(KH)
+    BLOCK_W = _block(W, _MAX_BLOCK_W)
+    BLOCK_H = _block(H, 32)
+    n_tiles = triton.cdiv(W, BLOCK_W)
+    # Enough programs for the GPU, each range of tiles as long as possible (fewer partials).
+    ranges = min(n_tiles, max(1, triton.cdiv(_target_programs(x.device), P)))
+    tiles_per_range = triton.cdiv(n_tiles, ranges)
+    ranges = triton.cdiv(n_tiles, tiles_per_range)
+    acc = _acc_torch(x.dtype)
+    ws = torch.empty((P, ranges, H, KVP), dtype=acc, device=x.device)
+    dummy = torch.empty(0, dtype=torch.int32, device=x.device)
+    with _on_device(x):
+        strip_reduce_kernel[(P * ranges,)](
+            x, ws, h_out, dummy if idx_w is None else idx_w, dummy if idx_h is None else idx_h,
+            H, W, KV, KH, n_tiles, tiles_per_range, ranges, h_out.stride(0), *_sizes_args(sizes or ()),
+            MODE=mode, DOT=_dot(x.dtype), ACC=_acc(x.dtype), KVP=KVP, KHP=KHP, BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
+            num_warps=4,
+        )
+        FINISH_H = _block(H, 64)
+        strip_reduce_finish_kernel[(P * triton.cdiv(H, FINISH_H),)](
+            ws, v_out, H, KV, ranges, v_out.stride(0), ACC=_acc(x.dtype), KVP=KVP, BLOCK_H=FINISH_H, num_warps=4,
+        )
+
+
+def spread(v, h, out, KV, KH, sizes=None, idx_w=None, idx_h=None):
+    """strip_spread into out [P, H, W] (contiguous) from v (plane stride v.stride(0), rows of KV)
+    and h (plane stride h.stride(0), KH rows of W): the adjoint of reduce."""
+    P, H, W = out.shape
+    if P == 0:
+        return
+    mode = MODE_ADAPTIVE if sizes is not None else MODE_INDEX
+    BLOCK_W = _block(W, _MAX_BLOCK_W)
+    BLOCK_H = _block(H, 32)
+    dummy = torch.empty(0, dtype=torch.int32, device=out.device)
+    grid = (P * triton.cdiv(H, BLOCK_H) * triton.cdiv(W, BLOCK_W),)
+    with _on_device(out):
+        strip_spread_kernel[grid](
+            v, h, out, dummy if idx_w is None else idx_w, dummy if idx_h is None else idx_h,
+            H, W, KV, KH, v.stride(0), h.stride(0), *_sizes_args(sizes or ()),
+            MODE=mode, ACC=_acc(out.dtype), KVP=_pad(KV), KHP=_pad(KH), BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
+            num_warps=4,
+        )
+
+
+# strip_pool: the pooled maps of all sizes live in one buffer [N, C, H*K + K*W] per plane:
+# the v maps [H, K] (sizes concatenated along the bins) followed by the h maps [K, W].
+
+
+def pool_forward(x, sizes):
+    x = x.contiguous()
+    N, C, H, W = x.shape
+    K = sum(sizes)
+    buf = torch.empty((N, C, H * K + K * W), dtype=x.dtype, device=x.device)
+    flat = buf.view(N * C, H * K + K * W)
+    reduce(x.view(N * C, H, W), flat, flat[:, H * K:], K, K, sizes=sizes)
+    return buf
+
+
+def pool_backward(grad_buf, x, sizes):
+    grad_buf = grad_buf.contiguous()
+    N, C, H, W = x.shape
+    K = sum(sizes)
+    grad_x = torch.empty((N, C, H, W), dtype=x.dtype, device=x.device)
+    flat = grad_buf.view(N * C, H * K + K * W)
+    spread(flat, flat[:, H * K:], grad_x.view(N * C, H, W), K, K, sizes=sizes)
+    return grad_x
+
+
+@functools.lru_cache(maxsize=256)
+def nearest_index(out_size: int, in_size: int, device: torch.device) -> torch.Tensor:
+    """floor(i * in_size / out_size) for i < out_size, exact (int32, on `device`; cached)."""
+    i = torch.arange(out_size, dtype=torch.int64, device=device)
+    return torch.div(i * in_size, out_size, rounding_mode="floor").to(torch.int32)
+
+
+def expand_forward(v, h, H, W):
+    v, h = v.contiguous(), h.contiguous()
+    N, C, _, nv = v.shape
+    nh = h.shape[2]
+    out = torch.empty((N, C, H, W), dtype=v.dtype, device=v.device)
+    spread(v.view(N * C, H * nv), h.view(N * C, nh * W), out.view(N * C, H, W), nv, nh,
+           idx_w=nearest_index(W, nv, v.device), idx_h=nearest_index(H, nh, v.device))
+    return out
+
+
+def expand_backward(grad_out, nv, nh):
+    grad_out = grad_out.contiguous()
+    N, C, H, W = grad_out.shape
+    grad_v = torch.empty((N, C, H, nv), dtype=grad_out.dtype, device=grad_out.device)
+    grad_h = torch.empty((N, C, nh, W), dtype=grad_out.dtype, device=grad_out.device)
+    reduce(grad_out.view(N * C, H, W), grad_v.view(N * C, H * nv), grad_h.view(N * C, nh * W), nv, nh,
+           idx_w=nearest_index(W, nv, grad_out.device), idx_h=nearest_index(H, nh, grad_out.device))
+    return grad_v, grad_h
+
+
+# blur_aware_mask
+
+
+def _mask_config(F: int, C: int) -> dict:
+    """[FP, BLOCK_W] pre-activation and [BLOCK_C, FP] weight tiles of at most 8192 elements."""
+    FP = _pad(F)
+    BLOCK_W = 64 if FP <= 64 else 32
+    BLOCK_C = max(16, min(64, triton.next_power_of_2(max(C, 1)), 8192 // FP))
+    return {"FP": FP, "BLOCK_C": BLOCK_C, "BLOCK_W": BLOCK_W, "num_warps": 4 if FP * BLOCK_W <= 4096 else 8}
+
+
+def _mask_args(x, rows, cols, col_index, row_index, weight, bias):
+    x, rows, cols = x.contiguous(), rows.contiguous(), cols.contiguous()
+    col_index, row_index = col_index.to(torch.int32).contiguous(), row_index.to(torch.int32).contiguous()
+    weight = weight.reshape(weight.shape[0], weight.shape[1]).contiguous()
+    bias = bias.contiguous() if bias is not None else x.new_empty(0)
+    return x, rows, cols, col_index, row_index, weight, bias
+
+
+def mask_forward(x, rows, cols, col_index, row_index, weight, bias):
+    has_bias = bias is not None
+    x, rows, cols, col_index, row_index, weight, bias = _mask_args(x, rows, cols, col_index, row_index, weight, bias)
+    N, C, H, W = x.shape
+    F, KA, KB = rows.shape[1], rows.shape[3], cols.shape[2]
+    out = torch.empty_like(x)
+    if out.numel() == 0:
+        return out
+    cfg = _mask_config(F, C)
+    grid = (N * H * triton.cdiv(W, cfg["BLOCK_W"]),)
+    with _on_device(x):
+        blur_aware_mask_fwd_kernel[grid](
+            x, rows, cols, col_index, row_index, weight, bias, out, C, F, H, W, KA, KB,
+            HAS_BIAS=has_bias, DOT=_dot(x.dtype), ACC=_acc(x.dtype), **cfg,
+        )
+    return out
+
+
+def mask_backward(grad_out, x, rows, cols, col_index, row_index, weight, bias, output_mask):
+    """Gradients of (x, rows, cols, weight, bias); unneeded ones are empty placeholders."""
+    need_x, need_rows, need_cols, need_w, need_b = output_mask[:5]
+    has_bias = bias is not None
+    w_shape = weight.shape
+    grad_out = grad_out.contiguous()
+    x, rows, cols, col_index, row_index, weight, bias = _mask_args(x, rows, cols, col_index, row_index, weight, bias)
+    N, C, H, W = x.shape
+    F, KA, KB = rows.shape[1], rows.shape[3], cols.shape[2]
+    need_z = need_rows or need_cols
+    need_u = need_w or (need_b and has_bias)
+    acc = _acc_torch(x.dtype)
+
+    def empty():  # a placeholder; the op's outputs must not alias each other
+        return x.new_empty(0)
+
+    grad_x = torch.empty_like(x) if need_x else empty()
+    grad_u = torch.empty_like(x) if need_u else empty()
+    z = x.new_empty((N, F, H, W)) if need_w else empty()
+    grad_z = torch.empty((N, F, H, W), dtype=acc, device=x.device) if need_z else empty()
+    if N * H * W > 0:
+        cfg = _mask_config(F, C)
+        grid = (N * H * triton.cdiv(W, cfg["BLOCK_W"]),)
+        with _on_device(x):
+            blur_aware_mask_bwd_kernel[grid](
+                grad_out, x, rows, cols, col_index, row_index, weight, bias, grad_x, grad_u, z, grad_z,
+                C, F, H, W, KA, KB, HAS_BIAS=has_bias, NEED_X=need_x, NEED_U=need_u, NEED_ZW=need_w,
+                NEED_Z=need_z, DOT=_dot(x.dtype), ACC=_acc(x.dtype), **cfg,
+            )
+
+    grad_rows, grad_cols = empty(), empty()
+    if need_z:
+        # one pass over grad_z gives both tables' gradients; an unneeded one is dropped
+        grad_rows_acc = torch.empty(rows.shape, dtype=acc, device=x.device)
+        grad_cols_acc = torch.empty(cols.shape, dtype=acc, device=x.device)
+        reduce(grad_z.view(N * F, H, W), grad_rows_acc.view(N * F, H * KA), grad_cols_acc.view(N * F, KB * W),
+               KA, KB, idx_w=col_index, idx_h=row_index)
+        grad_rows = grad_rows_acc.to(rows.dtype) if need_rows else empty()
+        grad_cols = grad_cols_acc.to(cols.dtype) if need_cols else empty()
+    grad_w = empty()
+    if need_w:
+        # sum over pixels of grad_u z^T: a GEMM with K = N*H*W, left to cuBLAS
+        grad_w = torch.matmul(grad_u.view(N, C, H * W), z.view(N, F, H * W).transpose(1, 2)).sum(0, dtype=acc)
+        grad_w = grad_w.to(weight.dtype).reshape(w_shape)
+    grad_b = grad_u.sum((0, 2, 3), dtype=acc).to(bias.dtype) if (need_b and has_bias) else empty()
+    return grad_x, grad_rows, grad_cols, grad_w, grad_b

@@ -1,0 +1,32 @@
+"""The README's main command: deblurfast bench --quick."""
+
+import json
+import os
+import subprocess
+import sys
+
+from deblurfast.dispatch import OPS
+
+
+def test_bench_quick_runs_every_op_and_writes_results(tmp_path):
+    res = subprocess.run(
+        [sys.executable, "-m", "deblurfast.cli", "bench", "--quick", "--reps", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True,
+        # as a user runs it: without the Triton interpreter (too slow for these shapes on CPU)
+        env={k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"},
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "ops-quick-cpu.jsonl").read_text().splitlines()]
+    assert {r["op"] for r in rows} == set(OPS)
+    ran = [r for r in rows if "fwd_ms_median" in r]
+    assert {r["op"] for r in ran} == set(OPS)  # at least the reference of every op ran
+    for r in ran:
+        assert r["status"] == "ok", r
+        assert r["fwd_ms_median"] > 0 and r["max_err_fwd"] < 1e-3
+        for key in ("device", "torch", "commit", "dtype", "layout", "shape"):
+            assert key in r
+    refused = [r for r in rows if "fwd_ms_median" not in r]
+    assert all(r["status"] for r in refused)  # a backend that did not run says why
+    table = (tmp_path / "ops-quick-cpu.md").read_text()
+    assert table.startswith("| op | shape |") and table.count("\n") == len(rows) + 2
+    assert "| dynamic_filter2d |" in res.stdout
