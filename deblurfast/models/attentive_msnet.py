@@ -311,37 +311,6 @@ class AttentiveMSNet(nn.Module):
 # Training loss and the authors' test protocol
 # ----------------------------------------------------------------------------------------------
 
-GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)  # tf.image.rgb_to_grayscale
-
-
-def multiscale_loss(outputs: list[torch.Tensor], sharp: torch.Tensor, grad_weight: float = 2.5,
-                    resize: str = "tf_legacy") -> torch.Tensor:
-    """The authors' training loss: sum over levels of mean((R(G) - o_i)^2) plus grad_weight x the mean
-    squared difference of the horizontal and vertical finite differences of the grayscale sharp image
-    and finest output (means over every element). Targets are resized like the model's inputs."""
-    if sharp.dim() != 4 or sharp.shape[1] != 3:
-        raise ValueError(f"multiscale_loss: sharp must be (N, 3, H, W) RGB, got {tuple(sharp.shape)}")
-    total = sharp.new_zeros(())
-    target = sharp
-    for o in outputs:
-        size = tuple(o.shape[-2:])
-        if resize == "tf_legacy":
-            target = tf_legacy_resize(sharp, size)
-        else:
-            target = sharp if tuple(sharp.shape[-2:]) == size else F.interpolate(
-                sharp, size=size, mode="bilinear", align_corners=False)
-        total = total + (target - o).square().mean()
-    w = sharp.new_tensor(GRAY_WEIGHTS).view(1, 3, 1, 1)
-    g_t, g_o = (target * w).sum(1), (outputs[-1] * w).sum(1)
-
-    def dx(g):
-        return g[..., :, :-1] - g[..., :, 1:]
-
-    def dy(g):
-        return g[..., :-1, :] - g[..., 1:, :]
-
-    grad = (dx(g_t) - dx(g_o)).square().mean() + (dy(g_t) - dy(g_o)).square().mean()
-    return total + grad_weight * grad
 
 
 def _pil_bicubic(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -408,4 +377,4 @@ def attentive_msnet(**config) -> AttentiveMSNet:
 
 
 __all__ = ["AttentiveMSNet", "RDAB", "BlurAttention", "ChannelAttention", "SameConv2d", "tf_legacy_resize",
-           "tf_same_pads", "multiscale_loss", "official_test", "attentive_msnet", "IO"]
+           "tf_same_pads", "official_test", "attentive_msnet", "IO"]
