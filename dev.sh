@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # deblurfast's set-up and commands, for a fresh machine and for CI.
 #
-#   ./dev.sh bench   set up, then run the main job: deblurfast bench --quick
+#   ./dev.sh demo    set up, then run the main job: deblurfast demo, then deblurfast bench --quick
+#   ./dev.sh bench   set up, then run deblurfast bench --quick
 #   ./dev.sh test    set up, then run the test suite (CUDA compile checks included)
 #   ./dev.sh setup   set up only: virtual environment, torch, triton, the extension build
 #
@@ -32,8 +33,13 @@ setup_venv() {
   . "$VENV/bin/activate"
 }
 
-need() {  # need MODULE PIP_SPEC: install PIP_SPEC unless MODULE imports
+need() {  # need MODULE PIP_SPEC: install PIP_SPEC unless MODULE imports (fatal if that fails)
   python -c "import $1" 2>/dev/null || { log "installing $2"; python -m pip install -q "$2"; }
+}
+
+want() {  # want MODULE PIP_SPEC: like need, but only warn if it cannot be installed (e.g. offline)
+  python -c "import $1" 2>/dev/null || { log "installing $2"; python -m pip install -q "$2" ||
+    log "warning: could not install $2; what needs it is skipped"; }
 }
 
 setup() {
@@ -43,11 +49,12 @@ setup() {
   need numpy numpy
   need safetensors safetensors
   need PIL pillow
-  need av av
   need triton triton
   need pytest pytest
   need xdist pytest-xdist
-  need skimage scikit-image  # an independent implementation the metrics are tested against
+  want av av                    # video files in `deblurfast deblur`
+  want matplotlib matplotlib    # benchmark plots
+  want skimage scikit-image     # sample images; an independent implementation the metrics are tested against
   command -v ninja >/dev/null || { log "installing ninja"; python -m pip install -q ninja; }
   build
 }
@@ -69,6 +76,11 @@ cmd=${1:-}
 shift || true
 case "$cmd" in
   setup) setup ;;
+  demo)
+    setup
+    deblurfast demo --out demo "$@"
+    exec deblurfast bench --quick --out bench/out
+    ;;
   bench)
     setup
     exec deblurfast bench --quick --out bench/out "$@"
@@ -81,7 +93,7 @@ case "$cmd" in
     exec python -m pytest -n "${PYTEST_WORKERS:-2}" "$@"
     ;;
   *)
-    echo "usage: ./dev.sh {bench|test|setup} [extra arguments]" >&2
+    echo "usage: ./dev.sh {demo|bench|test|setup} [extra arguments]" >&2
     exit 2
     ;;
 esac

@@ -103,6 +103,7 @@ ext_modules, cmdclass = _extension()
 setup(
     packages=find_packages(include=["deblurfast", "deblurfast.*"]) + ["deblurfast.kernels"],
     package_dir={"deblurfast.kernels": "kernels"},
+    package_data={"deblurfast.weights": ["*.safetensors", "*.json", "*.png"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

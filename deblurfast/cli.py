@@ -47,6 +47,13 @@ def _train(args) -> int:
     return trainer.main(args)
 
 
+def _demo(args) -> int:
+    from . import demo
+
+    demo.run(args.out, args.device, args.image, args.reps)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deblurfast", description="Fused kernels for motion-deblurring networks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +98,16 @@ def main(argv: list[str] | None = None) -> int:
 
     add_arguments(d)
     d.set_defaults(func=_deblur)
+
+    dm = sub.add_parser("demo", help="deblur a synthetically blurred image with the bundled model",
+                        description="Blur the bundled sharp image (held out from training) with a synthetic camera "
+                        "shake, deblur it with the bundled default weights through the engine, write the images and "
+                        "print PSNR/SSIM before and after and the latency.")
+    dm.add_argument("--out", default="demo", help="folder for the images (default: %(default)s)")
+    dm.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when visible, else cpu")
+    dm.add_argument("--image", help="use this sharp RGB image instead of the bundled one")
+    dm.add_argument("--reps", type=int, default=10, help="timed runs (default: %(default)s)")
+    dm.set_defaults(func=_demo)
 
     m = sub.add_parser("models", help="list the models with parameters and GFLOPs at 720p",
                        description="List every model with its paper, parameter count, input conventions and "

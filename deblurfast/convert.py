@@ -23,10 +23,11 @@ import os
 import re
 import struct
 import sys
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
+
+from ._files import atomic_path
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48
@@ -519,16 +520,8 @@ def convert_attentive_msnet(prefix: str, out_path: str, *, verify_crc: bool = Tr
     step = _step_of(prefix)
     if step is not None:
         metadata["tf_step"] = step
-    folder = os.path.dirname(os.path.abspath(out_path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(out_path) as tmp:
         save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return {"keys": len(state), "parameters": int(sum(v.size for v in state.values())), "step": step,
             "out": out_path}
 

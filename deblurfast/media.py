@@ -11,11 +11,12 @@ half-written output, and nothing is ever written over an input.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
+from ._files import atomic_path
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
@@ -34,26 +35,12 @@ def read_image(path: str) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def _temporary_beside(path: str) -> str:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    return tmp
-
-
 def write_image(path: str, image: np.ndarray) -> None:
     """Atomically writes an RGB uint8 (H, W, 3) image; the format follows the extension."""
     from PIL import Image
 
-    tmp = _temporary_beside(path)
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def list_images(folder: str) -> list[str]:
@@ -97,9 +84,8 @@ def write_video(path: str, frames: Iterator[np.ndarray], source: str) -> int:
     `source`'s audio streams unchanged; returns the number of frames written."""
     import av
 
-    tmp = _temporary_beside(path)
     written = 0
-    try:
+    with atomic_path(path) as tmp:
         with av.open(source) as src, av.open(tmp, mode="w") as dst:
             v_in = src.streams.video[0]
             codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
@@ -126,9 +112,4 @@ def write_video(path: str, frames: Iterator[np.ndarray], source: str) -> int:
                         continue
                     packet.stream = audio[packet.stream.index]
                     dst.mux(packet)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return written

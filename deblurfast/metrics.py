@@ -144,12 +144,13 @@ def _to_nchw(fn: str, name: str, img) -> tuple[torch.Tensor, bool]:
                 f"{fn}: {name} must be floating point (values in [0, data_range]) or uint8 (data range 255), "
                 f"got numpy {img.dtype}"
             )
+        t = torch.from_numpy(np.array(img))  # a copy: the input may be read-only (torch wants writable memory)
         if img.ndim == 2:
-            t, batched = torch.from_numpy(np.ascontiguousarray(img))[None, None], False
+            t, batched = t[None, None], False
         elif img.ndim == 3:
-            t, batched = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None], False
+            t, batched = t.permute(2, 0, 1)[None], False
         elif img.ndim == 4:
-            t, batched = torch.from_numpy(np.ascontiguousarray(img)).permute(0, 3, 1, 2), True
+            t, batched = t.permute(0, 3, 1, 2), True
         else:
             raise ValueError(
                 f"{fn}: {name} must be a numpy image (H, W), (H, W, C) or (N, H, W, C), got shape {_shape(img.shape)}"

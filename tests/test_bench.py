@@ -30,3 +30,8 @@ def test_bench_quick_runs_every_op_and_writes_results(tmp_path):
     table = (tmp_path / "ops-quick-cpu.md").read_text()
     assert table.startswith("| op | shape |") and table.count("\n") == len(rows) + 2
     assert "| dynamic_filter2d |" in res.stdout
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert len(list(tmp_path.glob("ops-quick-cpu-*.png"))) == len({(r["op"], r["shape"]) for r in ran})

@@ -391,3 +391,18 @@ def test_reference_is_the_plain_composition():
     z = torch.relu(a["row_table"][..., a["col_index"]] + a["col_table"][:, :, a["row_index"].long(), :])
     u = torch.einsum("cf,nfhw->nchw", a["weight"], z) + a["bias"].view(1, -1, 1, 1)
     assert_close(blur_aware_mask_reference(**a), a["x"] * torch.sigmoid(u))
+
+
+def test_mask_op_rejects_out_of_range_indices():
+    x = torch.randn(1, 4, 5, 6)
+    row_table, col_table = torch.randn(1, 2, 5, 3), torch.randn(1, 2, 2, 6)
+    weight, bias = torch.randn(4, 2), torch.randn(4)
+    good_col, good_row = torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 0, 1, 1, 1])
+    blur_aware_mask(x, row_table, good_col, col_table, good_row, weight, bias)
+    with pytest.raises(ValueError, match=r"col_index values must be in \[0, 3\), got values from 0 to 3"):
+        blur_aware_mask(x, row_table, torch.tensor([0, 0, 1, 1, 2, 3]), col_table, good_row, weight, bias)
+    bad_row = good_row.clone()
+    blur_aware_mask(x, row_table, good_col, col_table, bad_row, weight, bias)  # checked, remembered
+    bad_row[0] = -1  # an in-place change bumps the version: checked again
+    with pytest.raises(ValueError, match=r"row_index values must be in \[0, 2\), got values from -1 to 1"):
+        blur_aware_mask(x, row_table, good_col, col_table, bad_row, weight, bias)

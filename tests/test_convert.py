@@ -27,12 +27,7 @@ NARROW = dict(widths=(8, 16, 32), reduction=4, num_blocks=1)
 MAGIC = 0xDB4775248B80FB57
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 # ----------------------------------------------------------------------------------------------

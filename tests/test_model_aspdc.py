@@ -19,13 +19,7 @@ NARROW = dict(channels=(4, 8, 8), head_res_blocks=1, group_res_blocks=1, mask_re
 NARROW_RE = dict(channels=(4, 6, 8, 8))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny convolutions on 2 shared cores: one intra-op thread is ~10x faster than two.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def randomized(model, seed=0):

@@ -25,13 +25,7 @@ from deblurfast.models.attentive_msnet import (
 NARROW = dict(widths=(8, 16, 32), reduction=4, num_blocks=1)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: one intra-op thread avoids OpenMP contention on shared CPUs (50x here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def narrow(**kw):

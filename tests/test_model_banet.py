@@ -22,13 +22,7 @@ NARROW = dict(channels=8, num_bams=2, stem_channels=8)  # BANet+ gets fuse_chann
 TRITON_ON_CPU = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") or torch.cuda.is_available()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny convolutions on 2 shared cores: one intra-op thread is much faster than two.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def narrow(name, seed=0, **kw):

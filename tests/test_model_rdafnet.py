@@ -21,13 +21,7 @@ VARIANTS = ["rdafnet_ss", "rdafnet_ms"]
 NARROW = {"rdafnet_ss": {"width": 4, "num_blocks": 2}, "rdafnet_ms": {"width": 4, "num_blocks": (2, 2, 2)}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (25x slower on a loaded 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def images(out):

@@ -24,13 +24,7 @@ PARAMS_B = 15_538_686  # with learnable offsets (Table 1, variant b), defaults
 PARAMS_A = 14_500_986  # without (variant a)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: one intra-op thread is many times faster than two on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def _need_triton():

@@ -76,6 +76,23 @@ def test_resume_refuses_another_run(tmp_path):
         other.resume(str(tmp_path / "last.pt"))
 
 
+def test_data_options_reach_the_dataset(tmp_path):
+    from deblurfast.media import write_image
+
+    folder = tmp_path / "sharp"
+    for i in range(2):
+        write_image(str(folder / f"{i}.png"), torch.randint(0, 256, (40, 40, 3), dtype=torch.uint8).numpy())
+    cfg = config(tmp_path / "run", data=str(folder), data_kind="synthetic", crop=16, data_options={"repeat": 3})
+    trainer = Trainer(cfg, loss=l1_loss, log=lambda s: None)
+    assert len(trainer.train_set) == 6 and trainer.train_set.repeat == 3
+    trainer.run(until=1)
+    trainer.checkpoint()
+    other = Trainer(config(tmp_path / "run", data=str(folder), data_kind="synthetic", crop=16,
+                           data_options={"repeat": 2}), loss=l1_loss, log=lambda s: None)
+    with pytest.raises(ValueError, match="data_options"):
+        other.resume(str(tmp_path / "run" / "last.pt"))
+
+
 def test_schedules():
     cfg = TrainConfig(lr=1.0, min_lr=0.0, steps=10, warmup=2, schedule="cosine")
     assert [round(lr_factor(cfg, s), 6) for s in (0, 1)] == [0.5, 1.0]

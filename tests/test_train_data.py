@@ -1,6 +1,7 @@
 """deblurfast.train.data: dataset layouts on tiny fake trees, paired augmentation, determinism, and
 the synthetic motion-blur generator (a point source becomes the PSF, energy preserved, PSNR drops)."""
 
+import itertools
 import os
 
 import numpy as np
@@ -11,12 +12,7 @@ from deblurfast.media import read_image, write_image
 from deblurfast.train import data as D
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def pattern(h, w, seed):
@@ -396,6 +392,21 @@ def test_synthetic_dataset_determinism_and_workers(sharp_folder):
     # an explicit (epoch, index) works whatever epoch the (worker's copy of the) dataset holds
     ds.set_epoch(0)
     assert torch.equal(ds[(2, 1)]["blur"], direct[1]["blur"])
+
+
+def test_synthetic_dataset_repeat_gives_distinct_pairs(sharp_folder):
+    # a few images repeated within an epoch: every repeat is a new crop and blur of the same image
+    folder, _ = sharp_folder
+    ds = D.SyntheticBlurDataset(folder, crop=48, seed=1, repeat=4, generator=dict(length=(4.0, 10.0)))
+    assert len(ds) == 12
+    same_image = [ds[i] for i in (1, 4, 7, 10)]  # camera.png each time
+    assert {s["name"] for s in same_image} == {"camera.png"}
+    for a, b in itertools.combinations(same_image, 2):
+        assert not torch.equal(a["blur"], b["blur"]) and not torch.equal(a["sharp"], b["sharp"])
+    with pytest.raises(IndexError, match="index 12 out of range for 12 samples"):
+        ds[12]
+    with pytest.raises(ValueError, match="repeat must be a positive int, got 0"):
+        D.SyntheticBlurDataset(folder, repeat=0)
 
 
 def test_synthetic_crops_use_real_context(sharp_folder):

@@ -12,12 +12,7 @@ from deblurfast.models import IOConvention, create
 from deblurfast.train.losses import build_loss, list_losses, unwrap
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 class Stub(nn.Module):

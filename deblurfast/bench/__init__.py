@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from . import ops
 from .core import environment, markdown_table, write_results
+from .plots import plot_rows
 
 
 def run_ops(quick: bool, device: str | None = None, dtypes: list[str] | None = None, reps: int | None = None,
@@ -39,8 +42,10 @@ def run_ops(quick: bool, device: str | None = None, dtypes: list[str] | None = N
     table = markdown_table(rows, ops.COLUMNS)
     print("\n" + table)
     if out_dir:
-        paths = write_results(out_dir, f"ops-{'quick' if quick else 'full'}-{dev.type}", rows, table)
-        print("\nwrote " + " and ".join(paths))
+        stem = f"ops-{'quick' if quick else 'full'}-{dev.type}"
+        paths = write_results(out_dir, stem, rows, table) + plot_rows(rows, out_dir, stem)
+        print(f"\nwrote {len(paths)} files to {out_dir}: " + ", ".join(os.path.basename(p) for p in paths[:4])
+              + (" ..." if len(paths) > 4 else ""))
     return rows
 
 
@@ -68,5 +73,6 @@ def run_models(device: str | None = None, names: list[str] | None = None, size: 
     table = markdown_table(rows, model_bench.COLUMNS)
     print("\n" + table)
     if out_dir:
-        print("\nwrote " + " and ".join(write_results(out_dir, f"models-{dev.type}", rows, table)))
+        paths = write_results(out_dir, f"models-{dev.type}", rows, table) + plot_rows(rows, out_dir, f"models-{dev.type}")
+        print(f"\nwrote {len(paths)} files to {out_dir}")
     return rows

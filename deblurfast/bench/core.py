@@ -11,12 +11,13 @@ import os
 import platform
 import statistics
 import subprocess
-import tempfile
 import threading
 import time
 from typing import Callable
 
 import torch
+
+from .._files import write_text
 
 # Peak HBM bandwidth (bytes/s) and dense fp16/bf16 and fp32 FLOP/s (shared/specs/benchmarks.md).
 PEAKS = {
@@ -138,24 +139,10 @@ def environment(device: torch.device) -> dict:
     }
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename over `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def write_results(out_dir: str, stem: str, rows: list[dict], table: str) -> list[str]:
     paths = [os.path.join(out_dir, f"{stem}.jsonl"), os.path.join(out_dir, f"{stem}.md")]
-    write_atomic(paths[0], "".join(json.dumps(r) + "\n" for r in rows))
-    write_atomic(paths[1], table + "\n")
+    write_text(paths[0], "".join(json.dumps(r) + "\n" for r in rows))
+    write_text(paths[1], table + "\n")
     return paths
 
 

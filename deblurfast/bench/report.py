@@ -9,7 +9,8 @@ import json
 import os
 import sys
 
-from .core import markdown_table, write_atomic
+from .._files import write_text
+from .core import markdown_table
 from .models import COLUMNS as MODEL_COLUMNS
 from .ops import COLUMNS as OP_COLUMNS
 
@@ -54,7 +55,7 @@ def update_readme(readme: str = os.path.join(ROOT, "README.md"),
     _, tail = rest.split(END, 1)
     new = f"{head}{START}\n{render(results_dir)}\n{END}{tail}"
     if new != text:
-        write_atomic(readme, new)
+        write_text(readme, new)
     return new != text
 
 

@@ -560,10 +560,12 @@ class SyntheticBlurDataset(torch.utils.data.Dataset):
 
     generator: a MotionBlurGenerator, a MotionBlurConfig or a dict of its fields.
     files: a subset of the folder's images (paths relative to it); default all, recursively.
-    cache: keep decoded images in memory (per process)."""
+    cache: keep decoded images in memory (per process).
+    repeat: samples per image and epoch (sample i shows image i % len(files)); each has its own
+    crop, augmentation and blur, so a few images still give many distinct pairs per epoch."""
 
     def __init__(self, folder: str, crop=None, augment: bool = True, seed: int = 0, generator=None,
-                 files: list[str] | None = None, cache: bool = False):
+                 files: list[str] | None = None, cache: bool = False, repeat: int = 1):
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"SyntheticBlurDataset: {folder} is not a folder")
         self.folder = folder
@@ -574,15 +576,19 @@ class SyntheticBlurDataset(torch.utils.data.Dataset):
         self.augment, self.seed = augment, seed
         self.generator = generator if isinstance(generator, MotionBlurGenerator) else MotionBlurGenerator(generator)
         self.cache = {} if cache else None
+        if not isinstance(repeat, int) or repeat < 1:
+            raise ValueError(f"SyntheticBlurDataset: repeat must be a positive int, got {repeat!r}")
+        self.repeat = repeat
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.files) * self.repeat
 
     def _image(self, index: int) -> np.ndarray:
+        index %= len(self.files)
         if self.cache is not None and index in self.cache:
             return self.cache[index]
         img = read_image(os.path.join(self.folder, self.files[index]))
@@ -592,6 +598,8 @@ class SyntheticBlurDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index) -> dict:
         epoch, index = _epoch_index(self, index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"SyntheticBlurDataset: index {index} out of range for {len(self)} samples")
         rng = sample_rng(self.seed, epoch, index)
         img = self._image(index)
         if self.augment:
@@ -603,7 +611,7 @@ class SyntheticBlurDataset(torch.utils.data.Dataset):
         R = recipe.radius
         sharp = crop_window(img, top, left, ch, cw)
         blur = self.generator.render(recipe, _unit(crop_window(img, top - R, left - R, ch + 2 * R, cw + 2 * R)))
-        return {"blur": to_tensor(blur), "sharp": to_tensor(sharp), "name": self.files[index]}
+        return {"blur": to_tensor(blur), "sharp": to_tensor(sharp), "name": self.files[index % len(self.files)]}
 
 
 # -- sample images ----------------------------------------------------------------------------------------
@@ -644,7 +652,7 @@ def build_dataset(kind: str, root: str, crop=None, train: bool = True, seed: int
     evaluation sets (train=False) return whole, unaugmented images.
 
     options: split (default "train" / "test"), blur_folder (gopro), subset (hide), variant ("J"
-    or "R", realblur; root may also be a list file), generator / files / cache (synthetic),
+    or "R", realblur; root may also be a list file), generator / files / cache / repeat (synthetic),
     flip / rot90 (paired kinds)."""
     split = options.pop("split", "train" if train else "test")
     aug = {k: options.pop(k) for k in ("flip", "rot90") if k in options}

@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .._files import atomic_path
 from ..accelerate import accelerate
 from ..models import create, load_pretrained
 
@@ -44,7 +45,8 @@ class TrainConfig:
     backend: str = "auto"
     # data
     data: str | None = None  # dataset root (or a folder of sharp images for kind="synthetic")
-    data_kind: str = "synthetic"  # gopro | hide | realblur | synthetic
+    data_kind: str = "synthetic"  # gopro | hide | realblur | pairs | synthetic
+    data_options: dict = field(default_factory=dict)  # training set options of data.build_dataset, e.g. repeat
     val_data: str | None = None
     val_kind: str | None = None  # default: data_kind
     crop: int = 256
@@ -138,15 +140,9 @@ def lr_factor(cfg: TrainConfig, step: int) -> float:
 
 
 def save_checkpoint(path: str, state: dict) -> None:
-    """Atomic: write a temporary file beside `path`, then rename it over `path`."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+    """Atomic: written to a temporary file beside `path`, then renamed over it."""
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load_checkpoint(path: str) -> dict:
@@ -219,7 +215,8 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             self.model.io, self.model.model_name = self.module.io, self.module.model_name  # what losses read
         self.loss = loss or self._build_loss()
-        self.train_set = train_set if train_set is not None else self._dataset(cfg.data, cfg.data_kind, train=True)
+        self.train_set = train_set if train_set is not None else \
+            self._dataset(cfg.data, cfg.data_kind, train=True, **cfg.data_options)
         self.val_set = val_set if val_set is not None else (
             self._dataset(cfg.val_data, cfg.val_kind or cfg.data_kind, train=False) if cfg.val_data else None)
         params = [p for p in self.module.parameters() if p.requires_grad]
@@ -237,14 +234,14 @@ class Trainer:
 
         return build_loss(self.cfg.model, **self.cfg.loss)
 
-    def _dataset(self, root, kind, train: bool):
+    def _dataset(self, root, kind, train: bool, **options):
         from . import data
 
         if root is None:
             raise ValueError("no training data: set `data` (a dataset root, or a folder of sharp images for "
                              "data_kind='synthetic')")
         return data.build_dataset(kind, root, crop=self.cfg.crop if train else None, train=train,
-                                  seed=self.cfg.seed)
+                                  seed=self.cfg.seed, **options)
 
     # -- checkpoint state ---------------------------------------------------------------------
 
@@ -257,9 +254,10 @@ class Trainer:
     def resume(self, path: str) -> None:
         ckpt = load_checkpoint(path)
         saved = json.loads(ckpt["config"])
-        for key in ("model", "model_config", "batch_size", "seed", "data_kind", "crop"):  # what fixes the run
+        defaults = TrainConfig()
+        for key in ("model", "model_config", "batch_size", "seed", "data_kind", "data_options", "crop"):  # fix the run
             ours = json.loads(json.dumps(getattr(self.cfg, key)))
-            if saved.get(key) != ours:
+            if saved.get(key, getattr(defaults, key)) != ours:
                 raise ValueError(f"cannot resume {path}: it was trained with {key}={saved.get(key)!r}, "
                                  f"this run has {ours!r}")
         self.module.load_state_dict(ckpt["model"])

@@ -129,6 +129,21 @@ def strip_expand(
     return fn(v, h, (H, W))
 
 
+def _index_values(op: str, name: str, t: torch.Tensor, bound: int) -> None:
+    """Every value of `t` is in [0, bound). Checked once per tensor and version (a device sync on
+    GPU; the models' index tensors are cached, so they pay it once); not while tracing or while
+    capturing a CUDA graph, where no sync is possible."""
+    if torch.compiler.is_compiling() or (t.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return
+    stamp = (t._version, bound)
+    if getattr(t, "_deblurfast_checked", None) == stamp or t.numel() == 0:
+        return
+    lo, hi = int(t.min()), int(t.max())
+    if lo < 0 or hi >= bound:
+        raise ValueError(f"{op}: {name} values must be in [0, {bound}), got values from {lo} to {hi}")
+    t._deblurfast_checked = stamp
+
+
 def _index(op: str, name: str, t, length: int, what: str) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(
@@ -208,6 +223,8 @@ def blur_aware_mask(
     for name, t in (("col_index", col_index), ("row_index", row_index)):
         if t.device != x.device:
             raise ValueError(f"{op}: {name} is on {t.device} but x is on {x.device}; expected the same device")
+    _index_values(op, "col_index", col_index, row_table.shape[3])
+    _index_values(op, "row_index", row_index, col_table.shape[2])
     args = (x, row_table, col_index, col_table, row_index, weight, bias)
     fn = MASK_OP.select(backend, x.device, x.dtype, *args)
     return fn(*args)
