@@ -5,6 +5,8 @@
 #   ./dev.sh bench   set up, then run deblurfast bench --quick
 #   ./dev.sh test    set up, then run the test suite (CUDA compile checks included)
 #   ./dev.sh setup   set up only: virtual environment, torch, triton, the extension build
+#   ./dev.sh gpu     on a GPU machine: the GPU test suite, compute-sanitizer on the CUDA kernels,
+#                    the full op and model benchmarks into bench/results/<device>/ (or DIR given)
 #
 # Set-up is idempotent and offline where everything is already installed: an
 # installed torch is used as is (a GPU machine's CUDA build); otherwise the
@@ -92,8 +94,32 @@ case "$cmd" in
     export DEBLURFAST_REQUIRE_BACKENDS=${DEBLURFAST_REQUIRE_BACKENDS:-$required}
     exec python -m pytest -n "${PYTEST_WORKERS:-2}" "$@"
     ;;
+  gpu)
+    setup
+    cuda_visible || { log "no CUDA GPU is visible"; exit 2; }
+    device=$(python -c 'import torch; print(torch.cuda.get_device_name(0).lower().replace(" ", "-"))')
+    out=${1:-bench/results/$device}
+    mkdir -p "$out"
+    export DEBLURFAST_REQUIRE_BACKENDS=cpu,cuda,triton
+    status=0
+    # each stage is bounded, so that a lent machine's time yields results from every stage
+    log "GPU test suite -> $out/gpu-tests.log"
+    timeout "${GPU_TEST_S:-600}" python -m pytest -n 8 -m cuda -q -p no:cacheprovider >"$out/gpu-tests.log" 2>&1 || status=1
+    tail -3 "$out/gpu-tests.log"
+    log "compute-sanitizer memcheck on the CUDA kernels -> $out/compute-sanitizer.log"
+    timeout "${GPU_SANITIZER_S:-300}" compute-sanitizer --tool memcheck --error-exitcode 99 python -m pytest -q \
+      -p no:cacheprovider -m cuda -k "cuda-cuda" tests/test_dynamic_filter2d.py tests/test_deform_conv2d.py \
+      >"$out/compute-sanitizer.log" 2>&1 || status=1
+    tail -3 "$out/compute-sanitizer.log"
+    log "op benchmarks -> $out"
+    timeout "${GPU_BENCH_S:-900}" deblurfast bench --out "$out" || status=1
+    log "model benchmarks -> $out"
+    timeout "${GPU_MODELS_S:-900}" deblurfast bench --models --out "$out" || status=1
+    python -m deblurfast.bench.report
+    exit $status
+    ;;
   *)
-    echo "usage: ./dev.sh {demo|bench|test|setup} [extra arguments]" >&2
+    echo "usage: ./dev.sh {demo|bench|test|setup|gpu} [extra arguments]" >&2
     exit 2
     ;;
 esac

@@ -38,19 +38,26 @@ def check_shape(op: str, name: str, t: torch.Tensor, expected: tuple, layout: st
         raise ValueError(f"{op}: {name} must have shape {layout} = {exp}, got {_shape(t)}")
 
 
+def is_int(value) -> bool:
+    """An int that is not a bool (True is an int to Python, never a size to us)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
     """An int or a pair of ints, each >= minimum."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if is_int(value):
         value = (value, value)
-    if (
-        not isinstance(value, (tuple, list))
-        or len(value) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    ):
+    if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(is_int(v) for v in value):
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
     if min(value) < minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {tuple(value)}")
     return int(value[0]), int(value[1])
+
+
+def _autocasting(t: torch.Tensor) -> bool:
+    # is_autocast_enabled raises for device types without autocast (meta, used to count FLOPs)
+    kind = t.device.type
+    return torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)
 
 
 def autocast_inputs(*tensors):
@@ -58,7 +65,7 @@ def autocast_inputs(*tensors):
     convolutions and matrix products: our ops accumulate in float32 inside anyway);
     unchanged otherwise. None entries pass through."""
     first = next((t for t in tensors if isinstance(t, torch.Tensor)), None)
-    if first is None or not torch.is_autocast_enabled(first.device.type):
+    if first is None or not _autocasting(first):
         return tensors
     dtype = torch.get_autocast_dtype(first.device.type)
     return tuple(t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors)
@@ -68,7 +75,7 @@ def promote_inputs(*tensors):
     """Under torch.autocast, the tensors cast to their widest floating dtype (PyTorch's rule
     for element-wise ops with mixed inputs); unchanged otherwise."""
     floats = [t for t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point()]
-    if not floats or not torch.is_autocast_enabled(floats[0].device.type):
+    if not floats or not _autocasting(floats[0]):
         return tensors
     dtype = floats[0].dtype
     for t in floats[1:]:

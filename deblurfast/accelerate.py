@@ -33,8 +33,11 @@ def accelerate(model: nn.Module, backend: str = "auto", dtype: torch.dtype | Non
     if getattr(model, _SAVED, None) is not None:
         deaccelerate(model)
     param = next(model.parameters(), None)
-    saved = {"backends": {}, "dtype": param.dtype if param is not None else None, "channels_last": channels_last,
-             "cast": dtype}
+    # a model already in channels_last stays so after deaccelerate
+    already = any(p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
+                  for p in model.parameters())
+    saved = {"backends": {}, "dtype": param.dtype if param is not None else None,
+             "channels_last": channels_last and not already, "cast": dtype}
     for name, layer in accelerable_layers(model):
         saved["backends"][name] = layer.backend
         layer.backend = backend

@@ -24,9 +24,11 @@ from .models import create, list_models, load_pretrained
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="an image, a folder of images (searched recursively) or a video file")
     p.add_argument("-o", "--output", required=True,
-                   help="output file, or folder (for a folder input, or to keep the input's file name)")
-    p.add_argument("--model", default="banet", choices=list_models(), help="network (default: %(default)s)")
-    p.add_argument("--weights", help="checkpoint to load (any official container format, or .safetensors)")
+                   help="output file, or folder (for a folder input, or to keep the input's file name; "
+                        "a path without an extension is a folder)")
+    p.add_argument("--model", choices=list_models(),
+                   help="network (default: the bundled default model with its trained weights)")
+    p.add_argument("--weights", help="checkpoint of --model to load (any official container format, or .safetensors)")
     p.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when visible, else cpu")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
                    help="default: float16 on cuda, float32 on cpu")
@@ -64,24 +66,32 @@ class Progress:
 
 
 def plan(input_path: str, output: str) -> list[tuple[str, str, str]]:
-    """(kind, input file, output file) for every file to process."""
+    """(kind, input file, output file) for every file to process: in a folder, every image and
+    video ("unsupported" for the other files, which are reported, not processed)."""
     if os.path.isdir(input_path):
-        return [("image", os.path.join(input_path, rel), os.path.join(output, rel))
-                for rel in media.list_images(input_path)]
+        return [(media.kind_of(rel) or "unsupported", os.path.join(input_path, rel), os.path.join(output, rel))
+                for rel in media.list_files(input_path)]
     kind = media.kind_of(input_path) or "unsupported"
-    if os.path.isdir(output) or output.endswith(os.sep):
-        output = os.path.join(output, os.path.basename(input_path))
+    if os.path.isdir(output) or output.endswith(os.sep) or not os.path.splitext(output)[1]:
+        output = os.path.join(output, os.path.basename(input_path))  # a folder (no extension: a new folder)
     return [(kind, input_path, output)]
 
 
 def build_engine(args) -> Engine:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if device == "cuda" else None)
-    model = create(args.model)
-    if args.weights:
-        load_pretrained(model, args.weights)
+    if args.model is None:
+        from .demo import default_card, default_model
+
+        model = default_model()
+        if not args.quiet:
+            print(f"using the bundled default model: {default_card()['summary']}", file=sys.stderr)
     else:
-        print(f"warning: no --weights given: {args.model} runs with random initialization", file=sys.stderr)
+        model = create(args.model)
+        if args.weights:
+            load_pretrained(model, args.weights)
+        else:
+            print(f"warning: no --weights given: {args.model} runs with random initialization", file=sys.stderr)
     return Engine(model, device=device, dtype=dtype, backend=args.backend, compile=args.compile,
                   cuda_graph=not args.no_cuda_graph)
 
@@ -90,9 +100,17 @@ def run(args) -> int:
     if not os.path.exists(args.input):
         print(f"error: input {args.input!r} does not exist", file=sys.stderr)
         return 2
+    if args.weights and args.model is None:
+        print("error: --weights needs --model (the network the checkpoint is for)", file=sys.stderr)
+        return 2
     jobs = plan(args.input, args.output)
+    in_folder = os.path.isdir(args.input)
+    if in_folder:  # other files in a folder are reported, not failures
+        for _, src, _ in (j for j in jobs if j[0] == "unsupported"):
+            print(f"skipped {src}: not an image or a video", file=sys.stderr)
+        jobs = [j for j in jobs if j[0] != "unsupported"]
     if not jobs:
-        print(f"error: no images found in {args.input!r}", file=sys.stderr)
+        print(f"error: no images or videos found in {args.input!r}", file=sys.stderr)
         return 2
     inputs = {os.path.realpath(i) for _, i, _ in jobs}
     engine = build_engine(args)

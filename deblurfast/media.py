@@ -43,13 +43,18 @@ def write_image(path: str, image: np.ndarray) -> None:
         Image.fromarray(image).save(tmp)
 
 
-def list_images(folder: str) -> list[str]:
-    """Every image below `folder`, recursively, sorted; paths relative to `folder`."""
+def list_files(folder: str) -> list[str]:
+    """Every file below `folder` (hidden ones left out), recursively, sorted; paths relative to `folder`."""
     found = []
     for base, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.relpath(os.path.join(base, f), folder) for f in sorted(files) if kind_of(f) == "image"]
+        found += [os.path.relpath(os.path.join(base, f), folder) for f in sorted(files) if not f.startswith(".")]
     return found
+
+
+def list_images(folder: str) -> list[str]:
+    """Every image below `folder`, recursively, sorted; paths relative to `folder`."""
+    return [f for f in list_files(folder) if kind_of(f) == "image"]
 
 
 @dataclass
@@ -90,7 +95,6 @@ def write_video(path: str, frames: Iterator[np.ndarray], source: str) -> int:
             v_in = src.streams.video[0]
             codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
             v_out = dst.add_stream(codec, rate=v_in.average_rate)
-            v_out.pix_fmt = "yuv420p"
             audio = {}
             for a in src.streams.audio:
                 try:
@@ -100,6 +104,9 @@ def write_video(path: str, frames: Iterator[np.ndarray], source: str) -> int:
             for image in frames:
                 if written == 0:
                     v_out.width, v_out.height = image.shape[1], image.shape[0]
+                    # 4:2:0 needs even sizes; x264 keeps an odd-sized frame whole in 4:4:4
+                    odd = image.shape[0] % 2 or image.shape[1] % 2
+                    v_out.pix_fmt = "yuv444p" if odd and codec == "libx264" else "yuv420p"
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
                 for packet in v_out.encode(frame):
                     dst.mux(packet)

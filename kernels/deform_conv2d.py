@@ -38,7 +38,7 @@ def _geometry(offset, mask, i_n, og, t, o_p, m_p, H, W, Wo, K,
     """Where tap t of offset group og samples for the output pixels o_p ([BLOCK_P]):
     corner (y0, x0), fractions (ly, lx), mask m and whether the sample is inside.
     i_n is the image of each pixel ([BLOCK_P])."""
-    ho, wo = o_p // Wo, o_p % Wo
+    ho, wo = (o_p // Wo).to(tl.int64), (o_p % Wo).to(tl.int64)  # stride products can pass 2^31
     py = (ho * SH - PH + (t // KW) * DH).to(tl.float32)  # [BLOCK_P]
     px = (wo * SW - PW + (t % KW) * DW).to(tl.float32)
     ch = og * K + t  # mask channel; the offset channels are 2*ch, 2*ch + 1
@@ -123,7 +123,7 @@ def deform_conv2d_fwd_kernel(
                 b_acc += tl.dot(b_a.to(DOT), b_b.to(DOT), input_precision=PRECISION)  # [BLOCK_P, BLOCK_O]
     if HAS_BIAS:
         b_acc += tl.load(bias + i_wg * Cout_g + o_o, mask=m_o, other=0.0).to(tl.float32)[None, :]
-    ho, wo = o_p // Wo, o_p % Wo
+    ho, wo = (o_p // Wo).to(tl.int64), (o_p % Wo).to(tl.int64)  # stride products can pass 2^31
     p_y = (out + i_n.to(tl.int64) * s_yn + ((i_wg * Cout_g + o_o).to(tl.int64) * s_yc)[None, :]
            + (ho * s_yh + wo * s_yw)[:, None])
     tl.store(p_y, b_acc.to(out.dtype.element_ty), mask=m_p[:, None] & m_o[None, :])
@@ -164,7 +164,7 @@ def deform_conv2d_bwd_data_kernel(
     o_p = i_pb * BLOCK_P + tl.arange(0, BLOCK_P)  # [BLOCK_P]
     m_p = o_p < HoWo
     v_n = i_n + 0 * o_p
-    ho, wo = o_p // Wo, o_p % Wo
+    ho, wo = (o_p // Wo).to(tl.int64), (o_p % Wo).to(tl.int64)  # stride products can pass 2^31
     o_o = tl.arange(0, BLOCK_O)
     for t in range(0, K):
         y0, x0, ly, lx, m, inside = _geometry(
@@ -265,7 +265,7 @@ def deform_conv2d_bwd_weight_kernel(
         # per-pixel plane pointers: [BLOCK_P, BLOCK_C] through the image index
         p_x = x + (o_n.to(tl.int64) * s_xn)[:, None] + (o_c.to(tl.int64) * s_xc)[None, :]
         b_a = _sample(p_x, y0, x0, ly, lx, inside, m_c, H, W, s_xh, s_xw, HAS_OFFSET) * m[:, None]
-        ho, wo = o_p // Wo, o_p % Wo
+        ho, wo = (o_p // Wo).to(tl.int64), (o_p % Wo).to(tl.int64)  # stride products can pass 2^31
         p_go = (go + (o_n.to(tl.int64) * s_gn + ho * s_gh + wo * s_gw)[:, None]
                 + ((wg * Cout_g + o_o).to(tl.int64) * s_gc)[None, :])
         b_go = tl.load(p_go, mask=m_p[:, None] & m_o[None, :], other=0.0)  # [BLOCK_P, BLOCK_O]

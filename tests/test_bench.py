@@ -35,3 +35,36 @@ def test_bench_quick_runs_every_op_and_writes_results(tmp_path):
     except ImportError:
         return
     assert len(list(tmp_path.glob("ops-quick-cpu-*.png"))) == len({(r["op"], r["shape"]) for r in ran})
+
+
+def test_an_interrupted_sweep_keeps_what_it_measured(tmp_path, monkeypatch):
+    import pytest
+    import torch
+
+    from deblurfast import bench
+    from deblurfast.bench import ops
+
+    def broken(device, dtype):
+        raise KeyboardInterrupt  # the user stops the sweep during the second case
+
+    first = ops.dynamic_filter_case(1, 2, 6, 7)
+    second = ops.OpCase("strip_pool", "interrupted", broken, None, 1.0)
+    monkeypatch.setattr(ops, "cases", lambda device, quick: [first, second])
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_ops(quick=True, device="cpu", reps=1, out_dir=str(tmp_path), compile_peer=False)
+    rows = [json.loads(line) for line in (tmp_path / "ops-quick-cpu.jsonl").read_text().splitlines()]
+    assert rows and {r["op"] for r in rows} == {"dynamic_filter2d"}
+    assert any(r["backend"] == "reference" and r["status"] == "ok" for r in rows)
+    assert torch.get_default_dtype() == torch.float32
+
+
+def test_compile_peer_refusal_is_reported(tmp_path):
+    import torch
+
+    from deblurfast.bench import core, ops
+
+    cpu = torch.device("cpu")
+    case = ops.deform_case(1, 2, 5, 6, 5)  # 5x5: inductor's CPU codegen is not run
+    rows = ops.run_case(case, cpu, torch.float32, 1, core.environment(cpu), compile_peer=True)
+    (row,) = [r for r in rows if r["backend"] == "compile(reference)"]
+    assert "fwd_ms_median" not in row and row["status"].startswith("not run: inductor")

@@ -368,6 +368,8 @@ def test_compile_fullgraph(backend, device):
          r"col_index must be an int32/int64 tensor of shape \(5,\)"),
         ({"row_index": torch.zeros(4)}, ValueError, r"row_index must be an int32/int64 tensor .* got torch.float32"),
         ({"col_index": [0, 1]}, TypeError, "col_index must be a torch.Tensor"),
+        ({"row_table": torch.randn(2, 0, 4, 3), "col_table": torch.randn(2, 0, 2, 5), "weight": torch.randn(3, 0)},
+         ValueError, r"row_table must have shape .* with F, KA >= 1, got \(2, 0, 4, 3\)"),
     ],
 )
 def test_mask_exceptions(overrides, error, match):

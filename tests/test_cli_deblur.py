@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+import deblurfast
 from deblurfast import cli, media
 from deblurfast.models import IOConvention, register_model
 
@@ -87,6 +88,8 @@ def test_output_folder_keeps_the_file_name(tmp_path):
     (tmp_path / "results").mkdir()
     assert run(str(tmp_path / "a.png"), "-o", str(tmp_path / "results")) == 0
     assert (tmp_path / "results" / "a.png").exists()
+    assert run(str(tmp_path / "a.png"), "-o", str(tmp_path / "new")) == 0  # no extension: a new folder
+    assert (tmp_path / "new" / "a.png").exists()
 
 
 def test_tiles(tmp_path):
@@ -138,3 +141,59 @@ def test_video_keeps_frame_rate_and_audio(tmp_path, with_audio):
     assert len(decoded) == len(frames)
     for got, f in zip(decoded, frames):  # lossy codec: compare means
         assert abs(float(got.mean()) - float(expected(f).mean())) < 4
+
+
+def test_folder_with_videos_and_other_files(tmp_path, capsys):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    img = rand_image(8, 12, 4)
+    write(src / "a.png", img)
+    frames = [np.full((16, 16, 3), 60 * i, dtype=np.uint8) for i in range(3)]
+    (src / "clips").mkdir()
+    _make_video(src / "clips" / "v.mp4", frames, with_audio=False)
+    (src / "notes.txt").write_text("not an image")
+    assert run(str(src), "-o", str(dst)) == 0  # other files are reported, not failures
+    err = capsys.readouterr().err
+    assert "notes.txt: not an image or a video" in err
+    assert np.abs(media.read_image(str(dst / "a.png")).astype(int) - expected(img).astype(int)).max() <= 1
+    assert len(list(media.read_video(str(dst / "clips" / "v.mp4")))) == len(frames)
+    assert not (dst / "notes.txt").exists()
+
+
+def test_folder_without_images_or_videos(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("?")
+    assert run(str(tmp_path / "in"), "-o", str(tmp_path / "out")) == 2
+    assert "no images or videos found" in capsys.readouterr().err
+
+
+def test_default_is_the_bundled_model(tmp_path, capsys):
+    from deblurfast.demo import default_model
+
+    img = rand_image(24, 32, 5)
+    write(tmp_path / "in.png", img)
+    argv = ["deblur", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--device", "cpu"]
+    assert cli.main(argv) == 0
+    assert "using the bundled default model" in capsys.readouterr().err
+    want = deblurfast.deblur(default_model().eval(), img)
+    assert np.abs(media.read_image(str(tmp_path / "out.png")).astype(int) - want.astype(int)).max() <= 1
+    assert cli.main(argv[:4] + ["--weights", str(tmp_path / "w.pt"), "--device", "cpu"]) == 2
+    assert "--weights needs --model" in capsys.readouterr().err
+
+
+def test_odd_sized_video(tmp_path):
+    av = pytest.importorskip("av")
+    if "libx264" not in av.codecs_available:
+        pytest.skip("odd frame sizes need x264's 4:4:4 (this PyAV has no libx264)")
+    frames = [np.full((15, 21, 3), 50 * i, dtype=np.uint8) for i in range(3)]
+    with av.open(str(tmp_path / "in.mkv"), mode="w") as c:  # 4:4:4 source: odd sizes allowed
+        v = c.add_stream("libx264", rate=10)
+        v.width, v.height, v.pix_fmt = 21, 15, "yuv444p"
+        for f in frames:
+            for p in v.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+    assert run(str(tmp_path / "in.mkv"), "-o", str(tmp_path / "out.mkv")) == 0
+    out = media.video_info(str(tmp_path / "out.mkv"))
+    assert (out.width, out.height) == (21, 15)
+    assert len(list(media.read_video(str(tmp_path / "out.mkv")))) == 3

@@ -9,7 +9,7 @@ import cuda_emulator as emu
 import oracles
 from deblurfast.ops.dynamic_filter2d import dynamic_filter2d_reference
 from deblurfast.testing import assert_close
-from helpers import grads, leaf
+from helpers import leaf
 
 MODES = ("zeros", "reflect", "replicate")
 

@@ -83,3 +83,22 @@ def test_synthetic_blur_is_a_fixed_draw():
     # a real blur: the high frequencies of the noise image are gone
     grad = lambda x: np.abs(np.diff(x.astype(np.float64), axis=1)).mean()  # noqa: E731
     assert grad(a) < 0.3 * grad(sharp)
+
+
+def test_card_heldout_scores_are_reproduced(tmp_path):
+    """The card's held-out numbers are measured, not typed: recompute them from the bundled
+    weights and the held-out scikit-image samples."""
+    pytest.importorskip("skimage")
+    from deblurfast.media import read_image
+    from deblurfast.train.data import sample_images
+    from deblurfast.train.default_weights import HELDOUT, heldout_scores
+
+    card = demo.default_card()
+    assert tuple(card["data"]["heldout_images"]) == HELDOUT
+    paths = sample_images(str(tmp_path), names=HELDOUT)
+    images = {os.path.splitext(os.path.basename(p))[0]: read_image(p) for p in paths}
+    scores = heldout_scores(demo.default_model(), images, "cpu")
+    for key in ("psnr_blurred", "psnr_deblurred"):
+        assert abs(scores[key] - card["heldout"][key]) < 0.01, key
+    for key in ("ssim_blurred", "ssim_deblurred"):
+        assert abs(scores[key] - card["heldout"][key]) < 1e-4, key

@@ -3,14 +3,15 @@ import torch
 
 import oracles
 from deblurfast import BackendError, dynamic_filter2d, use_backend
+from deblurfast.nn import DynamicFilter2d
 from deblurfast.ops.dynamic_filter2d import OP, dynamic_filter2d_reference
 from deblurfast.testing import assert_close
 from helpers import backend_params, grads, leaf, require_backend, uninitialized_is_nan
 
 BACKENDS = backend_params("dynamic_filter2d")
 MODES = ("zeros", "reflect", "replicate")
-# (kernel_size, dilation, groups): odd sizes, dilation, grouped kernels, a 1x1 kernel
-GEOMETRIES = [(3, 1, 1), (3, 2, 2), (5, 1, 1), (1, 1, 3)]
+# (kernel_size, dilation, groups): odd sizes up to 7, dilation, grouped kernels, a 1x1 kernel
+GEOMETRIES = [(3, 1, 1), (3, 2, 2), (5, 1, 1), (7, 1, 2), (1, 1, 3)]
 
 
 def make(n, c, h, w, k, groups, dtype=torch.float64, device="cpu", scale=1.0):
@@ -115,12 +116,13 @@ def test_float32_layouts(backend, device, layout):
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_low_precision(backend, device, dtype):
+@pytest.mark.parametrize("k", [3, 7])
+def test_low_precision(backend, device, dtype, k):
     require_backend("dynamic_filter2d", backend, device, dtype)
-    x, kernel = (t.to(dtype) for t in make(2, 8, 12, 20, 3, 2, torch.float32, device))  # same inputs for all
-    ref32 = run_with_grads("reference", x.double().cpu(), kernel.double().cpu(), 3, 1, "reflect", "softmax")
-    ref_lowp = run_with_grads("reference", x.cpu(), kernel.cpu(), 3, 1, "reflect", "softmax")
-    got = run_with_grads(backend, x, kernel, 3, 1, "reflect", "softmax")
+    x, kernel = (t.to(dtype) for t in make(2, 8, 12, 20, k, 2, torch.float32, device))  # same inputs for all
+    ref32 = run_with_grads("reference", x.double().cpu(), kernel.double().cpu(), k, 1, "reflect", "softmax")
+    ref_lowp = run_with_grads("reference", x.cpu(), kernel.cpu(), k, 1, "reflect", "softmax")
+    got = run_with_grads(backend, x, kernel, k, 1, "reflect", "softmax")
     for g, r, rl, what in zip(got, ref32, ref_lowp, ("forward", "grad_input", "grad_kernel")):
         assert g.dtype == dtype
         assert_close(g.float().cpu(), r, dtype, ref_lowp=rl.float(), what=what)
@@ -252,6 +254,8 @@ def _bad(**overrides):
         ({"kernel": torch.randn(2, 9, 5, 7)}, ValueError, r"got \(2, 9, 5, 7\)"),
         ({"kernel_size": 2, "kernel": torch.randn(2, 4, 5, 6)}, ValueError, "kernel_size must be a positive odd int, got 2"),
         ({"dilation": 0}, ValueError, "dilation must be an int >= 1, got 0"),
+        ({"kernel_size": True, "kernel": torch.randn(2, 4, 5, 6)}, ValueError, "kernel_size must be .* got True"),
+        ({"dilation": True}, ValueError, "dilation must be an int >= 1, got True"),
         ({"padding_mode": "circular"}, ValueError, "padding_mode must be one of .* got 'circular'"),
         ({"normalize": "sigmoid"}, ValueError, "normalize must be None or 'softmax', got 'sigmoid'"),
         ({"dilation": 5}, ValueError, r"reflect padding .* = 5 must be smaller .* H=5, W=6"),
@@ -267,10 +271,16 @@ def test_exceptions(overrides, error, match):
         dynamic_filter2d(**_bad(**overrides))
 
 
-@pytest.mark.cuda
 def test_exception_mixed_devices():
-    with pytest.raises(ValueError, match="kernel is on cuda:0 but input is on cpu"):
-        dynamic_filter2d(**_bad(kernel=torch.randn(2, 9, 5, 6, device="cuda")))
+    with pytest.raises(ValueError, match="kernel is on meta but input is on cpu"):
+        dynamic_filter2d(**_bad(kernel=torch.randn(2, 9, 5, 6, device="meta")))
+
+
+def test_module_checks_its_arguments_when_built():
+    with pytest.raises(ValueError, match="kernel_size must be a positive odd int, got 4"):
+        DynamicFilter2d(4)
+    with pytest.raises(ValueError, match="padding_mode must be one of"):
+        DynamicFilter2d(3, padding_mode="circular")
 
 
 def test_compiled_op_checks_its_arguments():

@@ -101,6 +101,10 @@ def test_accelerate_shares_parameters_and_undoes():
     deblurfast.deaccelerate(m)
     assert m.dcn.backend == "reference" and m.head.weight.is_contiguous()
     assert all(p is params[name] for name, p in m.named_parameters())
+    # a model that was channels_last before stays channels_last
+    m.to(memory_format=torch.channels_last)
+    deblurfast.deaccelerate(deblurfast.accelerate(m, backend="cpu,reference"))
+    assert not m.head.weight.is_contiguous() and m.head.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_accelerate_trains():
@@ -162,3 +166,21 @@ def test_tiled_deblur_is_seamless():
     a = deblurfast.deblur(tiny, img)
     b = deblurfast.deblur(tiny, img, tile=24, overlap=8)
     assert a.shape == b.shape and np.abs(a - b).max() < 0.02
+
+
+def test_gflops_count_convolutions_and_the_deformable_product():
+    from deblurfast.models_table import gflops_720p
+
+    hw = 720 * 1280  # a multiple of 4 already: no padding
+    expected = 2 * hw * 9 * (3 * 4 + 4 * 4 + 4 * 3)  # head, dcn (its matrix product), tail
+    assert gflops_720p("_tiny_for_tests") == pytest.approx(expected / 1e9, rel=1e-9)
+
+
+def test_models_table_has_a_cost_for_every_model(capsys):
+    from deblurfast.models_table import print_models
+
+    rows = print_models()
+    assert {r["model"] for r in rows} == {n for n in deblurfast.models.list_models() if not n.startswith("_")}
+    for r in rows:
+        assert float(r["gflops_720p"]) > 0, r  # "n/a (...)" means the count broke
+    assert "aspdc_reblur" in capsys.readouterr().out

@@ -235,6 +235,10 @@ def test_exceptions():
         strip_pool(torch.randn(1, 2, 0, 5))
     with pytest.raises(ValueError, match="sizes must be a non-empty sequence of positive ints, got \\(1, 0\\)"):
         strip_pool(torch.randn(1, 2, 4, 5), (1, 0))
+    with pytest.raises(ValueError, match="sizes must be a non-empty sequence of positive ints, got 3"):
+        strip_pool(torch.randn(1, 2, 4, 5), 3)
+    with pytest.raises(ValueError, match="sizes must be .* got \\(True,\\)"):
+        strip_pool(torch.randn(1, 2, 4, 5), (True,))
     v, h = torch.randn(1, 2, 4, 3), torch.randn(1, 2, 3, 5)
     with pytest.raises(ValueError, match=r"v must have shape \(N, C', H, n_v\) with H=6"):
         strip_expand(v, h, (6, 5))
@@ -244,6 +248,8 @@ def test_exceptions():
         strip_expand(v, h.double(), (4, 5))
     with pytest.raises(ValueError, match="size must be a pair of positive ints"):
         strip_expand(v, h, (4, 0))
+    with pytest.raises(ValueError, match="size must be a pair of positive ints"):
+        strip_expand(v, h, (True, 5))
 
 
 def test_triton_refusals_are_explained():

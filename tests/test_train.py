@@ -43,6 +43,10 @@ def test_resume_is_bit_for_bit(tmp_path, fused):
     assert [h["loss"] for h in second.history] == [h["loss"] for h in full.history]  # exactly
     for k, v in params(full).items():
         assert torch.equal(v, params(second)[k]), k
+    # the log holds every step once: step 6 of the interrupted run was dropped and written again
+    logged = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == list(range(1, 9))
+    assert [r["loss"] for r in logged] == [h["loss"] for h in full.history]
 
 
 def test_it_learns(tmp_path):

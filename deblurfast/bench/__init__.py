@@ -27,6 +27,7 @@ def run_ops(quick: bool, device: str | None = None, dtypes: list[str] | None = N
           f"torch {env['torch']}, triton {env['triton']}, commit {env['commit']}, {reps} timed runs each",
           flush=True)
     rows = []
+    stem = f"ops-{'quick' if quick else 'full'}-{dev.type}"
     for case in ops.cases(dev, quick):
         for name in names:
             case_rows = ops.run_case(case, dev, getattr(torch, name), reps, env, compile_peer)
@@ -35,14 +36,16 @@ def run_ops(quick: bool, device: str | None = None, dtypes: list[str] | None = N
                           f"err {r['max_err_fwd']:.1e}/{r['max_err_grad']:.1e}  " if "fwd_ms_median" in r else "")
                 print(f"  {r['op']:<19} {r['shape'][:34]:<34} {r['dtype']:<8} {r['layout'][:5]:<5} "
                       f"{r['backend']:<18} {timing}{r['status']}", flush=True)
+            for r in case_rows:
+                for key in ("fwd", "fwd_bwd"):
+                    if r.get(f"{key}_peak_extra_bytes") is not None:
+                        r[f"{key}_peak_mb"] = r[f"{key}_peak_extra_bytes"] / 2**20
             rows += case_rows
-    for r in rows:
-        if r.get("fwd_peak_extra_bytes") is not None:
-            r["fwd_peak_mb"] = r["fwd_peak_extra_bytes"] / 2**20
+            if out_dir:  # so far, so that an interrupted sweep keeps what it measured
+                write_results(out_dir, stem, rows, markdown_table(rows, ops.COLUMNS))
     table = markdown_table(rows, ops.COLUMNS)
     print("\n" + table)
     if out_dir:
-        stem = f"ops-{'quick' if quick else 'full'}-{dev.type}"
         paths = write_results(out_dir, stem, rows, table) + plot_rows(rows, out_dir, stem)
         print(f"\nwrote {len(paths)} files to {out_dir}: " + ", ".join(os.path.basename(p) for p in paths[:4])
               + (" ..." if len(paths) > 4 else ""))
@@ -70,6 +73,8 @@ def run_models(device: str | None = None, names: list[str] | None = None, size: 
                       if "latency_ms_median" in r else "")
             print(f"  {r['model']:<16} {r['candidate']:<34} {timing}{r['status']}", flush=True)
         rows += model_rows
+        if out_dir:
+            write_results(out_dir, f"models-{dev.type}", rows, markdown_table(rows, model_bench.COLUMNS))
     table = markdown_table(rows, model_bench.COLUMNS)
     print("\n" + table)
     if out_dir:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..ops import dynamic_filter2d
+from ..ops.dynamic_filter2d.function import check_arguments
 
 
 class DynamicFilter2d(nn.Module):
@@ -19,6 +20,7 @@ class DynamicFilter2d(nn.Module):
     def __init__(self, kernel_size: int = 3, dilation: int = 1, padding_mode: str = "reflect",
                  normalize: str | None = "softmax", *, backend: str | None = None):
         super().__init__()
+        check_arguments(kernel_size, dilation, padding_mode, normalize)
         self.kernel_size, self.dilation = kernel_size, dilation
         self.padding_mode, self.normalize, self.backend = padding_mode, normalize, backend
 

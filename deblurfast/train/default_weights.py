@@ -30,7 +30,7 @@ from ..engine import Engine
 from ..media import read_image
 from ..metrics import psnr, ssim
 from ..models import num_parameters
-from .data import SAMPLE_IMAGES, MotionBlurGenerator, SyntheticBlurDataset, sample_images
+from .data import MotionBlurGenerator, SyntheticBlurDataset, sample_images
 from .trainer import TrainConfig, Trainer
 
 MODEL = "aspdc"

@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .._files import atomic_path
+from .._files import atomic_path, write_text
 from ..accelerate import accelerate
 from ..models import create, load_pretrained
 
@@ -248,7 +248,9 @@ class Trainer:
     def state(self) -> dict:
         return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
-                "rng": torch.get_rng_state(), "config": json.dumps(dataclasses.asdict(self.cfg)),
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "config": json.dumps(dataclasses.asdict(self.cfg)),
                 "history": json.dumps(self.history)}
 
     def resume(self, path: str) -> None:
@@ -266,8 +268,21 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         self.step = int(ckpt["step"])
         torch.set_rng_state(ckpt["rng"])
+        if ckpt.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         self.history = json.loads(ckpt["history"])
+        self._trim_log()
         self.log(f"resumed {path} at step {self.step}")
+
+    def _trim_log(self) -> None:
+        """Drops the log records of steps after the checkpoint (the interrupted run's), which the
+        resumed run writes again."""
+        path = os.path.join(self.cfg.out, "log.jsonl")
+        if self.rank != 0 or not os.path.isfile(path):
+            return
+        with open(path) as f:
+            lines = [line for line in f if line.strip() and json.loads(line)["step"] <= self.step]
+        write_text(path, "".join(lines))
 
     def checkpoint(self) -> str | None:
         if self.rank != 0:

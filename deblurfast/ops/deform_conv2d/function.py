@@ -12,14 +12,25 @@ from .reference import deform_conv2d_reference, output_size
 from .triton_op import deform_conv2d_triton_backend
 
 
-def _plane_limit(input, offset, weight, bias, stride, padding, dilation, mask):
+def _sizes(input, weight, stride, padding, dilation) -> tuple[int, int, int, int]:
     H, W = input.shape[-2:]
     (sh, sw), (ph, pw), (dh, dw) = (pair("deform_conv2d", n, v, 0) for n, v in
                                     (("stride", stride), ("padding", padding), ("dilation", dilation)))
-    Ho, Wo = output_size(H, weight.shape[2], sh, ph, dh), output_size(W, weight.shape[3], sw, pw, dw)
+    return H, W, output_size(H, weight.shape[2], sh, ph, dh), output_size(W, weight.shape[3], sw, pw, dw)
+
+
+def _plane_limit(input, offset, weight, bias, stride, padding, dilation, mask):
+    H, W, Ho, Wo = _sizes(input, weight, stride, padding, dilation)
     if max(H * W, Ho * Wo) >= 2**31:
         return f"H*W = {H * W} or Ho*Wo = {Ho * Wo} needs 64-bit in-plane offsets (the kernels use 32-bit ones)"
     return None
+
+
+def _triton_limits(input, offset, weight, bias, stride, padding, dilation, mask):
+    H, W, Ho, Wo = _sizes(input, weight, stride, padding, dilation)
+    if input.shape[0] * Ho * Wo >= 2**31:
+        return f"N*Ho*Wo = {input.shape[0] * Ho * Wo}: the weight-gradient kernel counts (image, pixel) pairs in 32 bits"
+    return _plane_limit(input, offset, weight, bias, stride, padding, dilation, mask)
 
 
 def _cuda_limits(input, offset, weight, bias, stride, padding, dilation, mask):
@@ -36,7 +47,7 @@ OP = Op(
         "cpu": Impl(deform_conv2d_compiled, (torch.float32, torch.float64), compiled_op="deform_conv2d"),
         "cuda": Impl(deform_conv2d_compiled, FLOAT_DTYPES, check=_cuda_limits, compiled_op="deform_conv2d"),
         "triton": Impl(deform_conv2d_triton_backend, (torch.float32, torch.float16, torch.bfloat16),
-                       check=_plane_limit),
+                       check=_triton_limits),
     },
     # Provisional until measured on a GPU: the Triton kernel multiplies on tensor cores
     # (float32 through 3xTF32), the CUDA one on CUDA cores.
@@ -128,7 +139,9 @@ def deform_conv2d(
         weight: (Cout, Cin/groups, kh, kw).
         bias: (Cout,) or None.
         stride, padding, dilation: int or (h, w).
-        mask: (N, G*kh*kw, Ho, Wo) or None (all one); any real value (no sigmoid applied).
+        mask: (N, G*kh*kw, Ho, Wo) or None (all one); any real value (no sigmoid applied). A NaN/inf
+            mask value makes that output pixel unspecified (the CUDA kernel skips taps that sample
+            outside the image, so 0 * inf may not appear); other pixels are unaffected.
         backend: None (see deblurfast.dispatch), "auto", a backend name or a comma-separated list.
     """
     input, offset, weight, bias, mask = autocast_inputs(input, offset, weight, bias, mask)

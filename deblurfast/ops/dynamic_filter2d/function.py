@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..._checks import autocast_inputs, check_like, check_shape, check_tensor
+from ..._checks import autocast_inputs, check_like, check_shape, check_tensor, is_int
 from ...dispatch import FLOAT_DTYPES, Impl, Op
 from .extension import dynamic_filter2d_compiled
 from .reference import dynamic_filter2d_reference
@@ -37,6 +37,18 @@ OP = Op(
         "triton": Impl(dynamic_filter2d_triton, FLOAT_DTYPES, check=_plane_limit),
     },
 )
+
+
+def check_arguments(kernel_size, dilation, padding_mode, normalize, op: str = "dynamic_filter2d") -> None:
+    """The non-tensor arguments (shared with nn.DynamicFilter2d, which checks them when built)."""
+    if not is_int(kernel_size) or kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"{op}: kernel_size must be a positive odd int, got {kernel_size!r}")
+    if not is_int(dilation) or dilation < 1:
+        raise ValueError(f"{op}: dilation must be an int >= 1, got {dilation!r}")
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"{op}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    if normalize not in NORMALIZE:
+        raise ValueError(f"{op}: normalize must be None or 'softmax', got {normalize!r}")
 
 
 def dynamic_filter2d(
@@ -74,14 +86,7 @@ def dynamic_filter2d(
     check_tensor(op, "input", input, 4, "(N, C, H, W)")
     check_tensor(op, "kernel", kernel, 4, "(N, G*k*k, H, W)")
     check_like(op, "kernel", kernel, "input", input)
-    if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"{op}: kernel_size must be a positive odd int, got {kernel_size!r}")
-    if not isinstance(dilation, int) or dilation < 1:
-        raise ValueError(f"{op}: dilation must be an int >= 1, got {dilation!r}")
-    if padding_mode not in PADDING_MODES:
-        raise ValueError(f"{op}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-    if normalize not in NORMALIZE:
-        raise ValueError(f"{op}: normalize must be None or 'softmax', got {normalize!r}")
+    check_arguments(kernel_size, dilation, padding_mode, normalize)
     N, C, H, W = input.shape
     taps = kernel_size * kernel_size
     if kernel.shape[1] == 0 or kernel.shape[1] % taps:

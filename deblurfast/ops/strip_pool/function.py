@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..._checks import autocast_inputs, check_like, check_shape, check_tensor, promote_inputs
+from ..._checks import autocast_inputs, check_like, check_shape, check_tensor, is_int, promote_inputs
 from ...dispatch import FLOAT_DTYPES, Impl, Op
 from .reference import blur_aware_mask_reference, strip_expand_reference, strip_pool_reference
 from .triton_op import blur_aware_mask_triton, strip_expand_triton, strip_pool_triton
@@ -90,9 +90,9 @@ def strip_pool(
     check_tensor(op, "x", x, 4, "(N, C, H, W)")
     if x.shape[2] < 1 or x.shape[3] < 1:
         raise ValueError(f"{op}: x must have H, W >= 1, got shape {tuple(x.shape)}")
-    sizes = tuple(sizes)
-    if not sizes or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
+    if not isinstance(sizes, (tuple, list)) or not sizes or not all(is_int(n) and n >= 1 for n in sizes):
         raise ValueError(f"{op}: sizes must be a non-empty sequence of positive ints, got {sizes!r}")
+    sizes = tuple(sizes)
     fn = POOL_OP.select(backend, x.device, x.dtype, x, sizes)
     return fn(x, sizes)
 
@@ -115,7 +115,7 @@ def strip_expand(
     check_tensor(op, "v", v, 4, "(N, C', H, n_v)")
     check_tensor(op, "h", h, 4, "(N, C', n_h, W)")
     check_like(op, "h", h, "v", v)
-    if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(s, int) and s >= 1 for s in size)):
+    if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(is_int(s) and s >= 1 for s in size)):
         raise ValueError(f"{op}: size must be a pair of positive ints (H, W), got {size!r}")
     H, W = size
     N, C = v.shape[:2]
@@ -200,9 +200,9 @@ def blur_aware_mask(
     if H < 1 or W < 1:
         raise ValueError(f"{op}: x must have H, W >= 1, got shape {tuple(x.shape)}")
     Fc = row_table.shape[1]
-    if tuple(row_table.shape[:3]) != (N, Fc, H) or row_table.shape[3] < 1:
+    if tuple(row_table.shape[:3]) != (N, Fc, H) or row_table.shape[3] < 1 or Fc < 1:
         raise ValueError(
-            f"{op}: row_table must have shape (N, F, H, KA) = ({N}, F, {H}, KA) with KA >= 1, "
+            f"{op}: row_table must have shape (N, F, H, KA) = ({N}, F, {H}, KA) with F, KA >= 1, "
             f"got {tuple(row_table.shape)}"
         )
     if col_table.shape[0] != N or col_table.shape[1] != Fc or col_table.shape[3] != W or col_table.shape[2] < 1:
