@@ -132,7 +132,8 @@ def strip_expand(
 def _index_values(op: str, name: str, t: torch.Tensor, bound: int) -> None:
     """Every value of `t` is in [0, bound). Checked once per tensor and version (a device sync on
     GPU; the models' index tensors are cached, so they pay it once); not while tracing or while
-    capturing a CUDA graph, where no sync is possible."""
+    capturing a CUDA graph, where no sync is possible: there an out-of-range index is clamped by the
+    Triton forward (no read leaves the tables) and its gradient is dropped, the reference raises."""
     if torch.compiler.is_compiling() or (t.is_cuda and torch.cuda.is_current_stream_capturing()):
         return
     stamp = (t._version, bound)
