@@ -51,6 +51,7 @@ setup() {
   need numpy numpy
   need safetensors safetensors
   need PIL pillow
+  need yaml pyyaml              # `deblurfast train --config run.yaml`
   need triton triton
   need pytest pytest
   need xdist pytest-xdist

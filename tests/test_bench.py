@@ -68,3 +68,48 @@ def test_compile_peer_refusal_is_reported(tmp_path):
     rows = ops.run_case(case, cpu, torch.float32, 1, core.environment(cpu), compile_peer=True)
     (row,) = [r for r in rows if r["backend"] == "compile(reference)"]
     assert "fwd_ms_median" not in row and row["status"].startswith("not run: inductor")
+
+
+def test_model_bench_times_every_candidate_and_the_stream(tmp_path):
+    import torch
+    from torch import nn
+
+    from deblurfast import bench
+    from deblurfast.models import IOConvention, register_model
+
+    class Small(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, x):
+            return x + self.conv(x)
+
+    register_model("_bench_small", IOConvention(multiple=4), "none")(lambda: Small())
+    rows = bench.run_models(device="cpu", names=["_bench_small"], size=(18, 22), reps=2, out_dir=str(tmp_path))
+    assert {r["candidate"] for r in rows} == {"eager fp32 (reference)", "deblurfast engine fp32"}
+    for r in rows:
+        assert r["status"] == "ok" and r["latency_ms_median"] > 0 and r["max_dev_vs_fp32"] < 1e-5, r
+    (engine,) = [r for r in rows if r["candidate"].startswith("deblurfast engine")]
+    assert engine["stream_fps"] > 0 and engine["stream_vs_single"] == engine["stream_fps"] / engine["fps"]
+    written = [json.loads(line) for line in (tmp_path / "models-cpu.jsonl").read_text().splitlines()]
+    assert [r["candidate"] for r in written] == [r["candidate"] for r in rows]
+    assert torch.get_default_dtype() == torch.float32
+
+
+def test_ba_block_case_compares_the_fused_block_with_the_authors_chain():
+    import torch
+
+    from deblurfast.bench import core, ops
+
+    cpu = torch.device("cpu")
+    case = ops.ba_block_case(1, 8, 11, 13, fuse=8)
+    rows = ops.run_case(case, cpu, torch.float32, 1, core.environment(cpu))
+    by = {r["backend"]: r for r in rows}
+    assert by["reference"]["status"] == "ok" and by["reference"]["max_err_grad"] < 1e-4
+    assert by["cpu"]["status"] == "not implemented for blur_aware_mask"
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):  # the fused path, on the interpreter
+        assert by["triton"]["status"] == "ok", by["triton"]
+    x, *params = case.make(cpu, torch.float64)
+    fused, authors = case.run(x, *params, backend="triton,reference"), case.run(x, *params, backend="reference")
+    torch.testing.assert_close(fused, authors)

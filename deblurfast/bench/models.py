@@ -7,7 +7,10 @@ network on a 720x1280 frame, batch 1, run the ways users run it —
 - the deblurfast engine (fused kernels, channels_last, 16-bit, CUDA graphs),
 
 with median / p90 latency, frames per second, peak memory and the largest
-deviation from the fp32 reference output (in [0, 1] image units). Weights are
+deviation from the fp32 reference output (in [0, 1] image units); for the
+engine also the frames per second of a stream of uint8 host frames
+(`Engine.stream`, what `deblurfast deblur` runs on a video) and its ratio to
+the single-frame rate. Weights are
 random (a fixed seed): speed does not depend on them, and every candidate runs
 the same weights. On CPU the frame is smaller and the 16-bit and compiled
 candidates are left out (they are GPU paths).
@@ -16,8 +19,10 @@ candidates are left out (they are GPU paths).
 from __future__ import annotations
 
 import copy
+import time
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ..engine import Engine
@@ -54,16 +59,31 @@ def candidates(name: str, device: torch.device, include_compile: bool) -> dict[s
         if include_compile:
             compiled = torch.compile(copy.deepcopy(reference), mode="max-autotune")
             out["compile max-autotune (reference)"] = lambda x: from_model(_call(compiled)(x), io)
-        for dtype in (torch.float16, torch.bfloat16):
-            engine = Engine(copy.deepcopy(reference), device=device, dtype=dtype)
-            out[f"deblurfast engine {str(dtype).replace('torch.', '')}"] = (
-                (lambda x, e=engine: e.run(x)) if name != "aspdc_reblur" else
-                (lambda x, e=engine: from_model(e.model(x.to(e.dtype), x.to(e.dtype)), io)))
+        engines = {str(dt).replace("torch.", ""): Engine(copy.deepcopy(reference), device=device, dtype=dt)
+                   for dt in (torch.float16, torch.bfloat16)}
     else:
-        engine = Engine(copy.deepcopy(reference), device=device, dtype=None)
-        out["deblurfast engine fp32"] = ((lambda x: engine.run(x)) if name != "aspdc_reblur" else
-                                         (lambda x: from_model(engine.model(x, x), io)))
+        engines = {"fp32": Engine(copy.deepcopy(reference), device=device, dtype=None)}
+    for tag, engine in engines.items():
+        if name == "aspdc_reblur":
+            out[f"deblurfast engine {tag}"] = lambda x, e=engine: from_model(e.model(x.to(e.dtype), x.to(e.dtype)), io)
+        else:
+            fn = out[f"deblurfast engine {tag}"] = lambda x, e=engine: e.run(x)
+            fn.engine = engine  # also timed on a stream of frames
     return out
+
+
+def stream_fps(engine: Engine, size: tuple[int, int], frames: int) -> float:
+    """Frames per second of `engine.stream` over uint8 host frames of `size`: uploads, compute and
+    downloads overlapped, every frame handed back to the host (what `deblurfast deblur` does with a video)."""
+    rng = np.random.default_rng(0)
+    clips = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(2)]
+    for _ in engine.stream(clips):  # warm-up: pinned buffers, CUDA graph capture
+        pass
+    sync(engine.device)
+    start = time.perf_counter()
+    n = sum(1 for _ in engine.stream(clips[i % 2] for i in range(frames)))
+    sync(engine.device)
+    return n / (time.perf_counter() - start)
 
 
 def run_model(name: str, device: torch.device, size: tuple[int, int], reps: int, env: dict,
@@ -92,6 +112,10 @@ def run_model(name: str, device: torch.device, size: tuple[int, int], reps: int,
             row["fps"] = 1e3 / row["latency_ms_median"]
             row["peak_extra_bytes"], row["memory_measured_by"] = peak_extra_memory(lambda: timed[cand][1](x), device)
             row["peak_mb"] = row["peak_extra_bytes"] / 2**20 if row["peak_extra_bytes"] is not None else None
+        for cand, (row, fn) in timed.items():
+            if getattr(fn, "engine", None) is not None:
+                row["stream_fps"] = stream_fps(fn.engine, size, frames=max(reps, 5))
+                row["stream_vs_single"] = row["stream_fps"] / row["fps"]
     sync(device)
     return rows
 
@@ -99,6 +123,7 @@ def run_model(name: str, device: torch.device, size: tuple[int, int], reps: int,
 COLUMNS = [
     ("model", "model", ""), ("size", "size", ""), ("candidate", "candidate", ""),
     ("median ms", "latency_ms_median", ".2f"), ("p90 ms", "latency_ms_p90", ".2f"), ("fps", "fps", ".1f"),
+    ("stream fps", "stream_fps", ".1f"), ("stream / single", "stream_vs_single", ".2f"),
     ("peak extra MB", "peak_mb", ".0f"), ("max dev vs fp32", "max_dev_vs_fp32", ".1e"), ("status", "status", ""),
 ]
 

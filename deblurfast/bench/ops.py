@@ -34,6 +34,7 @@ class OpCase:
     layout: str = "NCHW"
     peers: dict[str, Callable] = field(default_factory=dict)  # name -> fn(*args)
     compile_refusal: dict[str, str] = field(default_factory=dict)  # device type -> why the compile peer is not run
+    static_checks: bool = False  # the backends' checks see no arguments (`run` takes other ones than the op)
 
 
 def _gen(seed=0):
@@ -140,6 +141,34 @@ def blur_aware_mask_case(n, c, f, h, w, label=""):
     return OpCase("blur_aware_mask", shape, make, ops.blur_aware_mask, 2.0 * n * c * f * h * w)
 
 
+def ba_block_case(n, c, h, w, label="", fuse=None):
+    """BANet's whole blur-aware attention block (nn.BlurAwareAttention): the fused path (strip_pool
+    + blur_aware_mask) against the authors' composition ("reference"), gradients of x and of every
+    weight included. FLOPs: its two 3x3 C->C convolutions, which dominate."""
+    import copy
+
+    from ..nn import BlurAwareAttention
+
+    template = BlurAwareAttention(c, fuse)
+    names = [name for name, _ in template.named_parameters()]
+    shapes = [p.shape for p in template.parameters()]
+    per_backend = {}
+
+    def make(device, dtype):
+        g = _gen()
+        params = [torch.randn(s, generator=g) * (0.1 if len(s) == 1 else s[1:].numel() ** -0.5) for s in shapes]
+        return tuple(t.to(device, dtype) for t in (torch.randn(n, c, h, w, generator=g), *params))
+
+    def run(x, *params, backend=None):
+        if backend not in per_backend:
+            per_backend[backend] = copy.deepcopy(template)
+            per_backend[backend].backend = backend
+        return torch.func.functional_call(per_backend[backend], dict(zip(names, params)), (x,))
+
+    shape = f"{n}x{c}x{h}x{w} F={fuse or c // 2} whole block" + (f" {label}" if label else "")
+    return OpCase("blur_aware_mask", shape, make, run, 36.0 * n * c * c * h * w, static_checks=True)
+
+
 def cases(device: torch.device, quick: bool) -> list[OpCase]:
     """The shapes of shared/specs/benchmarks.md on a GPU; on CPU the 1/4-resolution
     (180x320, 64 channels) versions, or small ones for --quick."""
@@ -155,7 +184,8 @@ def cases(device: torch.device, quick: bool) -> list[OpCase]:
         return [deform_case(1, 64, 180, 320, 3), deform_case(1, 64, 180, 320, 3, layout="channels_last"),
                 deform_case(1, 64, 180, 320, 5), dynamic_filter_case(1, 64, 180, 320),
                 attention_case(1, 64, 32, 180, 320), strip_pool_case(1, 64, 180, 320),
-                strip_expand_case(1, 64, 180, 320, 7, 7), blur_aware_mask_case(1, 128, 64, 180, 320, "BANet")]
+                strip_expand_case(1, 64, 180, 320, 7, 7), blur_aware_mask_case(1, 128, 64, 180, 320, "BANet"),
+                ba_block_case(1, 128, 90, 160, "BANet")]
     return [
         deform_case(1, 64, 720, 1280, 3, "720p sweep"),
         deform_case(1, 64, 720, 1280, 3, "720p sweep", layout="channels_last"),
@@ -179,6 +209,8 @@ def cases(device: torch.device, quick: bool) -> list[OpCase]:
         strip_expand_case(1, 64, 720, 1280, 7, 7),
         blur_aware_mask_case(1, 128, 64, 360, 640, "BANet"),
         blur_aware_mask_case(1, 192, 192, 360, 640, "BANet+"),
+        ba_block_case(1, 128, 360, 640, "BANet"),
+        ba_block_case(1, 192, 360, 640, "BANet+", fuse=192),
     ]
 
 
@@ -209,7 +241,8 @@ def _candidates(case: OpCase, device: torch.device, dtype: torch.dtype, args: tu
     out = {}
     for backend in BACKENDS:
         try:
-            why = op.refusal(backend, device, dtype, *args) if backend in op.impls else f"not implemented for {case.op}"
+            why = op.refusal(backend, device, dtype, *(() if case.static_checks else args)) \
+                if backend in op.impls else f"not implemented for {case.op}"
         except Exception as e:  # a check that breaks is reported, not fatal
             why = f"error in its check: {type(e).__name__}: {e}"
         out[backend] = (lambda *a, b=backend: case.run(*a, backend=b), why)
