@@ -112,10 +112,13 @@ case "$cmd" in
       -p no:cacheprovider -m cuda -k "cuda-cuda" tests/test_dynamic_filter2d.py tests/test_deform_conv2d.py \
       >"$out/compute-sanitizer.log" 2>&1 || status=1
     tail -3 "$out/compute-sanitizer.log"
+    # torch.compile peers cost minutes of compilation each: opt in with GPU_COMPILE=1
+    compile=--no-compile
+    [ "${GPU_COMPILE:-0}" = 1 ] && compile=--compile
     log "op benchmarks -> $out"
-    timeout "${GPU_BENCH_S:-900}" deblurfast bench --out "$out" || status=1
+    timeout "${GPU_BENCH_S:-900}" deblurfast bench $compile --out "$out" || status=1
     log "model benchmarks -> $out"
-    timeout "${GPU_MODELS_S:-900}" deblurfast bench --models --out "$out" || status=1
+    timeout "${GPU_MODELS_S:-900}" deblurfast bench --models $compile --out "$out" || status=1
     python -m deblurfast.bench.report
     exit $status
     ;;
