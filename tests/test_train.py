@@ -176,3 +176,33 @@ def test_two_process_ddp_equals_one_process(tmp_path):
     ddp = torch.load(tmp_path / "ddp" / "params.pt", weights_only=True)
     for k, v in params(single).items():
         torch.testing.assert_close(ddp[k], v, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_command_line_resume_continues_the_same_run(tmp_path):
+    """`deblurfast train ... --resume OUT/last.pt` (as the README runs it): a run stopped after 2
+    steps and resumed to 4 ends where an uninterrupted 4-step run ends, loss by loss."""
+    import numpy as np
+
+    from deblurfast import cli, media
+
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        media.write_image(str(tmp_path / "data" / f"{i}.png"), rng.integers(0, 256, (40, 44, 3), dtype=np.uint8))
+    args = ["train", "--model", "aspdc", "--model-config",
+            '{"channels": [4, 8, 8], "head_res_blocks": 1, "group_res_blocks": 1, "mask_res_blocks": 1, '
+            '"d0_mask_layout": "padded"}', "--data", str(tmp_path / "data"), "--data-kind", "synthetic",
+            "--crop", "32", "--batch-size", "2", "--workers", "0", "--schedule", "constant", "--warmup", "0",
+            "--checkpoint-every", "2", "--log-every", "1", "--device", "cpu"]
+    full, split = str(tmp_path / "full"), str(tmp_path / "split")
+    assert cli.main(args + ["--steps", "4", "--out", full]) in (0, None)
+    assert cli.main(args + ["--steps", "2", "--out", split]) in (0, None)
+    assert cli.main(args + ["--steps", "4", "--out", split, "--resume", os.path.join(split, "last.pt")]) in (0, None)
+
+    def log(out):
+        return [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
+
+    assert [r["step"] for r in log(split)] == [1, 2, 3, 4]
+    assert [r["loss"] for r in log(split)] == [r["loss"] for r in log(full)]
+    a, b = load_checkpoint(os.path.join(full, "last.pt")), load_checkpoint(os.path.join(split, "last.pt"))
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
