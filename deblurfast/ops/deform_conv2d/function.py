@@ -19,18 +19,17 @@ def _sizes(input, weight, stride, padding, dilation) -> tuple[int, int, int, int
     return H, W, output_size(H, weight.shape[2], sh, ph, dh), output_size(W, weight.shape[3], sw, pw, dw)
 
 
-def _plane_limit(input, offset, weight, bias, stride, padding, dilation, mask):
+def _plane_limit(input, offset, weight, bias, stride, padding, dilation, mask, batch_limit=False):
     H, W, Ho, Wo = _sizes(input, weight, stride, padding, dilation)
     if max(H * W, Ho * Wo) >= 2**31:
         return f"H*W = {H * W} or Ho*Wo = {Ho * Wo} needs 64-bit in-plane offsets (the kernels use 32-bit ones)"
+    if batch_limit and input.shape[0] * Ho * Wo >= 2**31:
+        return f"N*Ho*Wo = {input.shape[0] * Ho * Wo}: the weight-gradient kernel counts (image, pixel) pairs in 32 bits"
     return None
 
 
-def _triton_limits(input, offset, weight, bias, stride, padding, dilation, mask):
-    H, W, Ho, Wo = _sizes(input, weight, stride, padding, dilation)
-    if input.shape[0] * Ho * Wo >= 2**31:
-        return f"N*Ho*Wo = {input.shape[0] * Ho * Wo}: the weight-gradient kernel counts (image, pixel) pairs in 32 bits"
-    return _plane_limit(input, offset, weight, bias, stride, padding, dilation, mask)
+def _triton_limits(*args):
+    return _plane_limit(*args, batch_limit=True)
 
 
 def _cuda_limits(input, offset, weight, bias, stride, padding, dilation, mask):
