@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .accelerate import accelerate
-from .inference import from_model, pad_to_multiple, run_tiled, to_model
+from .inference import from_model, image_to_unit, pad_to_model, plan_tiles, run_tiled, to_model, unit_to_image
 from .models.registry import IOConvention
 
 FLOAT32_ISLANDS = (nn.modules.instancenorm._InstanceNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.batchnorm._BatchNorm)
@@ -137,25 +137,28 @@ class Engine:
     # -- images -------------------------------------------------------------------------------
 
     def _to_model(self, frames: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """uint8 (N, H, W, 3) RGB on any device -> padded batch in the model's convention."""
-        x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-        return pad_to_multiple(to_model(x, self.io), self.io.multiple, self.io.pad_mode)
+        """uint8/uint16 (N, H, W, 3) RGB on any device -> padded batch in the model's convention."""
+        x = image_to_unit(frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2))
+        return pad_to_model(to_model(x, self.io), self.io)
 
-    def _to_uint8(self, y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    def _to_image(self, y: torch.Tensor, size: tuple[int, int], dtype: torch.dtype = torch.uint8) -> torch.Tensor:
         H, W = size
-        return y[..., :H, :W].float().clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1)
+        return unit_to_image(y[..., :H, :W], dtype).permute(0, 2, 3, 1)
 
-    def deblur(self, image: np.ndarray, tile: int | None = None, overlap: int = 32) -> np.ndarray:
-        """One RGB uint8 frame (H, W, 3) or batch (N, H, W, 3) -> the same shape, deblurred;
-        with `tile`, in overlapping tiles cross-faded over `overlap` pixels."""
+    def deblur(self, image: np.ndarray, tile: int | None = None, overlap: int | None = None) -> np.ndarray:
+        """One RGB uint8 or uint16 frame (H, W, 3) or batch (N, H, W, 3) -> the same shape and dtype,
+        deblurred; with `tile`, in overlapping tiles (deblurfast.inference.plan_tiles: `overlap`
+        defaults to one that follows the model's receptive field)."""
         image = np.asarray(image)
-        if image.dtype != np.uint8 or image.shape[-1] != 3 or image.ndim not in (3, 4):
-            raise ValueError(f"Engine.deblur: image must be uint8 (H, W, 3) or (N, H, W, 3), got {image.dtype} "
-                             f"{image.shape}")
+        if image.dtype not in (np.uint8, np.uint16) or image.shape[-1] != 3 or image.ndim not in (3, 4) \
+                or 0 in image.shape:
+            raise ValueError(f"Engine.deblur: image must be uint8 or uint16 (H, W, 3) or (N, H, W, 3), at least "
+                             f"1x1, got {image.dtype} {image.shape}")
+        plan = None if tile is None else plan_tiles(self.io, tile, overlap)
         batch = torch.from_numpy(np.array(image if image.ndim == 4 else image[None]))  # a writable copy
         x, size = self._to_model(batch)
-        y = self.run(x) if tile is None else run_tiled(self.run, x, tile, overlap, self.io.multiple)
-        out = self._to_uint8(y, size).cpu().numpy()
+        y = self.run(x) if plan is None else run_tiled(self.run, x, plan)
+        out = self._to_image(y, size, batch.dtype).cpu().numpy()
         return out if image.ndim == 4 else out[0]
 
     def stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
@@ -193,7 +196,7 @@ class Engine:
             compute.wait_event(uploaded[slot])
             gpu_frame.record_stream(compute)
             x, size = self._to_model(gpu_frame[None])
-            result = self._to_uint8(self.run(x), size)[0]
+            result = self._to_image(self.run(x), size)[0]
             computed = torch.cuda.Event()
             computed.record(compute)
             with torch.cuda.stream(download):

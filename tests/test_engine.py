@@ -85,7 +85,7 @@ def test_engine_checks_its_arguments():
     with pytest.raises(ValueError, match="dtype must be"):
         Engine(make_model(), device="cpu", dtype=torch.int8)
     engine = Engine(make_model(), device="cpu")
-    with pytest.raises(ValueError, match="uint8 \\(H, W, 3\\)"):
+    with pytest.raises(ValueError, match="uint8 or uint16 \\(H, W, 3\\)"):
         engine.deblur(np.zeros((8, 8, 3), dtype=np.float32))
 
 

@@ -86,7 +86,8 @@ def test_registration_and_conventions():
     m = create("attentive_msnet", **NARROW)
     assert isinstance(m, AttentiveMSNet) and m.model_name == "attentive_msnet"
     assert m.io == IOConvention(channel_order="RGB", value_range=(0.0, 1.0), multiple=16, pad_mode="replicate",
-                                clamp=True, output=-1)
+                                clamp=True, output=-1, min_size=16, receptive_field=1276,
+                                global_context="channel attention gates on the mean over the whole image")
     assert "Attentive deep network" in deblurfast.models.model_entry("attentive_msnet").paper
     # nothing accelerable yet (plain PyTorch layers only)
     assert accelerable_layers(m) == []

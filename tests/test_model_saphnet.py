@@ -108,7 +108,9 @@ def test_registry_and_io_convention():
     m = create("saphnet", **TINY)
     assert isinstance(m, SAPHNet) and m.model_name == "saphnet"
     assert m.io == IOConvention(channel_order="RGB", value_range=(0.0, 1.0), multiple=16, pad_mode="reflect",
-                                clamp=True, output=None)
+                                clamp=True, output=None, min_size=16, receptive_field=600,
+                                global_context=m.io.global_context)
+    assert "efficient attention" in m.io.global_context
     with pytest.raises(ValueError, match="channels=18 must be divisible by 2\\*\\*num_downsamplings=4"):
         SAPHNet(channels=18)
     with pytest.raises(ValueError, match="levels must be an int >= 1"):

@@ -78,6 +78,26 @@ def test_load_pretrained_reports_what_does_not_fit(tmp_path):
         load_pretrained(create("_tiny_for_tests"), str(tmp_path / "none.pth"))
 
 
+def test_load_pretrained_names_the_file_and_what_is_wrong(tmp_path):
+    """An empty file, a directory, an image, a truncated checkpoint: one line naming the file."""
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "folder.pth").mkdir()
+    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8)
+    torch.save(create("_tiny_for_tests").state_dict(), tmp_path / "whole.pth")
+    data = (tmp_path / "whole.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[:len(data) // 2])
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    cases = {"empty.pth": (CheckpointError, "is empty \\(0 bytes\\)"),
+             "folder.pth": (IsADirectoryError, "is a directory, not a file"),
+             "photo.jpg": (CheckpointError, "is not a PyTorch checkpoint but a JPEG image"),
+             "cut.pth": (CheckpointError, "cannot be read \\(truncated, or not a PyTorch checkpoint\\)"),
+             "bad.safetensors": (CheckpointError, "cannot be read \\(truncated, or not a safetensors checkpoint\\)")}
+    for name, (error, match) in cases.items():
+        with pytest.raises(error, match=match) as info:
+            load_pretrained(create("_tiny_for_tests"), str(tmp_path / name))
+        assert str(tmp_path / name) in str(info.value) and "\n" not in str(info.value), name
+
+
 def test_load_pretrained_refuses_pickled_code(tmp_path):
     class Evil:
         def __reduce__(self):
@@ -141,31 +161,6 @@ def test_deblur_applies_the_conventions(kind):
         deblurfast.deblur(m, np.zeros((4, 4, 2), dtype=np.uint8))
     with pytest.raises(TypeError, match="numpy array or a torch tensor"):
         deblurfast.deblur(m, [[0]])
-
-
-def test_tiled_deblur_is_seamless():
-    """Tiles cross-faded over their overlap reproduce the untiled result where the
-    model is local (a 1x1 conv): the blend weights sum to one everywhere."""
-
-    class Pointwise(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 3, 1)
-
-        def forward(self, x):
-            return x + self.conv(x)
-
-    m = Pointwise()
-    m.io = IOConvention(multiple=4)
-    img = np.random.default_rng(1).random((37, 50, 3)).astype(np.float32)
-    whole = deblurfast.deblur(m, img)
-    tiled = deblurfast.deblur(m, img, tile=16, overlap=6)
-    assert np.abs(whole - tiled).max() < 1e-5
-    # a convolution with a receptive field sees tile borders, but the cross-fade keeps seams small
-    tiny = create("_tiny_for_tests")
-    a = deblurfast.deblur(tiny, img)
-    b = deblurfast.deblur(tiny, img, tile=24, overlap=8)
-    assert a.shape == b.shape and np.abs(a - b).max() < 0.02
 
 
 def test_gflops_count_convolutions_and_the_deformable_product():

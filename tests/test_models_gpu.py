@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from deblurfast.engine import Engine
-from deblurfast.inference import from_model, pad_to_multiple, to_model
+from deblurfast.inference import from_model, pad_to_model, to_model
 from deblurfast.models import create, list_models
 from deblurfast.testing import assert_close
 
@@ -18,7 +18,7 @@ MODELS = [n for n in list_models() if not n.startswith("_")]
 
 def frame(model, h, w, seed=0, device="cuda"):
     x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(seed))
-    x, _ = pad_to_multiple(to_model(x, model.io), model.io.multiple, model.io.pad_mode)
+    x, _ = pad_to_model(to_model(x, model.io), model.io)
     return x.to(device)
 
 

@@ -1,5 +1,6 @@
 """The trainer: bit-for-bit resume, atomic checkpoints, schedules, AMP, clipping, DDP."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -206,3 +207,97 @@ def test_command_line_resume_continues_the_same_run(tmp_path):
     a, b = load_checkpoint(os.path.join(full, "last.pt")), load_checkpoint(os.path.join(split, "last.pt"))
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
+
+
+ASPDC_ARGS = ["--model", "aspdc", "--model-config",
+              '{"channels": [4, 8, 8], "head_res_blocks": 1, "group_res_blocks": 1, "mask_res_blocks": 1, '
+              '"d0_mask_layout": "padded"}', "--data-kind", "synthetic", "--crop", "32", "--batch-size", "2",
+              "--workers", "0", "--schedule", "constant", "--warmup", "0", "--checkpoint-every", "2",
+              "--log-every", "1", "--device", "cpu"]
+
+
+def _sharp_images(folder):
+    import numpy as np
+
+    from deblurfast import media
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        media.write_image(str(folder / f"{i}.png"), rng.integers(0, 256, (40, 44, 3), dtype=np.uint8))
+    return ["--data", str(folder)]
+
+
+def test_resume_from_a_broken_checkpoint_names_the_file(tmp_path, capsys):
+    """An empty or truncated last.pt, or model weights instead of a training checkpoint: one line
+    naming the file (it was a bare EOFError)."""
+    from deblurfast import cli
+
+    args = ["train", *ASPDC_ARGS, *_sharp_images(tmp_path / "data"), "--steps", "2", "--out", str(tmp_path / "run")]
+    assert cli.main(args) == 0
+    whole = (tmp_path / "run" / "last.pt").read_bytes()
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "cut.pt").write_bytes(whole[:len(whole) // 3])
+    torch.save(load_checkpoint(str(tmp_path / "run" / "last.pt"))["model"], tmp_path / "weights.pt")
+    capsys.readouterr()
+    for name, message in (("empty.pt", "is empty (0 bytes)"), ("cut.pt", "cannot be read (truncated"),
+                          ("weights.pt", "is not a deblurfast training checkpoint"),
+                          ("missing.pt", "does not exist")):
+        assert cli.main(args[:-2] + ["--out", str(tmp_path / "again"), "--resume", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("deblurfast train: error: ") and err.count("\n") == 1, err
+        assert message in err and str(tmp_path / name) in err, err
+
+
+def test_resume_with_nothing_left_to_train_says_so(tmp_path, capsys):
+    from deblurfast import cli
+
+    args = ["train", *ASPDC_ARGS, *_sharp_images(tmp_path / "data"), "--out", str(tmp_path / "run")]
+    assert cli.main(args + ["--steps", "2"]) == 0
+    last = str(tmp_path / "run" / "last.pt")
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    capsys.readouterr()
+    for steps in ("2", "1"):
+        assert cli.main(args + ["--steps", steps, "--resume", last]) == 0
+        err = capsys.readouterr().err
+        assert f"nothing to train: {last} is at step 2 and --steps is {steps}" in err
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+
+
+def test_train_help_describes_every_option(capsys):
+    from deblurfast import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--schedule {cosine,step,constant} learning-rate schedule after the warm-up" in out
+    assert "--amp {none,bf16,fp16} mixed precision" in out
+    assert "--data-kind {gopro,hide,realblur,pairs,synthetic} dataset layout" in out
+    assert "one of: aspdc, aspdc_reblur, attentive_msnet, banet, banet_plus, rdafnet_ms, rdafnet_ss, saphnet" in out
+    for f in dataclasses.fields(TrainConfig):  # each flag is followed by its own description
+        assert f.metadata["help"].split(" (")[0].split(";")[0] in out, f.name
+
+
+def test_temporaries_of_a_killed_checkpoint_write_are_removed_at_the_next_start(tmp_path):
+    """kill -9 while torch.save writes last.pt leaves .tmp-*.pt behind; the next run removes it
+    (and keeps the temporaries of live processes and other hosts)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    script = ("import os, signal, torch\n"
+              "from deblurfast._files import atomic_path\n"
+              f"with atomic_path({str(out / 'last.pt')!r}) as tmp:\n"
+              "    torch.save({'x': torch.zeros(1000)}, tmp)\n"
+              "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert res.returncode == -9
+    stale = [p.name for p in out.iterdir()]
+    assert len(stale) == 1 and stale[0].startswith(".tmp-") and stale[0].endswith(".pt")
+    from deblurfast._files import _host
+
+    live = out / f".tmp-{os.getpid()}@{_host()}-keepme.pt"
+    other_host = out / ".tmp-1@another.host-keepme.pt"
+    live.write_bytes(b"")
+    other_host.write_bytes(b"")
+    logs = []
+    Trainer(config(out, steps=1), loss=l1_loss, train_set=NoisyPairs(), log=logs.append).run()
+    assert sorted(p.name for p in out.iterdir()) == sorted(["last.pt", "log.jsonl", live.name, other_host.name])
+    assert any(stale[0] in line and "interrupted" in line for line in logs)

@@ -26,14 +26,14 @@ import numpy as np
 import torch
 
 from ..engine import Engine
-from ..inference import from_model, pad_to_multiple, to_model
+from ..inference import from_model, pad_to_model, to_model
 from ..models import create, list_models
 from .core import peak_extra_memory, summarize, sync, time_interleaved
 
 
 def _input(model, h: int, w: int, device) -> torch.Tensor:
     x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
-    x, _ = pad_to_multiple(to_model(x, model.io), model.io.multiple, model.io.pad_mode)
+    x, _ = pad_to_model(to_model(x, model.io), model.io)
     return x.to(device)
 
 

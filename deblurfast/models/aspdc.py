@@ -65,6 +65,8 @@ state_dict keys; ``deblurfast.models.load_pretrained(model, path)`` loads them (
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -328,15 +330,41 @@ def xavier_init_(model: nn.Module) -> nn.Module:
     return model
 
 
+def _configured_io(model: DeblurringNet, io: IOConvention) -> IOConvention:
+    """The convention of a DeblurringNet of any depth: its receptive field and, with the "mmcv" d0 mask
+    layout, its global context.
+
+    Receptive field, in input pixels: the head, 1 + 2 per ResBlock + 1 + 2 (the two stride-2 convs);
+    six groups at stride 4 of 4 x (2 per ResBlock + an ASPDC module: the larger of res_conv 1 + the
+    offset predictors' largest dilation and the attention branch 1 + 2 per mask ResBlock, then the
+    fusion conv 1); the dense conv 4 and the tail 4. It counts DCN offsets up to the largest
+    dilation - 1 (12 input pixels); ASPDC's offsets are unbounded, and longer learned offsets reach
+    further. Paper size: 256, the bundled model 206 (equal to the measured gradient reach,
+    tests/test_tiling.py)."""
+    head_blocks = sum(isinstance(m, ResBlock) for m in model.head)
+    group_blocks = len(getattr(model, f"{GROUPS[0]}_1"))
+    module = getattr(model, f"{GROUPS[0]}_2")
+    mask_blocks = sum(isinstance(m, ResBlock) for m in module.mask_conv)
+    reach = max([1] + [getattr(module, f"hallucination_d{i}").hallucination_conv.p_conv.dilation[0]
+                       for i in range(1, module.num_dcn + 1)])
+    aspdc_reach = max(1 + reach, 1 + 2 * mask_blocks) + 1
+    field = (4 + 2 * head_blocks) + len(GROUPS) * 4 * (2 * group_blocks + aspdc_reach) + 4 + 4
+    layout = module.hallucination_d0.layout
+    context = (f"the d0 mask layout {layout!r} reads a mask laid out for the whole image's width "
+               "(d0_mask_layout='padded' or 'aligned' is local)") if layout == "mmcv" else None
+    return replace(io, receptive_field=field, global_context=context)
+
+
 @register_model("aspdc", IOConvention(channel_order="RGB", value_range=(-1.0, 1.0), multiple=4,
-                                      pad_mode="replicate", clamp=True, output=0), PAPER)
+                                      pad_mode="replicate", clamp=True, output=0, min_size=12,
+                                      receptive_field=256), PAPER, configure=_configured_io)
 def aspdc(**config) -> DeblurringNet:
     return DeblurringNet(**config)
 
 
 # Two inputs: deblurfast.deblur does not apply; the convention documents the reblurring net's I/O.
 @register_model("aspdc_reblur", IOConvention(channel_order="RGB", value_range=(-1.0, 1.0), multiple=8,
-                                             pad_mode="replicate", clamp=False, output=None), PAPER)
+                                             pad_mode="replicate", clamp=False, output=None, min_size=16), PAPER)
 def aspdc_reblur(**config) -> BlurringNet:
     return BlurringNet(**config)
 

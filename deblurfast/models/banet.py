@@ -205,8 +205,11 @@ class BANetPlus(BANet):
                          in_channels, exact_integer_nearest=exact_integer_nearest, pad_mode=pad_mode)
 
 
+# Receptive field: 2 (stem) + 10 BAMs x 2 x (input conv 1 + CPDC 5 + 1 + 5 + final conv 1) + 4 (decoder),
+# measured: 266.
 IO = IOConvention(channel_order="BGR", value_range=(-0.5, 0.5), multiple=2, pad_mode="replicate", clamp=True,
-                  output=None)
+                  output=None, min_size=2, receptive_field=266,
+                  global_context="blur-aware attention pools whole rows and columns (strip pooling)")
 
 
 @register_model("banet", IO, PAPER)

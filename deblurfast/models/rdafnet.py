@@ -61,10 +61,13 @@ from .registry import IOConvention, register_model
 PAPER = ("X. Hua, M. Li, J. Fei, J. Liu, Y. Shi, H. Hong, \"Dynamic Scene Deblurring Based on Continuous "
          "Cross-Layer Attention Transmission\" (RDAFNet); code: github.com/xjmz6/RDAFNet")
 
+# Receptive fields (measured gradient support with the normalization left out): SS 235, MS 399.
+# H, W >= 4: the reflect padding inside the blocks at half resolution.
+GLOBAL_CONTEXT = "instance normalization over the whole image"
 IO_SS = IOConvention(channel_order="RGB", value_range=(-1.0, 1.0), multiple=2, pad_mode="reflect", clamp=True,
-                     output=None)
+                     output=None, min_size=4, receptive_field=235, global_context=GLOBAL_CONTEXT)
 IO_MS = IOConvention(channel_order="RGB", value_range=(-1.0, 1.0), multiple=2, pad_mode="reflect", clamp=True,
-                     output=-1)
+                     output=-1, min_size=4, receptive_field=399, global_context=GLOBAL_CONTEXT)
 
 NEGATIVE_SLOPE = 0.2
 

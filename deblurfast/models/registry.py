@@ -18,6 +18,15 @@ class IOConvention:
     pad_mode: torch.nn.functional.pad mode for that padding.
     clamp: clamp the output to value_range (what the authors' test scripts do).
     output: index of the image in a tuple/list output (e.g. -1: the last stage), None for a tensor.
+    min_size: the smallest H and W the network runs (after padding to `multiple`); smaller images
+        are padded up to it (and cropped back).
+    receptive_field: how far an output pixel sees, in input pixels: its value depends on the input
+        within this distance (for a deformable convolution, with offsets up to the bound stated by
+        the model), None when unknown. Tiling discards this many pixels at every inner tile border,
+        so its default overlap is twice this plus a cross-fade (deblurfast.inference.plan_tiles).
+    global_context: what makes every output pixel depend on the whole image (normalization
+        statistics, attention, pooling over whole rows), None when nothing does. Tiles cannot
+        reproduce the untiled result of such a model exactly; tiling says so.
     """
 
     channel_order: str = "RGB"
@@ -26,24 +35,45 @@ class IOConvention:
     pad_mode: str = "replicate"
     clamp: bool = True
     output: int | None = None
+    min_size: int = 1
+    receptive_field: int | None = None
+    global_context: str | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.multiple, int) or self.multiple < 1:
+            raise ValueError(f"IOConvention: multiple must be an int >= 1, got {self.multiple!r}")
+        if not isinstance(self.min_size, int) or self.min_size < 1:
+            raise ValueError(f"IOConvention: min_size must be an int >= 1, got {self.min_size!r}")
+        if self.receptive_field is not None and (not isinstance(self.receptive_field, int)
+                                                 or self.receptive_field < 0):
+            raise ValueError(f"IOConvention: receptive_field must be an int >= 0 or None, got "
+                             f"{self.receptive_field!r}")
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
     builder: Callable[..., nn.Module]
-    io: IOConvention
+    io: IOConvention  # at the paper's configuration
     paper: str
+    configure: Callable[[nn.Module, IOConvention], IOConvention] | None = None
+
+    def convention(self, model: nn.Module) -> IOConvention:
+        """The convention of `model`, built by this entry with any configuration."""
+        return self.configure(model, self.io) if self.configure is not None else self.io
 
 
 _MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, io: IOConvention, paper: str):
-    """Decorator for a builder `fn(**config) -> nn.Module`; the built module gets `io`."""
+def register_model(name: str, io: IOConvention, paper: str,
+                   configure: Callable[[nn.Module, IOConvention], IOConvention] | None = None):
+    """Decorator for a builder `fn(**config) -> nn.Module`; the built module gets `io`, or
+    `configure(module, io)` where the configuration changes the convention (the receptive
+    field of a deeper or shallower network, for example)."""
 
     def wrap(builder):
-        _MODELS[name] = ModelEntry(name, builder, io, paper)
+        _MODELS[name] = ModelEntry(name, builder, io, paper, configure)
         return builder
 
     return wrap
@@ -63,7 +93,7 @@ def create(name: str, **config) -> nn.Module:
     """Builds a registered model; every size hyper-parameter is a keyword (defaults: the paper's)."""
     entry = model_entry(name)
     model = entry.builder(**config)
-    model.io = entry.io
+    model.io = entry.convention(model)
     model.model_name = name
     return model
 

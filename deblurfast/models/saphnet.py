@@ -115,7 +115,12 @@ from .registry import IOConvention, register_model
 
 PAPER = ("Suin, Purohit, Rajagopalan: Spatially-Attentive Patch-Hierarchical Network for Adaptive Motion "
          "Deblurring, CVPR 2020")
-IO = IOConvention(channel_order="RGB", value_range=(0.0, 1.0), multiple=16, pad_mode="reflect", clamp=True)
+# Receptive field at the paper's configuration: 3 levels in a chain, each 4 (stem) + 6 residual blocks x
+# 4 x (conv 1 + PDF 5x5 reach 2 + offsets up to 4 + conv 1) + 4 (decoder up-sampling and output) = 200.
+IO = IOConvention(channel_order="RGB", value_range=(0.0, 1.0), multiple=16, pad_mode="reflect", clamp=True,
+                  min_size=16, receptive_field=600,
+                  global_context="efficient attention over the whole image, and the patch hierarchy cuts the "
+                  "image it is given into halves and quarters")
 
 
 class ContentAwareModule(nn.Module):

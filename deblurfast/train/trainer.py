@@ -29,49 +29,64 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .._files import atomic_path, write_text
+from .._files import atomic_path, remove_stale_temporaries, write_text
 from ..accelerate import accelerate
-from ..models import create, load_pretrained
+from ..models import CheckpointError, create, list_models, load_pretrained
+from ..models.checkpoints import load_file
+
+
+SCHEDULES = ("cosine", "step", "constant")
+AMP_MODES = ("none", "bf16", "fp16")
+
+
+def _option(default, help: str, choices=None):
+    """A TrainConfig field with its --help text (and allowed values, where they are a list)."""
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class TrainConfig:
     """Everything a run depends on (YAML keys and --flags have these names)."""
 
-    model: str = "banet"
-    model_config: dict = field(default_factory=dict)  # constructor keywords (narrow test versions)
-    weights: str | None = None  # initial weights
-    fused: bool = True  # deblurfast kernels (accelerate) or the reference layers
-    backend: str = "auto"
+    model: str = _option("banet", "network to train (a deblurfast.models name)", "models")
+    model_config: dict = _option({}, "constructor keywords of the model, e.g. narrower widths")
+    weights: str | None = _option(None, "initial weights (a checkpoint load_pretrained reads)")
+    fused: bool = _option(True, "train with deblurfast's fused kernels (accelerate); --no-fused: the reference "
+                          "layers")
+    backend: str = _option("auto", "kernel backend request of the fused layers, e.g. cpu,reference")
     # data
-    data: str | None = None  # dataset root (or a folder of sharp images for kind="synthetic")
-    data_kind: str = "synthetic"  # gopro | hide | realblur | pairs | synthetic
-    data_options: dict = field(default_factory=dict)  # training set options of data.build_dataset, e.g. repeat
-    val_data: str | None = None
-    val_kind: str | None = None  # default: data_kind
-    crop: int = 256
-    batch_size: int = 8  # global batch (split over ranks)
-    workers: int = 2
+    data: str | None = _option(None, "dataset root (a folder of sharp images for --data-kind synthetic)")
+    data_kind: str = _option("synthetic", "dataset layout", "data_kinds")
+    data_options: dict = _option({}, "training set options of deblurfast.train.data.build_dataset, e.g. "
+                                 '{"repeat": 4}')
+    val_data: str | None = _option(None, "validation set root (none: no validation)")
+    val_kind: str | None = _option(None, "validation set layout (default: that of --data-kind)", "data_kinds")
+    crop: int = _option(256, "training crop size, pixels")
+    batch_size: int = _option(8, "global batch size (split over the processes)")
+    workers: int = _option(2, "data loader processes (0: load in the training process)")
     # optimization
-    steps: int = 1000
-    lr: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    schedule: str = "cosine"  # cosine | step | constant
-    warmup: int = 0
-    min_lr: float = 1e-7
-    step_size: int = 1000  # schedule="step"
-    gamma: float = 0.5  # schedule="step"
-    clip_grad: float | None = None  # max gradient norm
-    amp: str = "none"  # none | bf16 | fp16
-    loss: dict = field(default_factory=dict)  # options of deblurfast.train.losses.build_loss
+    steps: int = _option(1000, "train until this step (with --resume: the total, not the steps to add)")
+    lr: float = _option(1e-4, "peak learning rate (Adam)")
+    betas: tuple[float, float] = _option((0.9, 0.999), "Adam betas, JSON list")
+    weight_decay: float = _option(0.0, "Adam weight decay")
+    schedule: str = _option("cosine", "learning-rate schedule after the warm-up", SCHEDULES)
+    warmup: int = _option(0, "steps of linear learning-rate warm-up")
+    min_lr: float = _option(1e-7, "final learning rate of the cosine schedule")
+    step_size: int = _option(1000, "steps between learning-rate drops (--schedule step)")
+    gamma: float = _option(0.5, "learning-rate factor at each drop (--schedule step)")
+    clip_grad: float | None = _option(None, "clip the gradient norm to this (none: no clipping)")
+    amp: str = _option("none", "mixed precision", AMP_MODES)
+    loss: dict = _option({}, "options of the model's training loss (deblurfast.train.losses.build_loss)")
     # bookkeeping
-    out: str = "runs/train"
-    checkpoint_every: int = 500
-    val_every: int = 1000
-    log_every: int = 10
-    seed: int = 0
-    device: str | None = None  # default: cuda when visible
+    out: str = _option("runs/train", "folder of the checkpoint (last.pt) and the log (log.jsonl)")
+    checkpoint_every: int = _option(500, "steps between checkpoints (0: only at the end)")
+    val_every: int = _option(1000, "steps between validations (0: none)")
+    log_every: int = _option(10, "steps between log lines")
+    seed: int = _option(0, "seed of the initialization, the data order and the augmentations")
+    device: str | None = _option(None, "default: cuda when visible, else cpu", ("cpu", "cuda"))
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -133,10 +148,13 @@ def lr_factor(cfg: TrainConfig, step: int) -> float:
         t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
         low = cfg.min_lr / cfg.lr
         return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * t))
-    raise ValueError(f"schedule must be cosine, step or constant, got {cfg.schedule!r}")
+    raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
 
 
 # -- checkpoints ------------------------------------------------------------------------------
+
+
+CHECKPOINT_KEYS = ("model", "optimizer", "schedule", "scaler", "step", "rng", "config", "history")
 
 
 def save_checkpoint(path: str, state: dict) -> None:
@@ -146,7 +164,14 @@ def save_checkpoint(path: str, state: dict) -> None:
 
 
 def load_checkpoint(path: str) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint written by save_checkpoint; CheckpointError names the file when it is missing,
+    empty, truncated or not a training checkpoint."""
+    ckpt = load_file(path)
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise CheckpointError(f"checkpoint {path!r} is not a deblurfast training checkpoint (it has no "
+                              f"{', '.join(missing)}); --weights loads model weights")
+    return ckpt
 
 
 # -- the loop --------------------------------------------------------------------------------------
@@ -222,8 +247,8 @@ class Trainer:
         params = [p for p in self.module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(cfg, s))
-        if cfg.amp not in ("none", "bf16", "fp16"):
-            raise ValueError(f"amp must be none, bf16 or fp16, got {cfg.amp!r}")
+        if cfg.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {cfg.amp!r}")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
         self.order = EpochOrder(len(self.train_set), cfg.batch_size, cfg.seed, self.rank, self.world)
         self.step = 0
@@ -323,7 +348,7 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict:
         """Mean PSNR and SSIM (RGB, [0, 1]) of the model's outputs on the validation set."""
-        from ..inference import from_model, pad_to_multiple, to_model
+        from ..inference import from_model, pad_to_model, to_model
         from ..metrics import psnr, ssim
 
         if self.val_set is None:
@@ -334,7 +359,7 @@ class Trainer:
         start = time.perf_counter()
         for i in range(len(self.val_set)):
             s = self.val_set[i]
-            x, (h, w) = pad_to_multiple(to_model(s["blur"][None].to(self.device), io), io.multiple, io.pad_mode)
+            x, (h, w) = pad_to_model(to_model(s["blur"][None].to(self.device), io), io)
             y = from_model(self.module(x), io)[..., :h, :w].clamp(0, 1)
             scores["psnr"].append(float(psnr(y, s["sharp"][None].to(self.device))))
             scores["ssim"].append(float(ssim(y, s["sharp"][None].to(self.device))))
@@ -352,6 +377,8 @@ class Trainer:
         log_path = os.path.join(cfg.out, "log.jsonl")
         if self.rank == 0:
             os.makedirs(cfg.out, exist_ok=True)
+            for path in remove_stale_temporaries(cfg.out):
+                self.log(f"removed {path}, left by an interrupted checkpoint or log write")
         start, first = time.perf_counter(), self.step
         for batch in self.batches():
             record = self.train_step(batch)
@@ -376,22 +403,34 @@ class Trainer:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """One --flag per TrainConfig field (JSON for the dict/tuple ones); unset flags keep the
-    YAML's or the default value."""
-    p.add_argument("--config", help="YAML file of training options (flags override it)")
-    p.add_argument("--resume", help="checkpoint to continue from (bit-for-bit the same run)")
+    """One --flag per TrainConfig field (JSON for the dict/tuple ones), with its description,
+    allowed values and default; unset flags keep the YAML's or the default value."""
+    from .data import DATASET_KINDS
+
+    p.add_argument("--config", help="YAML file of training options, keys named like the flags with _ for - "
+                   "(flags override it)")
+    p.add_argument("--resume", help="OUT/last.pt of an interrupted run: continue it bit-for-bit up to --steps")
     defaults = TrainConfig()
+    named_choices = {"models": [m for m in list_models() if not m.startswith("_")], "data_kinds": DATASET_KINDS}
     for f in dataclasses.fields(TrainConfig):
         flag, default = f"--{f.name.replace('_', '-')}", getattr(defaults, f.name)
+        choices = f.metadata["choices"]
+        choices = named_choices.get(choices, choices) if isinstance(choices, str) else choices
+        shown = "none" if default is None else json.dumps(default) if isinstance(default, (dict, tuple)) else default
+        help = f.metadata["help"] + (f"; one of: {', '.join(choices)}" if choices else "")
+        help += "" if "default:" in help else f" (default: {shown})"
+        help = help.replace("%", "%%")
         base = f.type.split(" ")[0]  # "float | None" -> "float"
         if base in ("dict", "tuple[float,"):
-            p.add_argument(flag, dest=f.name, type=json.loads, default=None, help=f"JSON, default {default}")
+            p.add_argument(flag, dest=f.name, type=json.loads, default=None, metavar="JSON", help=help)
         elif base == "bool":
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"default {default}")
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help)
         else:
             kind = {"int": int, "float": float}.get(base, str)
-            p.add_argument(flag, dest=f.name, type=kind, default=None, help=f"default {default}")
+            # the model list is open (models registered at run time): checked when the model is built
+            p.add_argument(flag, dest=f.name, type=kind, default=None, help=help,
+                           choices=None if f.name == "model" else choices,
+                           metavar=f.name.upper() if f.name == "model" else None)
 
 
 def config_from_args(args) -> TrainConfig:
@@ -400,7 +439,10 @@ def config_from_args(args) -> TrainConfig:
         import yaml
 
         with open(args.config) as f:
-            options.update(yaml.safe_load(f) or {})
+            try:
+                options.update(yaml.safe_load(f) or {})
+            except yaml.YAMLError as e:
+                raise ValueError(f"--config {args.config!r} is not valid YAML: {e}") from None
     for f in dataclasses.fields(TrainConfig):
         value = getattr(args, f.name, None)
         if value is not None:
@@ -409,10 +451,21 @@ def config_from_args(args) -> TrainConfig:
 
 
 def main(args) -> int:
-    cfg = config_from_args(args)
-    trainer = Trainer(cfg)
-    if args.resume:
-        trainer.resume(args.resume)
+    try:  # the set-up's errors are the user's (a file, an option): one line each
+        cfg = config_from_args(args)
+        trainer = Trainer(cfg)
+        if args.resume:
+            trainer.resume(args.resume)
+    except (CheckpointError, OSError, ValueError, TypeError) as e:
+        print(f"deblurfast train: error: {e}", file=sys.stderr)
+        return 2
+    if trainer.step >= cfg.steps:
+        where = f"{args.resume} is at step {trainer.step}" if args.resume else f"the run starts at step {trainer.step}"
+        print(f"deblurfast train: nothing to train: {where} and --steps is {cfg.steps} (the total number of "
+              "steps; raise it to train further)", file=sys.stderr)
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        return 0
     trainer.run()
     if dist.is_initialized():
         dist.destroy_process_group()
