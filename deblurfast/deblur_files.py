@@ -1,10 +1,14 @@
 """`deblurfast deblur INPUT -o OUTPUT`: deblur an image, a folder of images
 (recursively, keeping names) or a video (keeping frame rate and audio).
 
-Nothing is ever written over an input; every output is written to a temporary
-file and renamed into place; a file that cannot be read or is not a supported
-image/video is reported and skipped while the rest is processed (exit code 1
-if any file failed).
+Images keep their bit depth (8 or 16 bits; see deblurfast.media), alpha
+channel (untouched), greyscale, ICC profile and EXIF data. Nothing is ever
+written over an input, and an output folder inside the input folder is not
+read as input; every output is written to a temporary file and renamed into
+place; a file that cannot be read or is not a supported image/video is
+reported and skipped while the rest is processed (exit code 1 if any file
+failed). Wrong options and unusable weights stop the run with a one-line error
+(exit code 2).
 """
 
 from __future__ import annotations
@@ -13,12 +17,21 @@ import argparse
 import os
 import sys
 import time
+import warnings
 
 import torch
 
 from . import media
 from .engine import Engine
-from .models import create, list_models, load_pretrained
+from .inference import FADE, TilePlan, TilingWarning, plan_tiles
+from .models import CheckpointError, create, list_models, load_pretrained
+
+
+def _quality(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be in 1..100, got {value}")
+    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,20 +44,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="checkpoint of --model to load (any official container format, or .safetensors)")
     p.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when visible, else cpu")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
-                   help="default: float16 on cuda, float32 on cpu")
+                   help="default: float16 on cuda, float32 on cpu (float16 computes with 11 significant bits: "
+                        "float32 for the full precision of 16-bit images)")
     p.add_argument("--backend", default="auto", help="kernel backend request (default: %(default)s)")
-    p.add_argument("--tile", type=int, help="process images in overlapping TILE x TILE pieces (large images)")
-    p.add_argument("--tile-overlap", type=int, default=32, help="tile overlap in pixels (default: %(default)s)")
+    p.add_argument("--tile", type=int, help="process images in overlapping TILE x TILE pieces (images larger than "
+                   "memory); at least the model's minimum size, rounded down to its size multiple")
+    p.add_argument("--tile-overlap", type=int,
+                   help=f"tile overlap in pixels, smaller than --tile (default: twice the model's receptive field "
+                        f"plus {FADE}, which leaves no seams for a model without global context)")
+    p.add_argument("--jpeg-quality", type=_quality, default=media.JPEG_QUALITY,
+                   help="quality of JPEG and WebP outputs, 1..100 (default: %(default)s)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
     p.add_argument("--no-cuda-graph", action="store_true", help="do not capture CUDA graphs")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 class Progress:
-    """A one-line progress report on stderr with frames per second."""
+    """A one-line progress report on stderr with items ("images", "frames") per second."""
 
-    def __init__(self, total: int | None, label: str, quiet: bool):
-        self.total, self.label, self.quiet = total, label, quiet
+    def __init__(self, total: int | None, label: str, quiet: bool, unit: str = "frames"):
+        self.total, self.label, self.quiet, self.unit = total, label, quiet, unit
         self.done, self.start, self.last = 0, time.perf_counter(), 0.0
 
     def step(self, n: int = 1) -> None:
@@ -54,7 +73,8 @@ class Progress:
             self.last = now
             fps = self.done / max(now - self.start, 1e-9)
             of = f"/{self.total}" if self.total else ""
-            print(f"\r{self.label}: {self.done}{of} frames, {fps:.1f} frames/s", end="", file=sys.stderr, flush=True)
+            print(f"\r{self.label}: {self.done}{of} {self.unit}, {fps:.1f} {self.unit}/s", end="", file=sys.stderr,
+                  flush=True)
 
     def close(self) -> None:
         if not self.quiet and self.done:
@@ -67,10 +87,11 @@ class Progress:
 
 def plan(input_path: str, output: str) -> list[tuple[str, str, str]]:
     """(kind, input file, output file) for every file to process: in a folder, every image and
-    video ("unsupported" for the other files, which are reported, not processed)."""
+    video ("unsupported" for the other files, which are reported, not processed), except those in
+    the output folder when it lies inside the input folder (an earlier run's outputs)."""
     if os.path.isdir(input_path):
         return [(media.kind_of(rel) or "unsupported", os.path.join(input_path, rel), os.path.join(output, rel))
-                for rel in media.list_files(input_path)]
+                for rel in media.list_files(input_path, skip=output)]
     kind = media.kind_of(input_path) or "unsupported"
     if os.path.isdir(output) or output.endswith(os.sep) or not os.path.splitext(output)[1]:
         output = os.path.join(output, os.path.basename(input_path))  # a folder (no extension: a new folder)
@@ -103,6 +124,9 @@ def run(args) -> int:
     if args.weights and args.model is None:
         print("error: --weights needs --model (the network the checkpoint is for)", file=sys.stderr)
         return 2
+    if args.tile_overlap is not None and args.tile is None:
+        print("error: --tile-overlap needs --tile", file=sys.stderr)
+        return 2
     jobs = plan(args.input, args.output)
     in_folder = os.path.isdir(args.input)
     if in_folder:  # other files in a folder are reported, not failures
@@ -112,10 +136,34 @@ def run(args) -> int:
     if not jobs:
         print(f"error: no images or videos found in {args.input!r}", file=sys.stderr)
         return 2
+    try:
+        engine = build_engine(args)
+    except (CheckpointError, OSError, ValueError) as e:  # --weights: missing, not a checkpoint, not this model's
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        tiles = None if args.tile is None else plan_tiles(engine.io, args.tile, args.tile_overlap)
+    except (ValueError, TypeError) as e:
+        print(f"error: --tile / --tile-overlap: {e}", file=sys.stderr)
+        return 2
+    if tiles is not None:
+        for note in tiles.notes:  # once here, not for every image
+            print(f"note: {note}", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TilingWarning)  # its notes are printed above
+        failed = _process(jobs, engine, tiles, args)
+    done = len(jobs) - failed
+    if not args.quiet:
+        print(f"deblurred {done} of {len(jobs)} file(s) into {args.output}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _process(jobs: list[tuple[str, str, str]], engine: Engine, tiles: TilePlan | None, args) -> int:
+    """Deblurs every job's file, reporting and skipping those that fail; returns their number."""
     inputs = {os.path.realpath(i) for _, i, _ in jobs}
-    engine = build_engine(args)
+    tile = dict(tile=tiles.tile, overlap=tiles.overlap) if tiles is not None else {}
     failed = 0
-    progress = Progress(sum(1 for k, _, _ in jobs if k == "image") or None, "deblurring", args.quiet)
+    progress = Progress(sum(1 for k, _, _ in jobs if k == "image") or None, "deblurring", args.quiet, "images")
     for kind, src, dst in jobs:
         if os.path.realpath(dst) in inputs:
             print(f"\nskipped {src}: the output {dst} is an input (refusing to overwrite it)", file=sys.stderr)
@@ -123,17 +171,18 @@ def run(args) -> int:
             continue
         try:
             if kind == "image":
-                media.write_image(dst, engine.deblur(media.read_image(src), tile=args.tile,
-                                                     overlap=args.tile_overlap))
+                picture = media.read_picture(src)
+                for note in media.write_picture(dst, picture.with_rgb(engine.deblur(picture.rgb, **tile)),
+                                                args.jpeg_quality):
+                    print(f"\nnote: {note}", file=sys.stderr)
                 progress.step()
             elif kind == "video":
                 info = media.video_info(src)
                 video = Progress(info.frames, os.path.basename(src), args.quiet)
 
                 def frames():
-                    if args.tile:
-                        gen = (engine.deblur(f, tile=args.tile, overlap=args.tile_overlap)
-                               for f in media.read_video(src))
+                    if tiles is not None:
+                        gen = (engine.deblur(f, **tile) for f in media.read_video(src))
                     else:
                         gen = engine.stream(media.read_video(src))
                     for out in gen:
@@ -153,7 +202,4 @@ def run(args) -> int:
             failed += 1
             print(f"\nskipped {src}: {type(e).__name__}: {e}", file=sys.stderr)
     progress.close()
-    done = len(jobs) - failed
-    if not args.quiet:
-        print(f"deblurred {done} of {len(jobs)} file(s) into {args.output}", file=sys.stderr)
-    return 1 if failed else 0
+    return failed

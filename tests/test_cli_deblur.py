@@ -24,8 +24,22 @@ class Brighten(nn.Module):
         return self.scale * x + 0.25
 
 
-register_model("_cli_test", IOConvention(multiple=4), "none")(lambda: Brighten())
+class Identity(nn.Module):
+    """out = x: what a file goes through when only deblurring may change pixel values."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x):
+        return self.scale * x
+
+
+register_model("_cli_test", IOConvention(multiple=4, receptive_field=0), "none")(lambda: Brighten())
+register_model("_cli_identity", IOConvention(value_range=(-1.0, 1.0), multiple=4, receptive_field=0), "none")(
+    lambda: Identity())
 PIL = pytest.importorskip("PIL")
+from PIL import Image  # noqa: E402
 
 
 def expected(image):
@@ -197,3 +211,170 @@ def test_odd_sized_video(tmp_path):
     out = media.video_info(str(tmp_path / "out.mkv"))
     assert (out.width, out.height) == (21, 15)
     assert len(list(media.read_video(str(tmp_path / "out.mkv")))) == 3
+
+
+def identity(*argv):
+    return cli.main(["deblur", *argv, "--model", "_cli_identity", "--device", "cpu", "--quiet"])
+
+
+def test_16_bit_images_keep_their_precision(tmp_path):
+    """A full-range 16-bit gradient (grey PNG, RGB PNG, RGB TIFF) comes back bit for bit through
+    an identity network, still 16-bit (it came out 99.6% white as 8-bit)."""
+    gradient = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    Image.fromarray(gradient).save(tmp_path / "grey16.png")
+    rgb = np.stack([gradient, gradient[::-1], gradient.T], axis=-1)
+    media.write_image(str(tmp_path / "rgb16.png"), rgb)
+    media.write_image(str(tmp_path / "rgb16.tif"), rgb)
+    for name in ("grey16.png", "rgb16.png", "rgb16.tif"):
+        assert identity(str(tmp_path / name), "-o", str(tmp_path / "out" / name)) == 0, name
+    with Image.open(tmp_path / "out" / "grey16.png") as im:
+        assert im.mode == "I;16" and np.array_equal(np.asarray(im), gradient)
+    with open(tmp_path / "out" / "rgb16.png", "rb") as f:
+        assert f.read(26)[24:26] == bytes([16, 2])  # IHDR: 16 bits, RGB
+    for name in ("rgb16.png", "rgb16.tif"):
+        back = media.read_picture(str(tmp_path / "out" / name))
+        assert back.rgb.dtype == np.uint16 and np.array_equal(back.rgb, rgb), name
+
+
+def test_alpha_passes_through_untouched(tmp_path):
+    rng = np.random.default_rng(6)
+    for depth, name in ((np.uint8, "a.png"), (np.uint16, "b.png"), (np.uint8, "c.webp")):
+        top = np.iinfo(depth).max + 1
+        rgba = rng.integers(0, top, (12, 15, 4), dtype=np.uint64).astype(depth)
+        rgba[:4, :, 3] = 0  # a transparent band
+        media.write_picture(str(tmp_path / name), media.Picture(rgba[..., :3], rgba[..., 3]))
+        assert run(str(tmp_path / name), "-o", str(tmp_path / "out" / name)) == 0
+        out = media.read_picture(str(tmp_path / "out" / name))
+        assert out.alpha is not None and np.array_equal(out.alpha, rgba[..., 3]), name
+        if depth == np.uint8 and name.endswith(".png"):
+            assert np.abs(out.rgb.astype(int) - expected(rgba[..., :3]).astype(int)).max() <= 1
+    with Image.open(tmp_path / "out" / "a.png") as im:
+        assert im.mode == "RGBA"
+
+
+def test_alpha_to_a_format_without_alpha_is_refused(tmp_path, capsys):
+    media.write_picture(str(tmp_path / "a.png"), media.Picture(rand_image(8, 8), rand_image(8, 8)[..., 0]))
+    assert run(str(tmp_path / "a.png"), "-o", str(tmp_path / "a.jpg")) == 1
+    assert "JPG cannot store the image's alpha channel" in capsys.readouterr().err
+    assert not (tmp_path / "a.jpg").exists()
+
+
+def test_grey_stays_grey(tmp_path):
+    grey = rand_image(10, 14)[..., 0]
+    Image.fromarray(grey).save(tmp_path / "g.png")
+    assert run(str(tmp_path / "g.png"), "-o", str(tmp_path / "out.png")) == 0
+    with Image.open(tmp_path / "out.png") as im:
+        assert im.mode == "L"
+        out = np.asarray(im)
+    assert out.shape == grey.shape
+    assert np.abs(out.astype(int) - expected(grey).astype(int)).max() <= 1
+
+
+def test_icc_profile_and_exif_are_kept_and_orientation_applied(tmp_path):
+    """EXIF orientation 6 (rotate 90 clockwise to view): the output is written upright with the
+    orientation removed, the other EXIF tags and the ICC profile as they were."""
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "deblurfast test camera"
+    img = rand_image(10, 16, 7)
+    for name in ("in.png", "in.jpg"):
+        Image.fromarray(img).save(tmp_path / name, icc_profile=icc, exif=exif.tobytes(), quality=100)
+        assert run(str(tmp_path / name), "-o", str(tmp_path / "out" / name)) == 0
+        with Image.open(tmp_path / "out" / name) as im:
+            assert im.info.get("icc_profile") == icc, name
+            out_exif = im.getexif()
+            assert out_exif.get(0x010F) == "deblurfast test camera" and out_exif.get(0x0112) in (None, 1), name
+            out = np.asarray(im.convert("RGB"))
+        assert out.shape == (16, 10, 3), name  # upright
+    want = expected(np.rot90(img, -1))
+    assert np.abs(media.read_image(str(tmp_path / "out" / "in.png")).astype(int) - want.astype(int)).max() <= 1
+
+
+def test_jpeg_quality(tmp_path):
+    """JPEG is written at quality 95 unless --jpeg-quality says otherwise (it was Pillow's 75)."""
+    import io
+
+    img = rand_image(32, 48, 8)
+    Image.fromarray(img).save(tmp_path / "in.jpg", quality=100)
+    pixels = media.read_image(str(tmp_path / "in.jpg"))  # what the identity network returns
+
+    def encoded(quality):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
+        return buffer.getvalue()
+
+    assert identity(str(tmp_path / "in.jpg"), "-o", str(tmp_path / "q95.jpg")) == 0
+    assert (tmp_path / "q95.jpg").read_bytes() == encoded(95)
+    assert identity(str(tmp_path / "in.jpg"), "-o", str(tmp_path / "q60.jpg"), "--jpeg-quality", "60") == 0
+    assert (tmp_path / "q60.jpg").read_bytes() == encoded(60)
+    with pytest.raises(SystemExit):
+        identity(str(tmp_path / "in.jpg"), "-o", str(tmp_path / "q.jpg"), "--jpeg-quality", "101")
+
+
+def test_tiny_and_thin_images_with_the_bundled_model(tmp_path):
+    """The default model needs 12x12 (it padded only to a multiple of 4 and failed)."""
+    for h, w in ((1, 1), (3, 40), (8, 64)):
+        write(tmp_path / f"{h}x{w}.png", rand_image(h, w))
+    assert cli.main(["deblur", str(tmp_path), "-o", str(tmp_path / "out"), "--device", "cpu", "--quiet"]) == 0
+    for h, w in ((1, 1), (3, 40), (8, 64)):
+        assert media.read_image(str(tmp_path / "out" / f"{h}x{w}.png")).shape == (h, w, 3)
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--tile", "0"], "tile must be a positive number of pixels, got 0"),
+    (["--tile", "-5"], "tile must be a positive number of pixels, got -5"),
+    (["--tile", "8"], "tile 8 is smaller than the model's smallest input, 12 pixels"),
+    (["--tile", "64", "--tile-overlap", "64"], "overlap 64 must be smaller than the tile, 64"),
+    (["--tile", "64", "--tile-overlap", "-1"], "overlap must be >= 0 pixels, got -1"),
+    (["--tile-overlap", "16"], "--tile-overlap needs --tile")])
+def test_tile_options_are_checked(tmp_path, capsys, options, message):
+    write(tmp_path / "in.png", rand_image(20, 20))
+    argv = ["deblur", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--device", "cpu", *options]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_small_tiles_say_that_seams_may_show(tmp_path, capsys):
+    write(tmp_path / "in.png", rand_image(100, 90))
+    argv = ["deblur", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--device", "cpu", "--tile", "64"]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "note: overlap clamped to 60" in err and "seams may show" in err
+    assert err.count("overlap clamped") == 1  # said once, not per image
+
+
+def test_unusable_weights_get_one_line(tmp_path, capsys):
+    write(tmp_path / "in.png", rand_image(8, 8))
+    (tmp_path / "notanimage.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
+    for weights, message in ((tmp_path / "notanimage.jpg", "is not a PyTorch checkpoint but a JPEG image"),
+                             (tmp_path / "missing.pt", "does not exist")):
+        argv = ["deblur", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--model", "aspdc",
+                "--weights", str(weights), "--device", "cpu", "--quiet"]
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and str(weights) in err
+
+
+def test_output_folder_inside_the_input_folder(tmp_path):
+    """`deblur in -o in/out`, twice: the second run reads the same inputs, not the first run's outputs."""
+    images = {"a.png": rand_image(8, 8, 1), "sub/b.png": rand_image(9, 11, 2)}
+    for rel, img in images.items():
+        write(tmp_path / "in" / rel, img)
+    for _ in range(2):
+        assert run(str(tmp_path / "in"), "-o", str(tmp_path / "in" / "out")) == 0
+    assert not (tmp_path / "in" / "out" / "out").exists()
+    assert sorted(p.relative_to(tmp_path / "in" / "out").as_posix()
+                  for p in (tmp_path / "in" / "out").rglob("*.png")) == sorted(images)
+
+
+def test_progress_counts_images(tmp_path, capsys):
+    for i in range(2):
+        write(tmp_path / "in" / f"{i}.png", rand_image(8, 8, i))
+    assert cli.main(["deblur", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", "_cli_test",
+                     "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "deblurring: 2/2 images" in err and "images/s" in err and "frames" not in err
