@@ -27,6 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
+from deblurfast._device_constants import device_constant_cache
+
 # -- sampling geometry ------------------------------------------------------------
 
 
@@ -285,7 +287,7 @@ def _on_device(t: torch.Tensor):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
-@functools.lru_cache(maxsize=128)
+@device_constant_cache(maxsize=128)
 def _segments(cin: int, groups: int, offset_groups: int, block_c: int, device: str):
     """Channel segments [S, 4] (og, wg, c_lo, c_hi), each inside one weight group and one
     offset group; where each weight group's and offset group's segments start; and the

@@ -37,6 +37,8 @@ import torch
 import triton
 import triton.language as tl
 
+from deblurfast._device_constants import device_constant_cache
+
 MODE_ADAPTIVE = 0  # bins = PyTorch's adaptive bins of each n in sizes; means
 MODE_INDEX = 1  # bins given by an index map; sums
 
@@ -446,7 +448,7 @@ def pool_backward(grad_buf, x, sizes):
     return grad_x
 
 
-@functools.lru_cache(maxsize=256)
+@device_constant_cache(maxsize=256)
 def nearest_index(out_size: int, in_size: int, device: torch.device) -> torch.Tensor:
     """floor(i * in_size / out_size) for i < out_size, exact (int32, on `device`; cached)."""
     i = torch.arange(out_size, dtype=torch.int64, device=device)

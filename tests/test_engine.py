@@ -1,4 +1,6 @@
 import copy
+import gc
+import warnings
 
 import numpy as np
 import pytest
@@ -6,9 +8,10 @@ import torch
 from torch import nn
 
 import deblurfast
+from deblurfast._device_constants import clear_device_constant_caches
 from deblurfast.engine import Engine, Float32Island, to_low_precision
 from deblurfast.models import IOConvention
-from deblurfast.nn import DeformConv2d
+from deblurfast.nn import BlurAwareAttention, DeformConv2d
 
 IO = IOConvention(channel_order="BGR", value_range=(-0.5, 0.5), multiple=8, pad_mode="reflect", clamp=True)
 
@@ -112,3 +115,169 @@ def test_cuda_stream_equals_frame_by_frame():
     assert len(streamed) == len(fs)
     for s, f in zip(streamed, fs):
         assert np.array_equal(s, engine.deblur(f))
+
+
+# -- CUDA graphs and streams on a GPU (issue 12 items 13-18; their CPU side: test_engine_graphs.py) ----------
+
+
+@pytest.fixture
+def no_fallback():
+    """A capture that fails (the engine warns and runs eagerly) fails the test."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Engine: capturing")
+        yield
+
+
+class CachedConstantsNet(nn.Module):
+    """Triton DCN (cached channel-segment tables) and BANet's fused blur-aware block (cached index
+    maps and one-hot selectors): kernels that a graph captures reading cached device tensors."""
+
+    def __init__(self, width=16):
+        super().__init__()
+        self.head = nn.Conv2d(3, width, 3, padding=1)
+        self.dcn = DeformConv2d(width, width, 3, padding=1)
+        self.offset = nn.Conv2d(width, 18, 3, padding=1)
+        self.ba = BlurAwareAttention(width)
+        self.tail = nn.Conv2d(width, 3, 3, padding=1)
+
+    def forward(self, x):
+        f = self.head(x)
+        return x + self.tail(torch.relu(self.ba(self.dcn(f, self.offset(f)))))
+
+
+def cached_constants_model():
+    torch.manual_seed(0)
+    m = CachedConstantsNet()
+    m.io = IO
+    return m
+
+
+@pytest.mark.cuda
+def test_cuda_graph_survives_the_constant_caches_evicting(no_fallback):
+    """Item 16: the caches' tensors were freed on eviction and their memory reused, under a graph
+    that reads them by address; now each graph holds what it was captured with."""
+    engine = Engine(cached_constants_model(), device="cuda", backend="triton,reference")
+    x = torch.rand(1, 3, 48, 64, device="cuda") - 0.5
+    want = engine.run(x)
+    assert len(engine._graphs) == 1
+    clear_device_constant_caches()
+    gc.collect()
+    junk = []
+    for stream in (engine._capture_stream, torch.cuda.current_stream()):
+        with torch.cuda.stream(stream):  # freed blocks are reused by allocations on their stream
+            junk += [torch.zeros(n, dtype=torch.int32, device="cuda") for n in range(1, 1025)]
+    torch.cuda.synchronize()
+    assert torch.equal(engine.run(x), want)
+
+
+@pytest.mark.cuda
+def test_cuda_graph_memory_is_bounded_over_many_sizes(no_fallback):
+    """Item 15: one graph and one private pool per size, never freed, grew GPU memory with every
+    new image size; now max_graphs graphs share one pool."""
+    engine = Engine(cached_constants_model(), device="cuda", max_graphs=2)
+    sizes = [(512 - 16 * i, 512) for i in range(12)]  # largest first: later captures fit in the pool
+    for i, (h, w) in enumerate(sizes):
+        engine.run(torch.rand(1, 3, h, w, device="cuda"))
+        if i == 1:
+            torch.cuda.synchronize()
+            after_two = torch.cuda.memory_reserved()
+    torch.cuda.synchronize()
+    assert len(engine._graphs) == 2
+    assert torch.cuda.memory_reserved() <= 2 * after_two, (torch.cuda.memory_reserved(), after_two)
+
+
+@pytest.mark.cuda
+def test_cuda_engine_on_the_second_gpu(no_fallback):
+    """Item 14: capture used torch's process-wide capture stream (made on the device current at the
+    first capture) and the current device; an engine on cuda:1 captured nothing or failed."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    plain = make_model()
+    with torch.cuda.device(0):
+        graphed = Engine(copy.deepcopy(plain), device="cuda:1")
+        eager = Engine(copy.deepcopy(plain), device="cuda:1", cuda_graph=False)
+        for frame in frames(3, 32, 48):
+            assert np.array_equal(graphed.deblur(frame), eager.deblur(frame))
+    assert graphed.device == torch.device("cuda", 1) and graphed.cuda_graph and len(graphed._graphs) == 1
+    with torch.cuda.device(1):
+        assert Engine(make_model(), device="cuda").device == torch.device("cuda", 1)
+
+
+@pytest.mark.cuda
+def test_cuda_graph_captured_inside_a_user_stream(no_fallback):
+    plain = make_model()
+    graphed = Engine(copy.deepcopy(plain), device="cuda")
+    eager = Engine(copy.deepcopy(plain), device="cuda", cuda_graph=False)
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        for frame in frames(3, 32, 48):
+            assert np.array_equal(graphed.deblur(frame), eager.deblur(frame))
+    assert graphed.cuda_graph and len(graphed._graphs) == 1
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()
+
+
+class HostDataPerCall(nn.Module):
+    """Copies host data to the device in every forward: illegal during stream capture."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv(x) * torch.tensor([0.5], device=x.device)
+
+
+@pytest.mark.cuda
+def test_cuda_failed_capture_falls_back_to_eager_and_says_so():
+    """Item 13: if capture raises for a model, the engine warns and runs eagerly, correctly."""
+    torch.manual_seed(0)
+    net = HostDataPerCall()
+    net.io = IO
+    plain = copy.deepcopy(net)
+    engine = Engine(net, device="cuda")
+    x = torch.rand(1, 3, 16, 16)
+    with pytest.warns(RuntimeWarning, match="capturing HostDataPerCall into a CUDA graph .* failed"):
+        y = engine.run(x)
+    assert not engine.cuda_graph
+    want = Engine(plain, device="cuda", cuda_graph=False).run(x)
+    assert torch.equal(y, want) and torch.equal(engine.run(x), want)
+    assert torch.equal(engine.run(x[..., :8, :8]), Engine(copy.deepcopy(plain), device="cuda",
+                                                          cuda_graph=False).run(x[..., :8, :8]))
+
+
+@pytest.mark.cuda
+def test_cuda_run_results_do_not_alias(no_fallback):
+    """Item 17: run() returned the graph's static output buffer, so two calls aliased."""
+    engine = Engine(make_model(), device="cuda")
+    x1, x2 = torch.rand(1, 3, 16, 24) - 0.5, torch.rand(1, 3, 16, 24) - 0.5
+    y1 = engine.run(x1)
+    keep = y1.clone()
+    y2 = engine.run(x2)
+    assert torch.equal(y1, keep) and not torch.equal(y1, y2)
+    assert len(engine._graphs) == 1
+
+
+@pytest.mark.cuda
+def test_cuda_stream_iterated_inside_another_stream(no_fallback):
+    """Item 18: stream() fixed its compute stream when iteration started, but the frames computed
+    on whatever stream was current at each next(); inside another stream's block, the download
+    then copied results before they were computed. A slow consumer stream makes that certain."""
+    engine = Engine(cached_constants_model(), device="cuda", dtype=torch.float16)
+    fs = frames(6, 128, 192)
+    want = [engine.deblur(f) for f in fs]
+    other = torch.cuda.Stream()
+    stream = engine.stream(fs)
+    got = [next(stream)]  # starts iteration on the default stream
+    with torch.cuda.stream(other):
+        for _ in range(len(fs) - 1):
+            torch.cuda._sleep(50_000_000)  # the consumer's stream is busy
+            got.append(next(stream))
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))
+
+
+@pytest.mark.cuda
+def test_cuda_stream_rejects_float_frames():
+    """Item 18: float frames were cast to uint8 silently in the pinned buffer."""
+    engine = Engine(make_model(), device="cuda")
+    with pytest.raises(ValueError, match=r"Engine.stream: frame 1 must be uint8 \(H, W, 3\), got float64"):
+        list(engine.stream([frames(1)[0], frames(1)[0] / 255.0]))

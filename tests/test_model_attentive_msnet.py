@@ -17,6 +17,7 @@ from deblurfast.models.attentive_msnet import (
     AttentiveMSNet,
     SameConv2d,
     official_test,
+    _legacy_axis,
     tf_legacy_resize,
     tf_same_pads,
 )
@@ -191,6 +192,25 @@ def test_tf_legacy_resize_matches_the_formula(n_in, n_out):
     rows = np.stack([legacy_resize_oracle(r, n_out + 2) for r in img])  # width first, as TF
     expected = np.stack([legacy_resize_oracle(c, n_out) for c in rows.T]).T
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+def test_tf_legacy_resize_indices_keep_tfs_float32_arithmetic():
+    """The indices are now computed by torch on the device (they were built in numpy and copied in
+    every forward, which a CUDA graph capture refuses: issue 12 item 13, tested in
+    test_engine_graphs.py); they stay those of TF's float32 arithmetic at the size pairs the
+    pyramid meets, up to 4K."""
+    lengths = list(range(1, 70)) + [180, 270, 320, 360, 480, 540, 640, 720, 960, 1080, 1280, 1920, 2160, 3840]
+    for n_in in lengths:
+        for n_out in sorted({max(1, n_in // 4), max(1, n_in // 2), 2 * n_in, 3, 7, 16}):
+            scale = np.float32(n_in) / np.float32(n_out)
+            src = np.arange(n_out, dtype=np.float32) * scale
+            want_j0 = np.floor(src).astype(np.int64)
+            want_lam = src - np.floor(src)
+            j0, j1, lam = _legacy_axis(n_in, n_out, "cpu")
+            assert j0.dtype == torch.int64 and lam.dtype == torch.float32
+            assert np.array_equal(j0.numpy(), want_j0), (n_in, n_out)
+            assert np.array_equal(j1.numpy(), np.minimum(want_j0 + 1, n_in - 1)), (n_in, n_out)
+            assert np.array_equal(lam.numpy(), want_lam), (n_in, n_out)
 
 
 def test_tf_same_padding_of_the_stride_2_convs():

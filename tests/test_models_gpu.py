@@ -3,6 +3,7 @@ size through the engine, and the engine's 16-bit output against the float32 refe
 tolerance table (error <= 2x that of the reference path run in the same dtype, ops.md)."""
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -62,3 +63,22 @@ def test_engine_16bit_matches_the_float32_reference(name, dtype, no_tf32):
                              cuda_graph=False), x).float()
         got = through(Engine(copy.deepcopy(model), device="cuda", dtype=dtype), x).float()
     assert_close(got.cpu(), want.cpu(), dtype, ref_lowp=own.cpu(), what=f"{name} {dtype}")
+
+
+@pytest.mark.parametrize("name", [n for n in MODELS if n != "aspdc_reblur"])  # the engine runs image nets
+def test_cuda_graph_of_every_model_equals_eager(name):
+    """Issue 12 item 13: every model captures into a CUDA graph (attentive_msnet copied its resize
+    indices from the host in every forward, illegal during capture), and the replay computes what
+    the eager model computes."""
+    torch.manual_seed(0)
+    model = create(name)
+    x = frame(model, 128, 192, seed=3)
+    eager = Engine(copy.deepcopy(model), device="cuda", cuda_graph=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Engine: capturing")  # no fall-back to eager
+        graphed = Engine(model, device="cuda")
+        first = graphed.run(x)
+        again = graphed.run(x)
+    assert graphed.cuda_graph and len(graphed._graphs) == 1
+    assert torch.equal(first, again)
+    assert_close(first.cpu(), eager.run(x).cpu(), torch.float32, what=name)

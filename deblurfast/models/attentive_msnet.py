@@ -69,14 +69,15 @@ ATTENTION_MODES = ("sequential", "parallel")
 # ----------------------------------------------------------------------------------------------
 
 def _legacy_axis(n_in: int, n_out: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Source indices j0, j1 and weights for one axis, in TF's float32 arithmetic."""
-    scale = np.float32(n_in) / np.float32(n_out)
-    src = np.arange(n_out, dtype=np.float32) * scale
-    j0 = np.floor(src)
-    lam = (src - j0).astype(np.float32)
-    j0 = j0.astype(np.int64)
-    j1 = np.minimum(j0 + 1, n_in - 1)
-    return (torch.from_numpy(j0).to(device), torch.from_numpy(j1).to(device), torch.from_numpy(lam).to(device))
+    """Source indices j0, j1 and weights for one axis, in TF's float32 arithmetic. Built on `device`
+    from the sizes alone: no host data is copied per forward, so the model can be captured into a
+    CUDA graph (a blocking host-to-device copy is illegal during capture)."""
+    scale = float(np.float32(n_in) / np.float32(n_out))  # a float32 value: the product below stays float32
+    src = torch.arange(n_out, dtype=torch.float32, device=device) * scale
+    j0 = src.floor()
+    lam = src - j0
+    j0 = j0.to(torch.int64)
+    return j0, (j0 + 1).clamp_(max=n_in - 1), lam
 
 
 def tf_legacy_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -3,19 +3,18 @@ with the authors' parameter names and a fused fast path."""
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._device_constants import device_constant_cache
 from ..ops.strip_pool import blur_aware_mask, strip_pool
 from ..ops.strip_pool.reference import interpolate_nearest_index, nearest_index
 
 SIZES = (1, 3, 5, 7)
 
 
-@functools.lru_cache(maxsize=128)
+@device_constant_cache(maxsize=128)
 def strip_segments(
     length: int, dim: int, exact_integer_nearest: bool, dtype: torch.dtype, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,7 +38,7 @@ def strip_segments(
     return index.to(device=device, dtype=torch.int32), src[:, starts].contiguous().to(device)
 
 
-@functools.lru_cache(maxsize=128)
+@device_constant_cache(maxsize=128)
 def _segment_maps(length: int, dim: int, exact_integer_nearest: bool, dtype: torch.dtype, device: torch.device):
     """strip_segments' index and, per size n, the one-hot [n, K] matrix picking each segment's
     source bin (a matmul rather than index_select: inductor's CPU code for index_select's
