@@ -7,6 +7,9 @@
 #include <c10/util/Exception.h>
 #include <c10/util/Optional.h>
 
+#include <algorithm>
+#include <limits>
+
 #include "common/deform_conv2d.h"
 
 namespace deblurfast {
@@ -50,6 +53,13 @@ inline DeformConv2dShape deform_conv2d_shape(const at::Tensor& input, const c10:
   s.groups = s.Cin / weight.size(1);
   TORCH_CHECK(s.Cout % s.groups == 0, "deform_conv2d: Cout ", s.Cout, " not divisible by groups ", s.groups);
   TORCH_CHECK(s.kh > 0 && s.kw > 0, "deform_conv2d: empty kernel");
+  // Sizes and positions are int64: H + 2*padding and dilation*(k-1) must not overflow (nor does
+  // anything else then: every position lies within the padded image).
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  TORCH_CHECK(s.ph <= (kMax - s.H) / 2 && s.pw <= (kMax - s.W) / 2,
+              "deform_conv2d: the padded size H + 2*padding does not fit in int64, got padding ", padding);
+  TORCH_CHECK(s.dh <= kMax / std::max<int64_t>(1, s.kh - 1) && s.dw <= kMax / std::max<int64_t>(1, s.kw - 1),
+              "deform_conv2d: dilation*(kernel size - 1) does not fit in int64, got dilation ", dilation);
   s.Ho = (s.H + 2 * s.ph - s.dh * (s.kh - 1) - 1) / s.sh + 1;
   s.Wo = (s.W + 2 * s.pw - s.dw * (s.kw - 1) - 1) / s.sw + 1;
   TORCH_CHECK(s.H + 2 * s.ph - s.dh * (s.kh - 1) - 1 >= 0 && s.W + 2 * s.pw - s.dw * (s.kw - 1) - 1 >= 0,

@@ -7,6 +7,9 @@
 #include <c10/util/Exception.h>
 #include <c10/util/string_view.h>
 
+#include <algorithm>
+#include <limits>
+
 #include "common/dynamic_filter2d.h"
 
 namespace deblurfast {
@@ -28,6 +31,12 @@ inline DynamicFilter2dShape dynamic_filter2d_shape(const at::Tensor& input, cons
   TORCH_CHECK(kernel_size >= 1 && kernel_size % 2 == 1, "dynamic_filter2d: kernel_size must be odd, got ",
               kernel_size);
   TORCH_CHECK(dilation >= 1, "dynamic_filter2d: dilation must be >= 1, got ", dilation);
+  // kernel_size^2 taps and positions up to max(H, W) + dilation*(kernel_size-1) are int64.
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  TORCH_CHECK(kernel_size < (int64_t(1) << 31), "dynamic_filter2d: kernel_size must be < 2^31, got ", kernel_size);
+  TORCH_CHECK(dilation <= (kMax - std::max(input.size(2), input.size(3))) / std::max<int64_t>(1, kernel_size - 1),
+              "dynamic_filter2d: the padded size max(H, W) + dilation*(kernel_size-1) does not fit in int64, got "
+              "dilation ", dilation);
   TORCH_CHECK(input.scalar_type() == kernel.scalar_type(), "dynamic_filter2d: kernel dtype ",
               kernel.scalar_type(), " differs from input dtype ", input.scalar_type());
   TORCH_CHECK(input.device() == kernel.device(), "dynamic_filter2d: kernel is on ", kernel.device(),

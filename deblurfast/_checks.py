@@ -1,11 +1,16 @@
-"""Argument checks shared by the public ops. Errors name the argument, what was
+"""Argument checks shared by the public ops and modules. Errors name the argument, what was
 expected and what was given (kornia style)."""
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
+from ._errors import ArgumentError, ArgumentTypeError
 from .dispatch import FLOAT_DTYPES
+
+INT64_MAX = 2**63 - 1  # the compiled kernels compute sizes and positions in int64
 
 
 def _shape(t: torch.Tensor) -> str:
@@ -15,43 +20,67 @@ def _shape(t: torch.Tensor) -> str:
 def check_tensor(op: str, name: str, t, ndim: int | tuple[int, ...], layout: str) -> None:
     """`t` is a floating-point tensor with `ndim` dimensions laid out as `layout` (e.g. "(N, C, H, W)")."""
     if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{op}: {name} must be a torch.Tensor {layout}, got {type(t).__name__}")
+        raise ArgumentTypeError(f"{op}: {name} must be a torch.Tensor {layout}, got {type(t).__name__}")
     ndims = (ndim,) if isinstance(ndim, int) else ndim
     if t.dim() not in ndims:
-        raise ValueError(f"{op}: {name} must be {layout} ({' or '.join(map(str, ndims))}-D), got shape {_shape(t)}")
+        raise ArgumentError(f"{op}: {name} must be {layout} ({' or '.join(map(str, ndims))}-D), got shape {_shape(t)}")
     if t.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{op}: {name} must be float32, float64, float16 or bfloat16, got {t.dtype}")
+        raise ArgumentTypeError(f"{op}: {name} must be float32, float64, float16 or bfloat16, got {t.dtype}")
 
 
 def check_like(op: str, name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
     """`t` has `ref`'s dtype and device."""
     if t.device != ref.device:
-        raise ValueError(f"{op}: {name} is on {t.device} but {ref_name} is on {ref.device}; expected the same device")
+        raise ArgumentError(
+            f"{op}: {name} is on {t.device} but {ref_name} is on {ref.device}; expected the same device")
     if t.dtype != ref.dtype:
-        raise TypeError(f"{op}: {name} has dtype {t.dtype} but {ref_name} has {ref.dtype}; expected the same dtype")
+        raise ArgumentTypeError(
+            f"{op}: {name} has dtype {t.dtype} but {ref_name} has {ref.dtype}; expected the same dtype")
 
 
 def check_shape(op: str, name: str, t: torch.Tensor, expected: tuple, layout: str) -> None:
     """`t.shape == expected`; `layout` names the dimensions in the message."""
     if tuple(t.shape) != tuple(expected):
         exp = "(" + ", ".join(str(e) for e in expected) + ")"
-        raise ValueError(f"{op}: {name} must have shape {layout} = {exp}, got {_shape(t)}")
+        raise ArgumentError(f"{op}: {name} must have shape {layout} = {exp}, got {_shape(t)}")
 
 
-def is_int(value) -> bool:
-    """An int that is not a bool (True is an int to Python, never a size to us)."""
-    return isinstance(value, int) and not isinstance(value, bool)
+def as_int(value) -> int | None:
+    """`value` as an int if it is an integral scalar — an int, a numpy integer, an integer
+    tensor of one element: whatever operator.index takes, as torchvision does — and not a
+    bool (True is an int to Python, never a size to us); None otherwise."""
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def integer(op: str, name: str, value, minimum: int) -> int:
+    """An integral scalar >= minimum, as an int."""
+    v = as_int(value)
+    if v is None:
+        raise ArgumentTypeError(f"{op}: {name} must be an int, got {value!r}")
+    if v < minimum:
+        raise ArgumentError(f"{op}: {name} must be an int >= {minimum}, got {v}")
+    return v
 
 
 def pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
-    """An int or a pair of ints, each >= minimum."""
-    if is_int(value):
-        value = (value, value)
-    if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(is_int(v) for v in value):
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-    if min(value) < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {tuple(value)}")
-    return int(value[0]), int(value[1])
+    """An integral scalar or a pair of them (tuple or list), each >= minimum, as two ints."""
+    v = as_int(value)
+    if v is not None:
+        ints = (v, v)
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        ints = tuple(as_int(e) for e in value)
+    else:
+        ints = (None,)
+    if None in ints:
+        raise ArgumentTypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(ints) < minimum:
+        raise ArgumentError(f"{op}: {name} must be >= {minimum}, got {ints}")
+    return ints
 
 
 def _autocasting(t: torch.Tensor) -> bool:

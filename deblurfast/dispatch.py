@@ -25,6 +25,7 @@ from typing import Callable, Iterator
 import torch
 
 from . import _ext
+from ._errors import ArgumentError, ArgumentTypeError
 
 BACKENDS = ("reference", "cpu", "cuda", "triton")
 AUTO = "auto"
@@ -45,11 +46,13 @@ class BackendError(RuntimeError):
 def parse_backend(spec: str) -> tuple[str, ...]:
     """Validates a backend request and returns its parts (names or "auto")."""
     if not isinstance(spec, str):
-        raise TypeError(f"backend must be a str such as 'auto' or 'triton,reference', got {type(spec).__name__}")
+        raise ArgumentTypeError(
+            f"backend must be a str such as 'auto' or 'triton,reference', got {type(spec).__name__}")
     parts = tuple(p.strip() for p in spec.split(","))
     for p in parts:
         if p != AUTO and p not in BACKENDS:
-            raise ValueError(f"backend must be 'auto', one of {BACKENDS} or a comma-separated list of them, got {spec!r}")
+            raise ArgumentError(
+                f"backend must be 'auto', one of {BACKENDS} or a comma-separated list of them, got {spec!r}")
     return parts
 
 

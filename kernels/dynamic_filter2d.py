@@ -72,6 +72,8 @@ def dynamic_filter2d_fwd_kernel(
     o_plane = (i_n * C + i_g * Cg + o_c).to(tl.int64) * H * W  # [BLOCK_C]
     p_x = x + o_plane[None, :, None] + o_s[:, None, :]
     b_x = tl.load(p_x, mask=m_s[:, None, :] & m_c[None, :, None], other=0.0).to(ACC)  # [K2P, BLOCK_C, BLOCK_W]
+    # a tap that reads the zero padding contributes nothing: its weight is not read (NaN * 0 is NaN)
+    b_k = tl.where(m_s, b_k, 0.0)
     b_o = tl.sum(b_x * b_k[:, None, :], axis=0)  # [BLOCK_C, BLOCK_W]
     p_o = out + o_plane[:, None] + i_h * W + o_w[None, :]
     tl.store(p_o, b_o.to(out.dtype.element_ty), mask=m_c[:, None] & m_w[None, :])
@@ -113,6 +115,7 @@ def dynamic_filter2d_bwd_kernel_kernel(
             p_x = x + o_plane[None, :, None] + o_s[:, None, :]
             b_x = tl.load(p_x, mask=m_s[:, None, :] & m_c[None, :, None], other=0.0).to(ACC)  # [K2P, BLOCK_C, BLOCK_W]
             b_gw += tl.sum(b_x * b_go[None, :, :], axis=1)
+        b_gw = tl.where(m_s, b_gw, 0.0)  # a tap reading the zero padding: no gradient, even from a NaN grad_out
         if SOFTMAX:
             b_gw = b_p * (b_gw - tl.sum(b_p * b_gw, axis=0)[None, :])
         tl.store(grad_k + o_k, b_gw.to(grad_k.dtype.element_ty), mask=m_k)

@@ -11,10 +11,12 @@ Three kernel families, each used forward and backward:
   the adjoint of a nearest expansion). Bin membership is a 0/1 matrix, so both
   reductions are matmuls: v = x @ M_w on [BLOCK_H, BLOCK_W] tiles and
   h = M_h^T @ x, on tensor cores for 16-bit inputs (0/1 weights and float32
-  accumulation keep them exact). A program owns one plane and a range of
-  column tiles and walks down all rows, so h is complete when it stores it;
-  v is complete over the range only: ranges write float32 partials that
-  strip_reduce_finish sums (ranges exist to give the GPU enough programs).
+  accumulation keep them exact; non-finite values are kept out of the matmuls
+  and put back per bin by _bin_dot, so a NaN reaches only the bins it is in).
+  A program owns one plane and a range of column tiles and walks down all rows,
+  so h is complete when it stores it; v is complete over the range only: ranges
+  write float32 partials that strip_reduce_finish sums (ranges exist to give the
+  GPU enough programs).
 - strip_spread: the adjoint, out[r, w] = sum_k v[r, k] M_w[w, k] + sum_k M_h[k, r] h[k, w]:
   gathers for an index map (strip_expand forward), matmuls with the scaled
   adaptive membership (strip_pool backward). One write of the output.
@@ -85,6 +87,37 @@ def _bin_scale(lo, hi, ACC: tl.constexpr):
 
 
 @triton.jit
+def _bin_dot(b_data, b_bins, DATA_FIRST: tl.constexpr):
+    """b_data @ b_bins (DATA_FIRST) or b_bins @ b_data, where b_bins holds bin weights (finite,
+    >= 0; zero: not in the bin): a NaN or inf datum reaches only the bins it is in, where a
+    plain product would carry it into every bin as 0 * inf = NaN. The non-finite data are
+    taken out of the product and put back per bin by counting them (a rare branch)."""
+    finite = tl.abs(b_data) < float("inf")  # False for NaN too
+    b_clean = tl.where(finite, b_data, 0.0).to(b_data.dtype)
+    if DATA_FIRST:
+        b_out = tl.dot(b_clean, b_bins, input_precision="ieee")
+    else:
+        b_out = tl.dot(b_bins, b_clean, input_precision="ieee")
+    if tl.sum((finite == 0).to(tl.int32)) > 0:
+        b_in = (b_bins != 0).to(b_bins.dtype)
+        b_nan = (b_data != b_data).to(b_bins.dtype)
+        b_pos = (b_data == float("inf")).to(b_bins.dtype)
+        b_neg = (b_data == -float("inf")).to(b_bins.dtype)
+        if DATA_FIRST:
+            n_nan = tl.dot(b_nan, b_in, input_precision="ieee")
+            n_pos = tl.dot(b_pos, b_in, input_precision="ieee")
+            n_neg = tl.dot(b_neg, b_in, input_precision="ieee")
+        else:
+            n_nan = tl.dot(b_in, b_nan, input_precision="ieee")
+            n_pos = tl.dot(b_in, b_pos, input_precision="ieee")
+            n_neg = tl.dot(b_in, b_neg, input_precision="ieee")
+        b_out = tl.where(n_pos > 0, float("inf"), b_out)
+        b_out = tl.where(n_neg > 0, -float("inf"), b_out)
+        b_out = tl.where((n_nan > 0) | ((n_pos > 0) & (n_neg > 0)), float("nan"), b_out)
+    return b_out
+
+
+@triton.jit
 def _sigmoid(u):
     return 1.0 / (1.0 + tl.exp(-u))
 
@@ -136,9 +169,9 @@ def strip_reduce_kernel(
             else:
                 b_ih = tl.load(idx_h + o_r, mask=m_r, other=-1)  # [BLOCK_H]
                 m_kr = o_kh[:, None] == b_ih[None, :]  # [KHP, BLOCK_H]
-            b_h += tl.dot(m_kr.to(DOT), b_x, input_precision="ieee").to(ACC)
+            b_h += _bin_dot(b_x, m_kr.to(DOT), False).to(ACC)
 
-            b_v = tl.dot(b_x, m_wk, input_precision="ieee").to(ACC)  # [BLOCK_H, KVP]
+            b_v = _bin_dot(b_x, m_wk, True).to(ACC)  # [BLOCK_H, KVP]
             if MODE == 0:
                 b_v = b_v * s_w[None, :]
             p_v = p_ws + o_r[:, None] * KVP + o_kv[None, :]
@@ -202,14 +235,14 @@ def strip_spread_kernel(
         m_kw = (o_w[None, :] >= lo_w[:, None]) & (o_w[None, :] < hi_w[:, None])  # [KVP, BLOCK_W]
         b_kw = m_kw.to(ACC) * _bin_scale(lo_w, hi_w, ACC)[:, None]
         b_v = tl.load(p_v + o_r[:, None] * KV + o_kv[None, :], mask=m_r[:, None] & (o_kv < KV)[None, :], other=0.0)
-        b_o = tl.dot(b_v.to(ACC), b_kw, input_precision="ieee")  # [BLOCK_H, BLOCK_W]
+        b_o = _bin_dot(b_v.to(ACC), b_kw, True)  # [BLOCK_H, BLOCK_W]
 
         o_kh = tl.arange(0, KHP)
         lo_h, hi_h = _adaptive_bins(o_kh, H, S0, S1, S2, S3, S4, S5, S6, S7)
         m_rk = (o_r[:, None] >= lo_h[None, :]) & (o_r[:, None] < hi_h[None, :])  # [BLOCK_H, KHP]
         b_rk = m_rk.to(ACC) * _bin_scale(lo_h, hi_h, ACC)[None, :]
         b_h = tl.load(p_h + o_kh[:, None] * W + o_w[None, :], mask=(o_kh < KH)[:, None] & m_w[None, :], other=0.0)
-        b_o += tl.dot(b_rk, b_h.to(ACC), input_precision="ieee")
+        b_o += _bin_dot(b_h.to(ACC), b_rk, False)
     else:
         # nearest expansion: one source per pixel and axis; indices are clamped so no read leaves the maps
         b_iw = tl.minimum(tl.maximum(tl.load(idx_w + o_w, mask=m_w, other=0), 0), KV - 1)  # [BLOCK_W]

@@ -77,4 +77,44 @@ def leaf(t, requires_grad=True):
     return t.detach().clone().requires_grad_(requires_grad)
 
 
-__all__ = ["backend_params", "require_backend", "uninitialized_is_nan", "grads", "leaf", "deblurfast"]
+def penalty_grads(call, tensors, seed=2):
+    """Second-order gradients, as a gradient penalty (WGAN-GP) takes them: the gradients of
+    sum(g1 * first-order gradient) w.r.t. every tensor that requires grad, where the first-order
+    gradients are those of <call(*tensors), g0> taken with create_graph=True (g0, g1 fixed random)."""
+    out = call(*tensors)
+    wanted = [t for t in tensors if t is not None and t.requires_grad]
+    first = torch.autograd.grad(out, wanted, _fixed_like(out, seed), create_graph=True)
+    penalty = sum((f * _fixed_like(f, seed + 1 + i)).sum() for i, f in enumerate(first))
+    got = torch.autograd.grad(penalty, wanted, allow_unused=True)
+    return [g if g is not None else torch.zeros_like(t) for g, t in zip(got, wanted)]
+
+
+def _fixed_like(t, seed):
+    g = torch.randn(t.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    return g.to(device=t.device, dtype=t.dtype)
+
+
+def check_double_backward(op_name, backend, device, call, tensors, **gradgradcheck_args):
+    """`backend`'s second-order gradients of op `op_name` are right: gradgradcheck in float64 where
+    the backend runs float64 (fast mode); else in float32 against the float64 reference's, at float32's
+    tolerance. call(backend, *tensors) runs the op; tensors are float64 on the CPU (None allowed)."""
+    from deblurfast.testing import assert_close
+
+    float64 = OPS[op_name].refusal(backend, torch.device(device), torch.float64) is None
+    dtype = torch.float64 if float64 else torch.float32
+    require_backend(op_name, backend, device, dtype)
+    on_device = [leaf(t.to(device, dtype)) if t is not None else None for t in tensors]
+    if float64:
+        fn = lambda *ts: call(backend, *ts)  # noqa: E731
+        # fast mode (one random direction per input): interpreted Triton kernels are slow to run
+        assert torch.autograd.gradgradcheck(fn, tuple(on_device), fast_mode=True, **gradgradcheck_args)
+        return
+    got = penalty_grads(lambda *ts: call(backend, *ts), on_device)
+    want = penalty_grads(lambda *ts: call("reference", *ts), [leaf(t) if t is not None else None for t in tensors])
+    assert any(b.abs().max() > 0 for b in want), "the reference's second-order gradients are zero: a useless test"
+    for i, (a, b) in enumerate(zip(got, want)):
+        assert_close(a.cpu(), b, torch.float32, what=f"second-order gradient {i}")
+
+
+__all__ = ["backend_params", "require_backend", "uninitialized_is_nan", "grads", "leaf", "penalty_grads",
+           "check_double_backward", "deblurfast"]

@@ -92,12 +92,16 @@ def deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask):
                         for i in range(kh):
                             for j in range(kw):
                                 t = i * kw + j
-                                dy = Off[n][2 * (g * K + t)][ho][wo] if Off else 0.0
-                                dx = Off[n][2 * (g * K + t) + 1][ho][wo] if Off else 0.0
+                                dy = Off[n][2 * (g * K + t)][ho][wo] if Off else 0
+                                dx = Off[n][2 * (g * K + t) + 1][ho][wo] if Off else 0
                                 m = M[n][g * K + t][ho][wo] if M else 1.0
                                 py = ho * sh - ph + i * dh + dy
                                 px = wo * sw - pw + j * dw + dx
-                                acc += Wt[o][cl][i][j] * m * bilinear(X[n][c], H, W, py, px)
+                                if Off:
+                                    v = bilinear(X[n][c], H, W, py, px)
+                                else:  # ops.md: no offsets, no interpolation (only the grid point is read)
+                                    v = X[n][c][py][px] if 0 <= py < H and 0 <= px < W else 0.0
+                                acc += Wt[o][cl][i][j] * m * v
                     out[n, o, ho, wo] = acc
     return out
 

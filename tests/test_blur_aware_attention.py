@@ -10,7 +10,7 @@ from deblurfast.nn.blur_aware_attention import SIZES, BlurAwareAttention, strip_
 from deblurfast.ops.strip_pool import blur_aware_mask, blur_aware_mask_reference
 from deblurfast.ops.strip_pool.reference import interpolate_nearest_index, nearest_index
 from deblurfast.testing import assert_close
-from helpers import backend_params, grads, leaf, require_backend, uninitialized_is_nan
+from helpers import backend_params, check_double_backward, grads, leaf, require_backend, uninitialized_is_nan
 
 BACKENDS = backend_params("blur_aware_mask")
 
@@ -316,6 +316,41 @@ def test_mask_op_gradcheck(backend, device):
         return blur_aware_mask(**{**args, **dict(zip(keys, tensors))}, backend=backend)
 
     assert torch.autograd.gradcheck(f, tuple(leaf(args[k]) for k in keys), fast_mode=True)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_mask_op_double_backward(backend, device):
+    """Second-order gradients (issue 12, item 1): the Triton op's first-order gradients run through
+    the reference when create_graph=True, so they are differentiable."""
+    args = make_mask_args(1, 3, 2, 3, 4, 3, 2)
+
+    def call(be, *tensors):
+        return blur_aware_mask(**{**args, **dict(zip(DIFF, tensors))}, backend=be)
+
+    check_double_backward("blur_aware_mask", backend, device, call, tuple(args[k] for k in DIFF))
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_mask_op_nonfinite_gradient_stays_local(backend, device):
+    """A NaN in the output gradient at one pixel reaches only the table entries that pixel read
+    (the Triton table gradients are reduced by membership matmuls, where 0 * NaN is NaN)."""
+    require_backend("blur_aware_mask", backend, device, torch.float64)
+    args = make_mask_args(1, 3, 2, 3, 5, 3, 2, device=device)
+    args = {k: leaf(v) if k in ("row_table", "col_table") else v for k, v in args.items()}
+    pre = (args["row_table"].index_select(3, args["col_index"].long())
+           + args["col_table"].index_select(2, args["row_index"].long())).detach()  # [N, F, H, W]
+    y, x = map(int, (pre[0] > 0).any(0).nonzero()[0])  # a pixel where the ReLU passes some f
+    out = blur_aware_mask(**args, backend=backend)
+    g = torch.zeros_like(out)
+    g[0, 1, y, x] = float("nan")
+    g_rows, g_cols = torch.autograd.grad(out, [args["row_table"], args["col_table"]], g)
+    ia, ib = int(args["col_index"][x]), int(args["row_index"][y])
+    active = pre[0, :, y, x] > 0
+    expected_rows = torch.zeros_like(g_rows, dtype=torch.bool)
+    expected_rows[0, :, y, ia] = active
+    expected_cols = torch.zeros_like(g_cols, dtype=torch.bool)
+    expected_cols[0, :, ib, x] = active
+    assert torch.equal(g_rows.isnan(), expected_rows) and torch.equal(g_cols.isnan(), expected_cols)
 
 
 # -- registration: opcheck, torch.compile -------------------------------------------------

@@ -83,3 +83,15 @@ def test_wide_image_interior_fast_path():
         gx, gk = emu.dynamic_filter2d_backward(g, x, kernel, 5, 2, mode, True)
         assert_close(gx, rgx, what=mode)
         assert_close(gk, rgk, what=mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_nonfinite_values_stay_local(mode):
+    """Issue 12: a NaN/inf pixel reaches only the outputs that read it, and a NaN kernel tap that
+    reads the zero padding reaches nothing (the functors skip such taps), as the oracle says."""
+    x = torch.randn(1, 4, 6, 7, dtype=torch.float64)
+    kernel = torch.randn(1, 18, 6, 7, dtype=torch.float64)
+    x[0, 0, 0, 0], x[0, 3, 3, 4] = float("nan"), float("inf")
+    kernel[0, 0, 0, 0] = float("nan")  # tap (0, 0) of pixel (0, 0): reads the padding
+    out = emu.dynamic_filter2d_forward(x, kernel, 3, 1, mode, False)
+    assert_close(out, oracles.dynamic_filter2d(x, kernel, 3, 1, mode, False))

@@ -289,3 +289,19 @@ def test_inf_input_reaches_only_its_samples():
     out = emu.deform_conv2d_forward(x, None, weight, bias, mask, **conv_args(g))
     assert torch.isfinite(out[0, :, 0, 0]).all() and torch.isfinite(out[1]).all()
     assert not torch.isfinite(out[0, :, 1, 1]).all()
+
+
+@pytest.mark.parametrize("offsets", [True, False])
+def test_nonfinite_input_matches_the_oracle(offsets):
+    """Issue 12: a NaN/inf pixel reaches exactly the outputs that sample it (no outside corner
+    reads it), at a corner, an edge and inside, as the oracle says."""
+    g = dict(ODD, n=1)
+    x, offset, weight, bias, mask = make(g)
+    mask = mask.abs()  # finite, nonzero: the functors skip a tap that reads nothing, so mask * 0 never shows
+    offset = offset.round() + torch.rand(offset.shape, dtype=torch.float64) * 0.8 + 0.1 if offsets else None
+    x[0, 0, 0, 0], x[0, 0, 1, 0], x[0, 1, 7, 6] = float("nan"), float("nan"), float("inf")
+    x[0, 4, 3, 3], x[0, 5, 1, 6] = float("-inf"), float("nan")
+    out = emu.deform_conv2d_forward(x, offset, weight, bias, mask, **conv_args(g))
+    expected = oracles.deform_conv2d(x, offset, weight, bias, g["stride"], g["padding"], g["dilation"], mask)
+    assert expected.isnan().any() and expected.isinf().any()
+    assert_close(out, expected)

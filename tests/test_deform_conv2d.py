@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,7 +10,8 @@ import oracles
 from deblurfast import deform_conv2d, pixel_adaptive_conv2d
 from deblurfast.ops.deform_conv2d import reference as reference_module
 from deblurfast.testing import assert_close
-from helpers import backend_params, grads, leaf, require_backend, uninitialized_is_nan
+from helpers import (backend_params, check_double_backward, grads, leaf, penalty_grads, require_backend,
+                     uninitialized_is_nan)
 
 OP = "deform_conv2d"
 BACKENDS = backend_params(OP)
@@ -154,7 +156,143 @@ def test_gradcheck_layouts(backend, case):
     assert torch.autograd.gradcheck(fn, tensors, eps=1e-6, atol=1e-6)
 
 
+# -- second-order gradients (issue 12, item 1) ------------------------------------
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("offsets,masks", [(True, True), (False, True), (True, False)])
+def test_double_backward(backend, device, offsets, masks):
+    """Every backend differentiates its gradients (gradgradcheck in float64; Triton, float32 only,
+    against the reference's second-order gradients)."""
+    g = dict(PLAIN, cin=2, cout=2, h=4, w=4)
+    tensors = make(g, offsets=offsets, masks=masks, offset_scale=1.5)  # away from the kinks at integers
+    check_double_backward(OP, backend, device, lambda be, *ts: call(be, *ts[:4], g, ts[4]), tensors,
+                          eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def test_gradient_penalty_equals_the_reference(backend):
+    """The issue's case: a gradient penalty through the cpu backend had all-zero second-order gradients."""
+    dtype = torch.float64 if backend == "cpu" else torch.float32
+    require_backend(OP, backend, "cpu", dtype)
+    tensors = [t.to(dtype) for t in make(dict(PLAIN, cin=2, cout=2), masks=False, bias=False)[:3]]
+    g = dict(PLAIN, cin=2, cout=2)
+    got = penalty_grads(lambda x, o, w: call(backend, x, o, w, None, g, None), [leaf(t) for t in tensors])
+    want = penalty_grads(lambda x, o, w: call("reference", x, o, w, None, g, None), [leaf(t) for t in tensors])
+    for a, b in zip(got, want):
+        assert b.abs().max() > 0
+        assert_close(a, b)
+
+
+@pytest.mark.parametrize("op", [torch.ops.deblurfast.deform_conv2d_backward.default, "triton"])
+def test_backward_ops_refuse_to_be_differentiated(op):
+    """The kernels' backward ops have no derivative: differentiating one directly says so
+    (it used to give silently zero gradients)."""
+    if op == "triton":
+        from deblurfast.ops.deform_conv2d.triton_op import deform_conv2d_triton_backward as op
+    else:
+        require_backend(OP, "cpu", "cpu", torch.float64)
+    x, offset, weight, _, _ = (leaf(t) if t is not None else None
+                               for t in make(PLAIN, torch.float32, masks=False, bias=False))
+    go = torch.ones(1, 3, 6, 7)
+    gx = op(go, x, offset, weight, None, None, [1, 1], [1, 1], [1, 1], [True, False, False, False, False])[0]
+    with pytest.raises(RuntimeError, match="deform_conv2d.*_backward is not differentiable.*create_graph=True"):
+        gx.sum().backward()
+
+
 # -- semantics at the edges --------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_nan_at_the_first_pixel_stays_local(backend, device):
+    """The issue's case: every out-of-image corner of the reference read input[n, c, 0, 0] and
+    multiplied it by 0, so its NaN reached all 16 outputs; only the 4 whose windows hold it may."""
+    require_backend(OP, backend, device, torch.float32)
+    x = torch.zeros(1, 1, 4, 4, device=device)
+    x[0, 0, 0, 0] = float("nan")
+    out = deform_conv2d(x, torch.zeros(1, 18, 4, 4, device=device), torch.ones(1, 1, 3, 3, device=device),
+                        padding=1, backend=backend)
+    expected = torch.zeros(4, 4, dtype=torch.bool)
+    expected[:2, :2] = True
+    assert torch.equal(out[0, 0].isnan().cpu(), expected)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the interpreter's NaN products
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("offsets", [True, False])
+def test_nonfinite_input_reaches_only_the_samples_that_read_it(backend, device, offsets):
+    """A NaN or inf pixel (at a corner, at an edge, inside) reaches exactly the outputs that sample it
+    with a nonzero weight (as the float64 oracle and ops.md say): never through an outside corner."""
+    dtype = torch.float32 if backend == "triton" else torch.float64
+    require_backend(OP, backend, device, dtype)
+    g = dict(ODD, n=1)
+    x, offset, weight, bias, mask = make(g, dtype, offset_scale=1.5)
+    if offsets:  # fractional positions: every in-image corner has a nonzero bilinear weight
+        offset = offset.round() + torch.rand_like(offset) * 0.8 + 0.1
+    else:
+        offset = None
+    # corners and edges; the grid points (offset=None) of this geometry are on odd rows only
+    x[0, 0, 0, 0], x[0, 0, 1, 0], x[0, 1, 7, 6] = float("nan"), float("nan"), float("inf")
+    x[0, 4, 3, 3], x[0, 5, 1, 6] = float("-inf"), float("nan")
+    expected = oracles.deform_conv2d(x, offset, weight, bias, g["stride"], g["padding"], g["dilation"], mask)
+    assert expected.isnan().any() and expected.isinf().any() and torch.isfinite(expected).any()
+    tensors = [t.to(device) if t is not None else None for t in (x, offset, weight, bias, mask)]
+    out = call(backend, *tensors[:4], g, tensors[4])
+    assert_close(out.cpu().double(), expected, dtype)  # NaN and inf positions equal, the rest close
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_empty_image_with_padding_gives_the_bias(backend, device):
+    """H = 0 with padding that still gives an output: every sample is outside, the output is the bias
+    (the reference indexed into the empty image)."""
+    require_backend(OP, backend, device, torch.float32)
+    x = torch.randn(2, 2, 0, 4, device=device)
+    weight, bias = torch.randn(3, 2, 1, 1, device=device), torch.randn(3, device=device)
+    for offset in (None, torch.randn(2, 2, 2, 6, device=device)):
+        tensors = [leaf(t) if t is not None else None for t in (x, offset, weight, bias)]
+        out = deform_conv2d(*tensors, padding=1, backend=backend)
+        assert torch.equal(out, bias.view(1, 3, 1, 1).expand(2, 3, 2, 6))
+        gx, go, gw, gb = grads(out, tensors)
+        assert gx.shape == x.shape and torch.equal(gw, torch.zeros_like(weight))
+        assert go is None or torch.equal(go, torch.zeros_like(go))
+        assert gb.shape == bias.shape and torch.isfinite(gb).all()
+
+
+def test_positions_that_overflow_int64_are_refused():
+    """padding=2**62, stride=2**62 passed the Python checks and failed inside the C++ kernel."""
+    x, w = torch.randn(1, 1, 1, 1), torch.randn(1, 1, 1, 1)
+    with pytest.raises(ValueError, match=r"padded size H \+ 2\*padding = 9223372036854775809 does not fit"):
+        deform_conv2d(x, None, w, padding=2**62, stride=2**62)
+    # the largest padding that fits runs on every backend: every sample is outside
+    for backend in ("reference", "cpu"):
+        out = deform_conv2d(x, None, w, torch.ones(1), padding=2**61, stride=2**62, backend=backend)
+        assert torch.equal(out, torch.ones(1, 1, 2, 2))
+
+
+def test_compiled_op_refuses_int64_overflow():
+    require_backend(OP, "cpu", "cpu")
+    x, w = torch.randn(1, 1, 1, 1), torch.randn(1, 1, 3, 3)
+    with pytest.raises(RuntimeError, match="H \\+ 2\\*padding does not fit in int64"):
+        torch.ops.deblurfast.deform_conv2d(x, None, w[:, :, :1, :1], None, None, [2**62] * 2, [2**62] * 2, [1, 1])
+    with pytest.raises(RuntimeError, match="dilation\\*\\(kernel size - 1\\) does not fit in int64"):
+        torch.ops.deblurfast.deform_conv2d(x, None, w, None, None, [1, 1], [1, 1], [2**62, 1])
+
+
+@pytest.mark.parametrize("scalar", [np.int64(2), np.int32(2), torch.tensor(2), torch.tensor(2, dtype=torch.int32)],
+                         ids=["np.int64", "np.int32", "tensor", "tensor_int32"])
+def test_integral_scalars_are_accepted(scalar):
+    """stride/padding/dilation take any integral scalar (operator.index), alone or in a pair, as torchvision."""
+    x, offset, weight, bias, mask = make(PLAIN, torch.float32)
+    out = deform_conv2d(x, offset[..., ::2, ::2], weight, bias, scalar, (scalar - 1, scalar - 1), scalar - 1,
+                        mask[..., ::2, ::2])
+    assert_close(out.double(), call("reference", x.double(), offset[..., ::2, ::2].double(), weight.double(),
+                                    bias.double(), dict(PLAIN, stride=(2, 2)), mask[..., ::2, ::2].double()),
+                 torch.float32)
+    for bad in (2.0, torch.tensor(2.0), True, "2"):
+        with pytest.raises(TypeError, match="stride must be an int or a pair of ints"):
+            deform_conv2d(x, offset, weight, bias, bad, 1, 1, mask)
+
+
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
@@ -465,8 +603,10 @@ def _args(**overrides):
     ],
 )
 def test_exceptions(overrides, error, match):
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match=match) as info:
         deform_conv2d(**_args(**overrides))
+    # torchvision raises RuntimeError for these: code that catches its errors must catch ours
+    assert isinstance(info.value, RuntimeError)
 
 
 def test_exception_pixel_adaptive_names_the_kernel():

@@ -5,6 +5,7 @@ import torch
 
 import deblurfast
 from deblurfast import BackendError, backends, current_backend, dynamic_filter2d, use_backend
+from deblurfast._errors import ArgumentError, ArgumentTypeError
 from deblurfast.dispatch import BACKENDS, OPS, parse_backend
 from deblurfast.ops.dynamic_filter2d import OP
 from helpers import require_backend
@@ -69,8 +70,9 @@ def test_error_lists_every_reason():
 
 @pytest.mark.parametrize("spec", ["", "fast", "cpu,", "cpu;cuda"])
 def test_invalid_backend_names(spec):
-    with pytest.raises(ValueError, match="backend must be 'auto'"):
+    with pytest.raises(ValueError, match="backend must be 'auto'") as info:
         parse_backend(spec)
+    assert isinstance(info.value, RuntimeError)  # an argument error, as the ops' (see test_argument_errors_...)
     with pytest.raises(ValueError):
         with use_backend(spec):
             pass
@@ -99,3 +101,49 @@ def test_backends_table(capsys):
     if not torch.cuda.is_available():
         cuda = next(r for r in rows if r["op"] == "dynamic_filter2d" and r["backend"] == "cuda")
         assert cuda["devices"] == [] and cuda["reason"]
+
+
+def test_argument_errors_are_value_or_type_errors_and_runtime_errors():
+    """torchvision raises RuntimeError for bad arguments; ours are ValueError/TypeError and RuntimeError
+    both, so code written for either catches them (issue 12, item 9)."""
+    assert issubclass(ArgumentError, ValueError) and issubclass(ArgumentError, RuntimeError)
+    assert issubclass(ArgumentTypeError, TypeError) and issubclass(ArgumentTypeError, RuntimeError)
+    x = torch.zeros(1, 2, 4, 4)
+    bad_calls = [
+        lambda: deblurfast.deform_conv2d(x, torch.zeros(1, 17, 4, 4), torch.zeros(1, 2, 3, 3), padding=1),
+        lambda: deblurfast.deform_conv2d(x, None, torch.zeros(1, 2, 3, 3), stride=1.5),
+        lambda: deblurfast.deform_conv2d(x, None, torch.zeros(1, 2, 3, 3).double()),
+        lambda: dynamic_filter2d(x, torch.zeros(1, 8, 4, 4)),
+        lambda: deblurfast.efficient_attention(x, torch.zeros(2, 2, 4, 4), x),
+        lambda: deblurfast.strip_pool(x, (0,)),
+        lambda: deblurfast.strip_expand(x, x, (4, 5)),
+        lambda: deblurfast.nn.DeformConv2d(0, 4, 3),
+        lambda: deblurfast.nn.EfficientAttention(0),
+        lambda: deblurfast.nn.BlurAwareAttention(3),
+        lambda: deblurfast.nn.DynamicFilter2d(2),
+    ]
+    for call in bad_calls:
+        with pytest.raises(RuntimeError) as info:
+            call()
+        assert isinstance(info.value, (ArgumentError, ArgumentTypeError)), info.value
+
+
+class _EveryOp(torch.nn.Module):
+    def forward(self, x, kernel, key):
+        y = deblurfast.dynamic_filter2d(x, kernel, 3)
+        y = y + deblurfast.pixel_adaptive_conv2d(x, kernel, torch.ones(2, 2, 3, 3), padding=1)
+        y = y + deblurfast.efficient_attention(x, key, key)
+        pooled = deblurfast.strip_pool(y, (1, 2))
+        return deblurfast.strip_expand(pooled[1][0], pooled[1][1], (5, 6))
+
+
+def test_every_op_is_an_fx_leaf():
+    """torch.fx symbolic tracing records each public op as one call (torchvision's op is an fx leaf;
+    feature extraction and fx quantization need it) and the traced module computes the same."""
+    traced = torch.fx.symbolic_trace(_EveryOp())
+    calls = {n.target for n in traced.graph.nodes if n.op == "call_function"}
+    for op in (deblurfast.dynamic_filter2d, deblurfast.pixel_adaptive_conv2d, deblurfast.efficient_attention,
+               deblurfast.strip_pool, deblurfast.strip_expand):
+        assert op in calls, op.__name__
+    args = (torch.randn(1, 2, 5, 6), torch.randn(1, 9, 5, 6), torch.randn(1, 3, 5, 6))
+    assert torch.equal(traced(*args), _EveryOp()(*args))

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -6,7 +7,7 @@ from deblurfast import BackendError, dynamic_filter2d, use_backend
 from deblurfast.nn import DynamicFilter2d
 from deblurfast.ops.dynamic_filter2d import OP, dynamic_filter2d_reference
 from deblurfast.testing import assert_close
-from helpers import backend_params, grads, leaf, require_backend, uninitialized_is_nan
+from helpers import backend_params, check_double_backward, grads, leaf, require_backend, uninitialized_is_nan
 
 BACKENDS = backend_params("dynamic_filter2d")
 MODES = ("zeros", "reflect", "replicate")
@@ -156,6 +157,71 @@ def test_gradcheck(backend, case):
         assert torch.autograd.gradcheck(fn, (leaf(x), leaf(kernel)), eps=1e-6, atol=1e-7)
 
 
+# -- second-order gradients (issue 12, item 1) ------------------------------------
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("mode,normalize", [("reflect", "softmax"), ("zeros", None), ("replicate", "softmax")])
+def test_double_backward(backend, device, mode, normalize):
+    """Every backend differentiates its gradients (the cpu one gave zero second-order gradients)."""
+    x, kernel = make(1, 2, 3, 4, 3, 1)
+    check_double_backward("dynamic_filter2d", backend, device,
+                          lambda be, x, k: dynamic_filter2d(x, k, 3, 1, mode, normalize, backend=be), (x, kernel))
+
+
+# -- non-finite values and extreme arguments (issue 12, items 2 and 7) ------------
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("mode", MODES)
+def test_nonfinite_values_stay_local(backend, device, mode):
+    """A NaN/inf pixel reaches only the outputs that read it; a NaN kernel tap that reads the zero
+    padding reaches nothing (the tap is not read: the reference and Triton multiplied it by 0)."""
+    require_backend("dynamic_filter2d", backend, device, torch.float64)
+    x, kernel = make(1, 4, 6, 7, 3, 2)
+    x[0, 0, 0, 0], x[0, 3, 3, 4] = float("nan"), float("inf")
+    kernel[0, 0, 0, 0] = float("nan")  # tap (0, 0) of pixel (0, 0) of group 0: reads the padding
+    kernel[0, 9 + 4, 5, 6] = float("-inf")  # the centre tap of group 1 at (5, 6)
+    expected = oracles.dynamic_filter2d(x, kernel, 3, 1, mode, False)
+    assert expected.isnan().any() and torch.isfinite(expected).any()
+    out = dynamic_filter2d(x.to(device), kernel.to(device), 3, 1, mode, backend=backend)
+    assert_close(out.cpu(), expected)  # NaN and inf positions equal, the rest close
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("mode", ["zeros", "replicate"])
+def test_huge_dilation(backend, device, mode):
+    """dilation 2**31: the reference built a padded copy of 2**32 columns ("Storage size calculation
+    overflowed"). It now reads only the image (a tap beyond it reads zero, or the replicated edge);
+    a kernel that cannot index that far refuses, naming its limit."""
+    require_backend("dynamic_filter2d", backend, device, torch.float64)
+    x, kernel = make(1, 2, 4, 5, 3, 1)
+    expected = oracles.dynamic_filter2d(x, kernel, 3, 2**31, mode, False)
+    try:
+        out, gx, gk = run_with_grads(backend, x.to(device), kernel.to(device), 3, 2**31, mode, None)
+    except BackendError as e:
+        assert backend != "reference"
+        assert "needs 64-bit positions" in str(e) or "replicate padding 2147483648 > max(H, W)" in str(e)
+        return
+    assert_close(out.cpu(), expected)
+    _, want_x, want_k = run_with_grads("reference", x, kernel, 3, 2**31, mode, None)
+    assert_close(gx.cpu(), want_x)
+    assert_close(gk.cpu(), want_k)
+
+
+def test_dilation_beyond_int64_is_refused():
+    with pytest.raises(ValueError, match=r"padded size max\(H, W\) \+ dilation\*\(kernel_size-1\) = \d+ does not fit"):
+        dynamic_filter2d(**_bad(dilation=2**62, padding_mode="zeros"))
+
+
+def test_integral_scalars_are_accepted():
+    x, kernel = make(1, 2, 5, 6, 3, 1)
+    expected = dynamic_filter2d(x, kernel, 3, 2, "zeros")
+    for k, d in ((np.int64(3), np.int32(2)), (torch.tensor(3), torch.tensor(2))):
+        assert torch.equal(dynamic_filter2d(x, kernel, k, d, "zeros"), expected)
+    assert DynamicFilter2d(np.int64(3), torch.tensor(2)).kernel_size == 3
+
+
 # -- registration: opcheck, torch.compile ----------------------------------------
 
 
@@ -267,8 +333,9 @@ def _bad(**overrides):
     ],
 )
 def test_exceptions(overrides, error, match):
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match=match) as info:
         dynamic_filter2d(**_bad(**overrides))
+    assert isinstance(info.value, RuntimeError)  # as deform_conv2d's, whose torchvision twin raises RuntimeError
 
 
 def test_exception_mixed_devices():

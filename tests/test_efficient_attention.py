@@ -8,7 +8,7 @@ from deblurfast import efficient_attention
 from deblurfast.ops.efficient_attention import OP
 from deblurfast.ops.efficient_attention.function import TRITON_MAX_MAPS
 from deblurfast.testing import assert_close
-from helpers import backend_params, grads, leaf, require_backend, uninitialized_is_nan
+from helpers import backend_params, check_double_backward, grads, leaf, require_backend, uninitialized_is_nan
 
 BACKENDS = backend_params("efficient_attention")
 NAMES = ("value", "key", "query", "gate")
@@ -224,6 +224,16 @@ def test_gradcheck(case):
         value, key, query = (t.to(memory_format=torch.channels_last) for t in (value, key, query))
     tensors = tuple(leaf(t) if t is not None else None for t in (value, key, query, g))
     assert torch.autograd.gradcheck(lambda *a: efficient_attention(*a, backend="reference"), tensors)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("gate", [True, False])
+def test_double_backward(backend, device, gate):
+    """Every backend differentiates its gradients (issue 12: a compiled backward op has no derivative;
+    the Triton op's first-order gradients run through the reference under create_graph=True)."""
+    tensors = make(1, 3, 2, (2, 3), (3, 2), gate)
+    check_double_backward("efficient_attention", backend, device,
+                          lambda be, *ts: efficient_attention(*ts, backend=be), tensors)
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)

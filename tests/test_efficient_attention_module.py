@@ -134,7 +134,7 @@ def test_backend_argument_reaches_the_op():
         (lambda m, x, enc: m(x[:, :5]), r"x must be \(N, C=6, H, W\), got \(2, 5, 5, 7\)"),
         (lambda m, x, enc: m(x, enc[:1]), "batch size 2, got 1"),
         (lambda m, x, enc: m(x, enc[:, :, 0]), r"enc must be \(N, C=6, H, W\)"),
-        (lambda m, x, enc: EfficientAttention(6, 0), "maps must be a positive int, got 0"),
+        (lambda m, x, enc: EfficientAttention(6, 0), "maps must be an int >= 1, got 0"),
     ],
 )
 def test_exceptions(call, match):

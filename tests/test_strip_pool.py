@@ -7,7 +7,7 @@ from deblurfast import BackendError, strip_expand, strip_pool
 from deblurfast.kernels import strip_pool as kernels
 from deblurfast.ops.strip_pool.reference import nearest_index
 from deblurfast.testing import assert_close
-from helpers import backend_params, grads, leaf, require_backend, uninitialized_is_nan
+from helpers import backend_params, check_double_backward, grads, leaf, require_backend, uninitialized_is_nan
 
 POOL_BACKENDS = backend_params("strip_pool")
 EXPAND_BACKENDS = backend_params("strip_expand")
@@ -192,6 +192,54 @@ def test_low_precision_reference_runs():
         for (v, h), (ev, eh) in zip(strip_pool(x.to(dtype), SIZES), strip_pool(x.double(), SIZES)):
             assert v.dtype == dtype
             assert (v.double() - ev).abs().max() < 2e-2 and (h.double() - eh).abs().max() < 2e-2
+
+
+# -- second-order gradients, non-finite values (issue 12, items 1 and 2) ---------
+
+
+@pytest.mark.parametrize("backend,device", POOL_BACKENDS)
+def test_double_backward(backend, device):
+    x = torch.randn(1, 2, 4, 5, dtype=torch.float64)
+    # squared, so that the second-order gradients are not zero for a linear op
+    check_double_backward("strip_pool", backend, device, lambda be, x: pool_flat(be, x, (1, 3)).square(), (x,))
+    v, h = torch.randn(1, 2, 4, 3, dtype=torch.float64), torch.randn(1, 2, 2, 5, dtype=torch.float64)
+    check_double_backward("strip_expand", backend, device,
+                          lambda be, v, h: strip_expand(v, h, (4, 5), backend=be).square(), (v, h))
+
+
+@pytest.mark.parametrize("backend,device", POOL_BACKENDS)
+def test_nonfinite_values_stay_in_their_bins(backend, device, many_tiles):
+    """A NaN/inf pixel reaches only the bins that hold it, forward and backward (the Triton
+    kernels' 0/1 membership matmuls carried it into every bin of its row and column as 0 * inf)."""
+    require_backend("strip_pool", backend, device, torch.float64)
+    x = torch.randn(1, 2, 9, 20, dtype=torch.float64)
+    x[0, 0, 3, 4], x[0, 0, 3, 17], x[0, 1, 8, 0], x[0, 1, 0, 19] = float("nan"), float("inf"), float("-inf"), float(
+        "inf")
+    sizes = (1, 3, 5)
+    expected = oracles.strip_pool(x, sizes)
+    got = strip_pool(x.to(device), sizes, backend=backend)
+    for (v, h), (ev, eh) in zip(got, expected):
+        assert_close(v.cpu(), ev)  # NaN and inf positions equal, the rest close
+        assert_close(h.cpu(), eh)
+    # backward: a NaN in the gradient of one bin reaches that bin's pixels only
+    xs = leaf(x.to(device))
+    grad = [torch.zeros_like(t) for pair in strip_pool(xs, sizes, backend=backend) for t in pair]
+    grad[2][0, 0, 5, 1] = float("nan")  # v of n = 3, row 5, bin 1: columns [6, 14)
+    grad[5][0, 1, 4, 7] = float("inf")  # h of n = 5, bin 4, column 7: rows [7, 9)
+    outs = [t for pair in strip_pool(xs, sizes, backend=backend) for t in pair]
+    (gx,) = torch.autograd.grad(outs, [xs], grad)
+    nan = torch.zeros_like(x, dtype=torch.bool)
+    nan[0, 0, 5, 6:14] = True
+    inf = torch.zeros_like(x, dtype=torch.bool)
+    inf[0, 1, 7:9, 7] = True
+    assert torch.equal(gx.isnan().cpu(), nan) and torch.equal(gx.isinf().cpu(), inf)
+    # strip_expand's backward sums over the pixels each map entry was expanded to
+    v, h = leaf(torch.randn(1, 2, 9, 3, device=device)), leaf(torch.randn(1, 2, 4, 20, device=device))
+    g = torch.zeros(1, 2, 9, 20, device=device)
+    g[0, 1, 2, 15] = float("nan")
+    gv, gh = torch.autograd.grad(strip_expand(v, h, (9, 20), backend=backend), [v, h], g)
+    assert gv.isnan().sum() == 1 and gv[0, 1, 2, 15 * 3 // 20].isnan()
+    assert gh.isnan().sum() == 1 and gh[0, 1, 2 * 4 // 9, 15].isnan()
 
 
 # -- registration: opcheck, torch.compile ----------------------------------------

@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import ArgumentError, as_int
 from .._device_constants import device_constant_cache
+from ..dispatch import parse_backend
 from ..ops.strip_pool import blur_aware_mask, strip_pool
 from ..ops.strip_pool.reference import interpolate_nearest_index, nearest_index
 
@@ -88,12 +90,16 @@ class BlurAwareAttention(nn.Module):
         dtype=None,
     ):
         super().__init__()
-        if not isinstance(channels, int) or channels < 2 or channels % 2:
-            raise ValueError(f"BlurAwareAttention: channels must be an even int >= 2, got {channels!r}")
-        m = channels // 2
-        fuse_channels = m if fuse_channels is None else fuse_channels
-        if not isinstance(fuse_channels, int) or fuse_channels < 1:
-            raise ValueError(f"BlurAwareAttention: fuse_channels must be a positive int, got {fuse_channels!r}")
+        c = as_int(channels)
+        if c is None or c < 2 or c % 2:
+            raise ArgumentError(f"BlurAwareAttention: channels must be an even int >= 2, got {channels!r}")
+        channels, m = c, c // 2
+        f = m if fuse_channels is None else as_int(fuse_channels)
+        if f is None or f < 1:
+            raise ArgumentError(f"BlurAwareAttention: fuse_channels must be a positive int, got {fuse_channels!r}")
+        fuse_channels = f
+        if backend is not None:
+            parse_backend(backend)
         kw = {"device": device, "dtype": dtype}
         self.channels, self.fuse_channels = channels, fuse_channels
         self.exact_integer_nearest, self.backend = exact_integer_nearest, backend
@@ -173,7 +179,7 @@ class BlurAwareAttention(nn.Module):
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != self.channels:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"BlurAwareAttention: x must be (N, {self.channels}, H, W), got {shape}")
+            raise ArgumentError(f"BlurAwareAttention: x must be (N, {self.channels}, H, W), got {shape}")
         x1, z = self._fused(x, return_attention) if self.fused else self._reference(x)
         out = x1 * torch.sigmoid(self.mask_conv_2(self.mask_relu(self.mask_conv_1(x1))))
         return (out, z) if return_attention else out

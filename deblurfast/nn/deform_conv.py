@@ -9,26 +9,73 @@
 
 Every module takes `backend` (None: deblurfast's dispatch rules; see
 deblurfast.dispatch), so a model can pin or switch its implementation.
+
+TorchScript: torch.jit.script(module) works for all three. Backend selection is
+Python (Triton kernels and the reference are Python functions), so a scripted
+module calls the compiled op torch.ops.deblurfast.deform_conv2d directly: the C++
+(CPU, float32/float64) and CUDA kernels, with the compiled op's argument checks.
+Its gradients are registered from Python, so a scripted module trains in a Python
+process and runs forward only in LibTorch (load deblurfast/_C*.so there). A module
+pinned to backend="reference" or "triton" refuses to be scripted. The functional
+deblurfast.deform_conv2d is not scriptable for the same reason; script code calls
+torch.ops.deblurfast.deform_conv2d. torch.export and torch.compile take the
+modules as they are.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
 
-from .._checks import pair
+from .. import _ext
+from .._checks import ArgumentError, integer, pair
+from ..dispatch import parse_backend
 from ..ops import deform_conv2d
+
+
+def _deform_conv(x: torch.Tensor, offset: Optional[torch.Tensor], weight: torch.Tensor, bias: Optional[torch.Tensor],
+                 stride: Tuple[int, int], padding: Tuple[int, int], dilation: Tuple[int, int],
+                 mask: Optional[torch.Tensor], backend: Optional[str]) -> torch.Tensor:
+    """deform_conv2d through the dispatcher; under TorchScript, the compiled op (see the module doc)."""
+    if torch.jit.is_scripting():
+        return torch.ops.deblurfast.deform_conv2d(x, offset, weight, bias, mask, [stride[0], stride[1]],
+                                                  [padding[0], padding[1]], [dilation[0], dilation[1]])
+    return _dispatched(x, offset, weight, bias, stride, padding, dilation, mask, backend)
+
+
+@torch.jit.unused
+def _dispatched(x: torch.Tensor, offset: Optional[torch.Tensor], weight: torch.Tensor, bias: Optional[torch.Tensor],
+                stride: Tuple[int, int], padding: Tuple[int, int], dilation: Tuple[int, int],
+                mask: Optional[torch.Tensor], backend: Optional[str]) -> torch.Tensor:
+    return deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask, backend=backend)
+
+
+def _check_scriptable(module: nn.Module) -> None:
+    """Why `module` (with a `backend`) cannot run under TorchScript, as an error; see the module doc."""
+    name = type(module).__name__
+    if not _ext.has_compiled_op("deform_conv2d"):
+        raise RuntimeError(f"{name}: TorchScript runs torch.ops.deblurfast.deform_conv2d, which this build lacks: "
+                           f"{_ext.EXTENSION_ERROR or 'rebuild the extension'}")
+    if module.backend is not None and not set(parse_backend(module.backend)) & {"auto", "cpu", "cuda"}:
+        raise RuntimeError(f"{name}: backend={module.backend!r} cannot be scripted: TorchScript runs the compiled "
+                           "op (the cpu and cuda backends); set backend=None to script the module")
 
 
 class _DeformConvBase(nn.Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, backend):
         super().__init__()
         name = type(self).__name__
+        in_channels = integer(name, "in_channels", in_channels, 1)
+        out_channels = integer(name, "out_channels", out_channels, 1)
+        groups = integer(name, "groups", groups, 1)
         if in_channels % groups or out_channels % groups:
-            raise ValueError(f"{name}: in_channels={in_channels} and out_channels={out_channels} must be "
-                             f"divisible by groups={groups}")
+            raise ArgumentError(f"{name}: in_channels={in_channels} and out_channels={out_channels} must be "
+                                f"divisible by groups={groups}")
+        if backend is not None:
+            parse_backend(backend)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = pair(name, "kernel_size", kernel_size, 1)
         self.stride = pair(name, "stride", stride, 1)
@@ -39,9 +86,13 @@ class _DeformConvBase(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size))
         self.register_parameter("bias", nn.Parameter(torch.empty(out_channels)) if bias else None)
 
-    def _conv(self, x, offset, mask):
-        return deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask,
-                             backend=self.backend)
+    def _conv(self, x: torch.Tensor, offset: Optional[torch.Tensor], mask: Optional[torch.Tensor]) -> torch.Tensor:
+        return _deform_conv(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask,
+                            self.backend)
+
+    def __prepare_scriptable__(self):
+        _check_scriptable(self)
+        return self
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
@@ -75,7 +126,8 @@ class DeformConv2d(_DeformConvBase):
             bound = 1 / math.sqrt(fan_in)
             nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, input: torch.Tensor, offset: torch.Tensor | None, mask: torch.Tensor | None = None):
+    def forward(self, input: torch.Tensor, offset: Optional[torch.Tensor],
+                mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self._conv(input, offset, mask)
 
 
@@ -91,9 +143,10 @@ class ModulatedDeformConv2d(_DeformConvBase):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, deform_groups: int = 1, bias: bool = True, *, backend: str | None = None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, backend)
-        if in_channels % deform_groups:
-            raise ValueError(f"ModulatedDeformConv2d: in_channels={in_channels} must be divisible by "
-                             f"deform_groups={deform_groups}")
+        deform_groups = integer("ModulatedDeformConv2d", "deform_groups", deform_groups, 1)
+        if self.in_channels % deform_groups:
+            raise ArgumentError(f"ModulatedDeformConv2d: in_channels={in_channels} must be divisible by "
+                                f"deform_groups={deform_groups}")
         self.deform_groups = deform_groups
         self.init_weights()
 
@@ -104,11 +157,11 @@ class ModulatedDeformConv2d(_DeformConvBase):
         if self.bias is not None:
             self.bias.data.zero_()
 
-    def forward(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, offset: Optional[torch.Tensor], mask: Optional[torch.Tensor]) -> torch.Tensor:
         K = self.kernel_size[0] * self.kernel_size[1]
         if offset is not None and offset.dim() == 4 and offset.shape[1] != 2 * self.deform_groups * K:
-            raise ValueError(f"ModulatedDeformConv2d: offset must have 2*deform_groups*kh*kw = "
-                             f"{2 * self.deform_groups * K} channels, got {offset.shape[1]}")
+            raise ArgumentError(f"ModulatedDeformConv2d: offset must have 2*deform_groups*kh*kw = "
+                                f"{2 * self.deform_groups * K} channels, got {offset.shape[1]}")
         return self._conv(x, offset, mask)
 
     def extra_repr(self) -> str:
@@ -133,9 +186,14 @@ class PixelDependentFilter(nn.Module):
     def __init__(self, channels: int = 128, out_channels: int | None = None, kernel_size: int = 5,
                  max_offset: float = 4.0, offsets: bool = True, bias: bool = True, *, backend: str | None = None):
         super().__init__()
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"PixelDependentFilter: kernel_size must be odd, got {kernel_size}")
-        out_channels = channels if out_channels is None else out_channels
+        name = "PixelDependentFilter"
+        channels = integer(name, "channels", channels, 1)
+        kernel_size = integer(name, "kernel_size", kernel_size, 1)
+        if kernel_size % 2 == 0:
+            raise ArgumentError(f"{name}: kernel_size must be odd, got {kernel_size}")
+        out_channels = channels if out_channels is None else integer(name, "out_channels", out_channels, 1)
+        if backend is not None:
+            parse_backend(backend)
         k2 = kernel_size * kernel_size
         self.kernel_size, self.max_offset, self.backend = kernel_size, float(max_offset), backend
         self.kernel_conv = nn.Conv2d(channels, k2, 3, padding=1)
@@ -147,7 +205,7 @@ class PixelDependentFilter(nn.Module):
         self.register_parameter("bias", nn.Parameter(torch.zeros(out_channels)) if bias else None)
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
 
-    def offsets(self, x: torch.Tensor) -> torch.Tensor | None:
+    def offsets(self, x: torch.Tensor) -> Optional[torch.Tensor]:
         """The bounded offsets (N, 2*k*k, H, W), or None without the offset branch."""
         if self.offset_conv is None:
             return None
@@ -155,8 +213,12 @@ class PixelDependentFilter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad = self.kernel_size // 2
-        return deform_conv2d(x, self.offsets(x), self.weight, self.bias, 1, pad, 1, self.kernel_conv(x),
-                             backend=self.backend)
+        return _deform_conv(x, self.offsets(x), self.weight, self.bias, (1, 1), (pad, pad), (1, 1),
+                            self.kernel_conv(x), self.backend)
+
+    def __prepare_scriptable__(self):
+        _check_scriptable(self)
+        return self
 
     def extra_repr(self) -> str:
         return (f"kernel_size={self.kernel_size}, max_offset={self.max_offset}, "

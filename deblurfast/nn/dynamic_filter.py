@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..dispatch import parse_backend
 from ..ops import dynamic_filter2d
 from ..ops.dynamic_filter2d.function import check_arguments
 
@@ -20,7 +21,9 @@ class DynamicFilter2d(nn.Module):
     def __init__(self, kernel_size: int = 3, dilation: int = 1, padding_mode: str = "reflect",
                  normalize: str | None = "softmax", *, backend: str | None = None):
         super().__init__()
-        check_arguments(kernel_size, dilation, padding_mode, normalize)
+        kernel_size, dilation = check_arguments(kernel_size, dilation, padding_mode, normalize, "DynamicFilter2d")
+        if backend is not None:
+            parse_backend(backend)
         self.kernel_size, self.dilation = kernel_size, dilation
         self.padding_mode, self.normalize, self.backend = padding_mode, normalize, backend
 

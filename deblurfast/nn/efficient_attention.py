@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._checks import ArgumentError, integer
+from ..dispatch import parse_backend
 from ..ops.efficient_attention import efficient_attention
 
 
@@ -52,9 +54,10 @@ class EfficientAttention(nn.Module):
 
     def __init__(self, channels: int = 128, maps: int = 32, cross: bool = False, backend: str | None = None):
         super().__init__()
-        for name, v in (("channels", channels), ("maps", maps)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"EfficientAttention: {name} must be a positive int, got {v!r}")
+        channels = integer("EfficientAttention", "channels", channels, 1)
+        maps = integer("EfficientAttention", "maps", maps, 1)
+        if backend is not None:
+            parse_backend(backend)
         self.channels, self.maps, self.cross, self.backend = channels, maps, cross, backend
         self.mask_conv = nn.Conv2d(channels, 1, 1)
         self.enc_mask_conv = nn.Conv2d(channels, 1, 1) if cross else None
@@ -70,10 +73,11 @@ class EfficientAttention(nn.Module):
             value = xm
         else:
             if not self.cross:
-                raise ValueError("EfficientAttention: enc was given but the module was built with cross=False")
+                raise ArgumentError("EfficientAttention: enc was given but the module was built with cross=False")
             self._check("enc", enc)
             if enc.shape[0] != x.shape[0]:
-                raise ValueError(f"EfficientAttention: enc must have x's batch size {x.shape[0]}, got {enc.shape[0]}")
+                raise ArgumentError(
+                    f"EfficientAttention: enc must have x's batch size {x.shape[0]}, got {enc.shape[0]}")
             value = enc * torch.sigmoid(self.enc_mask_conv(enc))
         key = self.key_conv(value)
         query = self.query_conv(xm)
@@ -83,7 +87,7 @@ class EfficientAttention(nn.Module):
     def _check(self, name: str, t) -> None:
         if not isinstance(t, torch.Tensor) or t.dim() != 4 or t.shape[1] != self.channels:
             shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise ValueError(f"EfficientAttention: {name} must be (N, C={self.channels}, H, W), got {shape}")
+            raise ArgumentError(f"EfficientAttention: {name} must be (N, C={self.channels}, H, W), got {shape}")
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, maps={self.maps}, cross={self.cross}, backend={self.backend!r}"

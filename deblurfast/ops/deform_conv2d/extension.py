@@ -5,7 +5,7 @@ import torch
 
 from ... import _ext
 from ..._registration import register_backward
-from .reference import output_size
+from .reference import deform_conv2d_reference_op_order, output_size
 
 if _ext.has_compiled_op("deform_conv2d"):
 
@@ -26,7 +26,8 @@ if _ext.has_compiled_op("deform_conv2d"):
                 like(output_mask[3], bias), like(output_mask[4], mask))
 
     register_backward(
-        "deblurfast::deform_conv2d", torch.ops.deblurfast.deform_conv2d_backward.default, num_tensors=5
+        "deblurfast::deform_conv2d", torch.ops.deblurfast.deform_conv2d_backward.default, num_tensors=5,
+        reference=deform_conv2d_reference_op_order,
     )
 
 

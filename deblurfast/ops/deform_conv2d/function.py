@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from ..._checks import autocast_inputs, check_like, check_shape, check_tensor, pair
+from ..._checks import INT64_MAX, ArgumentError, autocast_inputs, check_like, check_shape, check_tensor, pair
 from ...dispatch import FLOAT_DTYPES, Impl, Op
+from .._fx import fx_leaf
 from .extension import deform_conv2d_compiled
 from .reference import deform_conv2d_reference, output_size
 from .triton_op import deform_conv2d_triton_backend
@@ -65,18 +66,25 @@ def _check(op, input, offset, weight, bias, stride, padding, dilation, mask, mas
     N, Cin, H, W = input.shape
     Cout, Cin_g, kh, kw = weight.shape
     if Cin_g == 0 or Cin % Cin_g:
-        raise ValueError(
+        raise ArgumentError(
             f"{op}: input channels Cin={Cin} must be a multiple of weight.shape[1]={Cin_g} (Cin/groups)"
         )
     groups = Cin // Cin_g
     if Cout % groups:
-        raise ValueError(f"{op}: weight's Cout={Cout} must be divisible by groups={groups} (= Cin / weight.shape[1])")
+        raise ArgumentError(
+            f"{op}: weight's Cout={Cout} must be divisible by groups={groups} (= Cin / weight.shape[1])")
     if kh == 0 or kw == 0:
-        raise ValueError(f"{op}: weight must have a non-empty kernel, got kh={kh}, kw={kw}")
+        raise ArgumentError(f"{op}: weight must have a non-empty kernel, got kh={kh}, kw={kw}")
+    for axis, size, pad in (("H", H, padding[0]), ("W", W, padding[1])):
+        if size + 2 * pad > INT64_MAX:
+            raise ArgumentError(
+                f"{op}: the padded size {axis} + 2*padding = {size + 2 * pad} does not fit in 64-bit integers "
+                f"(padding {padding})"
+            )
     Ho = output_size(H, kh, stride[0], padding[0], dilation[0])
     Wo = output_size(W, kw, stride[1], padding[1], dilation[1])
     if Ho <= 0 or Wo <= 0:
-        raise ValueError(
+        raise ArgumentError(
             f"{op}: output size (Ho, Wo) = ({Ho}, {Wo}) is not positive for input {H}x{W}, kernel {kh}x{kw}, "
             f"stride {stride}, padding {padding}, dilation {dilation}"
         )
@@ -86,7 +94,7 @@ def _check(op, input, offset, weight, bias, stride, padding, dilation, mask, mas
         check_tensor(op, "offset", offset, 4, "(N, 2*G*kh*kw, Ho, Wo)")
         check_like(op, "offset", offset, "input", input)
         if offset.shape[1] == 0 or offset.shape[1] % (2 * K):
-            raise ValueError(
+            raise ArgumentError(
                 f"{op}: offset must have 2*G*kh*kw channels with kh*kw = {K}, i.e. a positive multiple of "
                 f"{2 * K}, got {offset.shape[1]}"
             )
@@ -97,13 +105,13 @@ def _check(op, input, offset, weight, bias, stride, padding, dilation, mask, mas
         check_like(op, mask_name, mask, "input", input)
         if G is None:
             if mask.shape[1] == 0 or mask.shape[1] % K:
-                raise ValueError(
+                raise ArgumentError(
                     f"{op}: {mask_name} must have G*kh*kw channels with kh*kw = {K}, got {mask.shape[1]}"
                 )
             G = mask.shape[1] // K
         check_shape(op, mask_name, mask, (N, G * K, Ho, Wo), "(N, G*kh*kw, Ho, Wo)")
     if G is not None and Cin % G:
-        raise ValueError(f"{op}: input channels Cin={Cin} must be divisible by the offset groups G={G}")
+        raise ArgumentError(f"{op}: input channels Cin={Cin} must be divisible by the offset groups G={G}")
     if bias is not None:
         check_tensor(op, "bias", bias, 1, "(Cout,)")
         check_like(op, "bias", bias, "input", input)
@@ -111,6 +119,7 @@ def _check(op, input, offset, weight, bias, stride, padding, dilation, mask, mas
     return stride, padding, dilation
 
 
+@fx_leaf
 def deform_conv2d(
     input: torch.Tensor,
     offset: torch.Tensor | None,
@@ -130,7 +139,11 @@ def deform_conv2d(
 
     with (dy, dx) = offset[n, 2(g*K+t) : 2(g*K+t)+2, ho, wo], g = c // (Cin/G) the
     offset group and t = i*kw + j. A sample at or beyond one pixel outside the
-    image reads 0 (torchvision's rule); so does a non-finite position.
+    image reads 0 (torchvision's rule); so does a non-finite position. A bilinear
+    corner outside the image reads nothing, so a NaN/inf pixel reaches only the
+    samples it is a corner of (with offset=None, only those at its position).
+    Gradients of any order: with create_graph=True the compiled and Triton
+    backends' first-order gradients run through the reference (differentiable).
 
     Args:
         input: (N, Cin, H, W).
@@ -151,6 +164,7 @@ def deform_conv2d(
     return fn(input, offset, weight, bias, stride, padding, dilation, mask)
 
 
+@fx_leaf
 def pixel_adaptive_conv2d(
     input: torch.Tensor,
     kernel: torch.Tensor,

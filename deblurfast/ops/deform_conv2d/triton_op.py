@@ -6,7 +6,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from ..._registration import register_backward
-from .reference import output_size
+from .reference import deform_conv2d_reference_op_order, output_size
 
 
 def output_memory_format(x: torch.Tensor) -> torch.memory_format:
@@ -68,7 +68,8 @@ def _(grad_output, input, offset, weight, bias, mask, stride, padding, dilation,
             like(output_mask[3], bias), like(output_mask[4], mask))
 
 
-register_backward(deform_conv2d_triton, deform_conv2d_triton_backward, num_tensors=5)
+register_backward(deform_conv2d_triton, deform_conv2d_triton_backward, num_tensors=5,
+                  reference=deform_conv2d_reference_op_order)
 
 
 def deform_conv2d_triton_backend(input, offset, weight, bias, stride, padding, dilation, mask):

@@ -5,6 +5,7 @@ import torch
 
 from ... import _ext
 from ..._registration import register_backward
+from .reference import dynamic_filter2d_reference
 
 if _ext.has_compiled_op("dynamic_filter2d"):
 
@@ -20,7 +21,8 @@ if _ext.has_compiled_op("dynamic_filter2d"):
         )
 
     register_backward(
-        "deblurfast::dynamic_filter2d", torch.ops.deblurfast.dynamic_filter2d_backward.default, num_tensors=2
+        "deblurfast::dynamic_filter2d", torch.ops.deblurfast.dynamic_filter2d_backward.default, num_tensors=2,
+        reference=dynamic_filter2d_reference,
     )
 
 

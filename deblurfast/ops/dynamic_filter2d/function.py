@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..._checks import autocast_inputs, check_like, check_shape, check_tensor, is_int
+from ..._checks import INT64_MAX, ArgumentError, as_int, autocast_inputs, check_like, check_shape, check_tensor
 from ...dispatch import FLOAT_DTYPES, Impl, Op
+from .._fx import fx_leaf
 from .extension import dynamic_filter2d_compiled
 from .reference import dynamic_filter2d_reference
 from .triton_op import dynamic_filter2d_triton
@@ -15,42 +16,59 @@ NORMALIZE = (None, "softmax")
 CUDA_MAX_KERNEL_SIZE = 15  # kDynamicFilter2dMaxKernelSize in csrc/cuda/launch.h
 
 
-def _plane_limit(input, *args):
+def _kernel_limits(input, kernel, kernel_size, dilation, padding_mode, softmax):
+    """The compiled and Triton kernels' limits."""
     H, W = input.shape[-2:]
+    pad = dilation * (kernel_size - 1) // 2
+    if padding_mode == "replicate" and pad > max(H, W):
+        return (f"replicate padding {pad} > max(H, W) = {max(H, W)}: the backward enumerates every padded "
+                "coordinate of the border pixels")
     if H * W >= 2**31:
         return f"H*W = {H * W} needs 64-bit in-plane offsets (the kernels use 32-bit ones)"
     return None
 
 
+def _triton_limits(input, kernel, kernel_size, dilation, padding_mode, softmax):
+    padded = max(input.shape[-2:]) + dilation * (kernel_size - 1)
+    if padded >= 2**31:
+        return f"the padded size max(H, W) + dilation*(kernel_size-1) = {padded} needs 64-bit positions (32-bit here)"
+    return _kernel_limits(input, kernel, kernel_size, dilation, padding_mode, softmax)
+
+
 def _cuda_limits(input, kernel, kernel_size, dilation, padding_mode, softmax):
     if kernel_size > CUDA_MAX_KERNEL_SIZE:
         return f"kernel_size {kernel_size} > {CUDA_MAX_KERNEL_SIZE} (taps are kept in registers)"
-    return _plane_limit(input)
+    return _kernel_limits(input, kernel, kernel_size, dilation, padding_mode, softmax)
 
 
 OP = Op(
     "dynamic_filter2d",
     {
         "reference": Impl(dynamic_filter2d_reference, FLOAT_DTYPES),
-        "cpu": Impl(dynamic_filter2d_compiled, (torch.float32, torch.float64), compiled_op="dynamic_filter2d"),
+        "cpu": Impl(dynamic_filter2d_compiled, (torch.float32, torch.float64), check=_kernel_limits,
+                    compiled_op="dynamic_filter2d"),
         "cuda": Impl(dynamic_filter2d_compiled, FLOAT_DTYPES, check=_cuda_limits, compiled_op="dynamic_filter2d"),
-        "triton": Impl(dynamic_filter2d_triton, FLOAT_DTYPES, check=_plane_limit),
+        "triton": Impl(dynamic_filter2d_triton, FLOAT_DTYPES, check=_triton_limits),
     },
 )
 
 
-def check_arguments(kernel_size, dilation, padding_mode, normalize, op: str = "dynamic_filter2d") -> None:
-    """The non-tensor arguments (shared with nn.DynamicFilter2d, which checks them when built)."""
-    if not is_int(kernel_size) or kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"{op}: kernel_size must be a positive odd int, got {kernel_size!r}")
-    if not is_int(dilation) or dilation < 1:
-        raise ValueError(f"{op}: dilation must be an int >= 1, got {dilation!r}")
-    if padding_mode not in PADDING_MODES:
-        raise ValueError(f"{op}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-    if normalize not in NORMALIZE:
-        raise ValueError(f"{op}: normalize must be None or 'softmax', got {normalize!r}")
+def check_arguments(kernel_size, dilation, padding_mode, normalize, op: str = "dynamic_filter2d") -> tuple[int, int]:
+    """The non-tensor arguments (shared with nn.DynamicFilter2d, which checks them when built);
+    returns (kernel_size, dilation) as ints (any integral scalar is taken)."""
+    k, d = as_int(kernel_size), as_int(dilation)
+    if k is None or k < 1 or k % 2 == 0:
+        raise ArgumentError(f"{op}: kernel_size must be a positive odd int, got {kernel_size!r}")
+    if d is None or d < 1:
+        raise ArgumentError(f"{op}: dilation must be an int >= 1, got {dilation!r}")
+    if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
+        raise ArgumentError(f"{op}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    if normalize is not None and (not isinstance(normalize, str) or normalize not in NORMALIZE):
+        raise ArgumentError(f"{op}: normalize must be None or 'softmax', got {normalize!r}")
+    return k, d
 
 
+@fx_leaf
 def dynamic_filter2d(
     input: torch.Tensor,
     kernel: torch.Tensor,
@@ -68,6 +86,8 @@ def dynamic_filter2d(
     with g = c // (C / G), xpad = `input` padded by d*(k-1)/2 per side, and K =
     `kernel`, or its softmax over the k*k taps when normalize="softmax" (fused).
     Taps are row-major and not flipped (a correlation, as nn.Unfold orders them).
+    With zeros padding a tap that reads the padding is skipped: its kernel value
+    is not read (a NaN there changes nothing).
 
     Args:
         input: (N, C, H, W).
@@ -86,26 +106,31 @@ def dynamic_filter2d(
     check_tensor(op, "input", input, 4, "(N, C, H, W)")
     check_tensor(op, "kernel", kernel, 4, "(N, G*k*k, H, W)")
     check_like(op, "kernel", kernel, "input", input)
-    check_arguments(kernel_size, dilation, padding_mode, normalize)
+    kernel_size, dilation = check_arguments(kernel_size, dilation, padding_mode, normalize)
     N, C, H, W = input.shape
     taps = kernel_size * kernel_size
     if kernel.shape[1] == 0 or kernel.shape[1] % taps:
-        raise ValueError(
+        raise ArgumentError(
             f"{op}: kernel must have G*k*k channels with k*k = {taps} (kernel_size={kernel_size}), "
             f"got {kernel.shape[1]}"
         )
     groups = kernel.shape[1] // taps
     if C % groups:
-        raise ValueError(f"{op}: input channels C={C} must be divisible by the kernel's groups G={groups}")
+        raise ArgumentError(f"{op}: input channels C={C} must be divisible by the kernel's groups G={groups}")
     check_shape(op, "kernel", kernel, (N, groups * taps, H, W), "(N, G*k*k, H, W)")
     pad = dilation * (kernel_size - 1) // 2
+    if max(H, W) + 2 * pad > INT64_MAX:
+        raise ArgumentError(
+            f"{op}: the padded size max(H, W) + dilation*(kernel_size-1) = {max(H, W) + 2 * pad} does not fit in "
+            f"64-bit integers (dilation={dilation}, kernel_size={kernel_size})"
+        )
     if padding_mode == "reflect" and (pad >= H or pad >= W):
-        raise ValueError(
+        raise ArgumentError(
             f"{op}: reflect padding dilation*(kernel_size-1)/2 = {pad} must be smaller than the input's "
             f"H and W, got H={H}, W={W}"
         )
     if padding_mode == "replicate" and pad > 0 and (H == 0 or W == 0):
-        raise ValueError(f"{op}: replicate padding needs H, W > 0, got H={H}, W={W}")
+        raise ArgumentError(f"{op}: replicate padding needs H, W > 0, got H={H}, W={W}")
     softmax = normalize == "softmax"
     fn = OP.select(backend, input.device, input.dtype, input, kernel, kernel_size, dilation, padding_mode, softmax)
     return fn(input, kernel, kernel_size, dilation, padding_mode, softmax)

@@ -6,6 +6,7 @@ from typing import List, Tuple
 import torch
 
 from ..._registration import register_backward
+from .reference import dynamic_filter2d_reference
 
 
 @torch.library.custom_op("deblurfast::dynamic_filter2d_triton", mutates_args=())
@@ -46,4 +47,5 @@ def _(grad_output, input, kernel, kernel_size, dilation, padding_mode, softmax, 
     )
 
 
-register_backward(dynamic_filter2d_triton, dynamic_filter2d_triton_backward, num_tensors=2)
+register_backward(dynamic_filter2d_triton, dynamic_filter2d_triton_backward, num_tensors=2,
+                  reference=dynamic_filter2d_reference)

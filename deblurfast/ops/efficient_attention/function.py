@@ -6,8 +6,9 @@ import math
 
 import torch
 
-from ..._checks import autocast_inputs, check_like, check_shape, check_tensor
+from ..._checks import ArgumentError, autocast_inputs, check_like, check_shape, check_tensor
 from ...dispatch import FLOAT_DTYPES, Impl, Op
+from .._fx import fx_leaf
 from .reference import efficient_attention_reference
 from .triton_op import efficient_attention_triton
 
@@ -34,6 +35,7 @@ OP = Op(
 )
 
 
+@fx_leaf
 def efficient_attention(
     value: torch.Tensor,
     key: torch.Tensor,
@@ -68,12 +70,12 @@ def efficient_attention(
     C2 = key.shape[1]
     Lin = math.prod(value.shape[2:])
     if key.shape[0] != N or math.prod(key.shape[2:]) != Lin:
-        raise ValueError(
+        raise ArgumentError(
             f"{op}: key must be (N, C2, Lin) with N={N} and Lin={Lin} positions of value "
             f"{tuple(value.shape)}, got {tuple(key.shape)}"
         )
     if query.shape[0] != N or query.shape[1] != C2:
-        raise ValueError(
+        raise ArgumentError(
             f"{op}: query must be (N, C2, ...) with N={N} and C2={C2} of key, got {tuple(query.shape)}"
         )
     if gate is not None:

@@ -6,6 +6,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from ..._registration import register_backward
+from .reference import efficient_attention_reference
 
 
 @torch.library.custom_op("deblurfast::efficient_attention_triton", mutates_args=())
@@ -45,4 +46,5 @@ def _(grad_output, value, key, query, gate, output_mask):
     )
 
 
-register_backward(efficient_attention_triton, efficient_attention_triton_backward, num_tensors=4)
+register_backward(efficient_attention_triton, efficient_attention_triton_backward, num_tensors=4,
+                  reference=efficient_attention_reference)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from ..._checks import autocast_inputs, check_like, check_shape, check_tensor, is_int, promote_inputs
+from ..._checks import (ArgumentError, ArgumentTypeError, as_int, autocast_inputs, check_like, check_shape,
+                        check_tensor, promote_inputs)
 from ...dispatch import FLOAT_DTYPES, Impl, Op
+from .._fx import fx_leaf
 from .reference import blur_aware_mask_reference, strip_expand_reference, strip_pool_reference
 from .triton_op import blur_aware_mask_triton, strip_expand_triton, strip_pool_triton
 
@@ -69,6 +71,7 @@ MASK_OP = Op(
 )
 
 
+@fx_leaf
 def strip_pool(
     x: torch.Tensor, sizes: tuple[int, ...] = (1, 3, 5, 7), *, backend: str | None = None
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -89,14 +92,16 @@ def strip_pool(
     op = "strip_pool"
     check_tensor(op, "x", x, 4, "(N, C, H, W)")
     if x.shape[2] < 1 or x.shape[3] < 1:
-        raise ValueError(f"{op}: x must have H, W >= 1, got shape {tuple(x.shape)}")
-    if not isinstance(sizes, (tuple, list)) or not sizes or not all(is_int(n) and n >= 1 for n in sizes):
-        raise ValueError(f"{op}: sizes must be a non-empty sequence of positive ints, got {sizes!r}")
-    sizes = tuple(sizes)
+        raise ArgumentError(f"{op}: x must have H, W >= 1, got shape {tuple(x.shape)}")
+    ints = tuple(as_int(n) for n in sizes) if isinstance(sizes, (tuple, list)) else ()
+    if not ints or not all(n is not None and n >= 1 for n in ints):
+        raise ArgumentError(f"{op}: sizes must be a non-empty sequence of positive ints, got {sizes!r}")
+    sizes = ints
     fn = POOL_OP.select(backend, x.device, x.dtype, x, sizes)
     return fn(x, sizes)
 
 
+@fx_leaf
 def strip_expand(
     v: torch.Tensor, h: torch.Tensor, size: tuple[int, int], *, backend: str | None = None
 ) -> torch.Tensor:
@@ -115,14 +120,15 @@ def strip_expand(
     check_tensor(op, "v", v, 4, "(N, C', H, n_v)")
     check_tensor(op, "h", h, 4, "(N, C', n_h, W)")
     check_like(op, "h", h, "v", v)
-    if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(is_int(s) and s >= 1 for s in size)):
-        raise ValueError(f"{op}: size must be a pair of positive ints (H, W), got {size!r}")
-    H, W = size
+    ints = tuple(as_int(s) for s in size) if isinstance(size, (tuple, list)) and len(size) == 2 else ()
+    if not ints or not all(s is not None and s >= 1 for s in ints):
+        raise ArgumentError(f"{op}: size must be a pair of positive ints (H, W), got {size!r}")
+    H, W = ints
     N, C = v.shape[:2]
     if tuple(v.shape[:3]) != (N, C, H) or v.shape[3] < 1:
-        raise ValueError(f"{op}: v must have shape (N, C', H, n_v) with H={H} and n_v >= 1, got {tuple(v.shape)}")
+        raise ArgumentError(f"{op}: v must have shape (N, C', H, n_v) with H={H} and n_v >= 1, got {tuple(v.shape)}")
     if h.shape[0] != N or h.shape[1] != C or h.shape[3] != W or h.shape[2] < 1:
-        raise ValueError(
+        raise ArgumentError(
             f"{op}: h must have shape (N, C', n_h, W) = ({N}, {C}, n_h, {W}) with n_h >= 1, got {tuple(h.shape)}"
         )
     fn = EXPAND_OP.select(backend, v.device, v.dtype, v, h, (H, W))
@@ -141,22 +147,23 @@ def _index_values(op: str, name: str, t: torch.Tensor, bound: int) -> None:
         return
     lo, hi = int(t.min()), int(t.max())
     if lo < 0 or hi >= bound:
-        raise ValueError(f"{op}: {name} values must be in [0, {bound}), got values from {lo} to {hi}")
+        raise ArgumentError(f"{op}: {name} values must be in [0, {bound}), got values from {lo} to {hi}")
     t._deblurfast_checked = stamp
 
 
 def _index(op: str, name: str, t, length: int, what: str) -> None:
     if not isinstance(t, torch.Tensor):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{op}: {name} must be a torch.Tensor ({length},) of int32/int64 {what}, got {type(t).__name__}"
         )
     if t.dtype not in (torch.int32, torch.int64) or tuple(t.shape) != (length,):
-        raise ValueError(
+        raise ArgumentError(
             f"{op}: {name} must be an int32/int64 tensor of shape ({length},) ({what}), "
             f"got {t.dtype} of shape {tuple(t.shape)}"
         )
 
 
+@fx_leaf
 def blur_aware_mask(
     x: torch.Tensor,
     row_table: torch.Tensor,
@@ -199,20 +206,20 @@ def blur_aware_mask(
         check_like(op, name, t, "x", x)
     N, C, H, W = x.shape
     if H < 1 or W < 1:
-        raise ValueError(f"{op}: x must have H, W >= 1, got shape {tuple(x.shape)}")
+        raise ArgumentError(f"{op}: x must have H, W >= 1, got shape {tuple(x.shape)}")
     Fc = row_table.shape[1]
     if tuple(row_table.shape[:3]) != (N, Fc, H) or row_table.shape[3] < 1 or Fc < 1:
-        raise ValueError(
+        raise ArgumentError(
             f"{op}: row_table must have shape (N, F, H, KA) = ({N}, F, {H}, KA) with F, KA >= 1, "
             f"got {tuple(row_table.shape)}"
         )
     if col_table.shape[0] != N or col_table.shape[1] != Fc or col_table.shape[3] != W or col_table.shape[2] < 1:
-        raise ValueError(
+        raise ArgumentError(
             f"{op}: col_table must have shape (N, F, KB, W) = ({N}, {Fc}, KB, {W}) with KB >= 1, "
             f"got {tuple(col_table.shape)}"
         )
     if tuple(weight.shape[:2]) != (C, Fc) or (weight.dim() == 4 and tuple(weight.shape[2:]) != (1, 1)):
-        raise ValueError(
+        raise ArgumentError(
             f"{op}: weight must have shape (C, F) = ({C}, {Fc}) or ({C}, {Fc}, 1, 1), got {tuple(weight.shape)}"
         )
     if bias is not None:
@@ -223,7 +230,7 @@ def blur_aware_mask(
     _index(op, "row_index", row_index, H, "a col_table entry per row")
     for name, t in (("col_index", col_index), ("row_index", row_index)):
         if t.device != x.device:
-            raise ValueError(f"{op}: {name} is on {t.device} but x is on {x.device}; expected the same device")
+            raise ArgumentError(f"{op}: {name} is on {t.device} but x is on {x.device}; expected the same device")
     _index_values(op, "col_index", col_index, row_table.shape[3])
     _index_values(op, "row_index", row_index, col_table.shape[2])
     args = (x, row_table, col_index, col_table, row_index, weight, bias)

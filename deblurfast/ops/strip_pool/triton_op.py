@@ -6,6 +6,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from ..._registration import register_backward
+from .reference import blur_aware_mask_reference, strip_expand_reference, strip_pool_reference
 
 
 # -- strip_pool: one output buffer [N, C, H*K + K*W] holding every pooled map (see kernels.strip_pool) ---
@@ -39,7 +40,17 @@ def _(grad_buf, x, sizes, output_mask):
     return [x.new_empty(x.shape if output_mask[0] else (0,))]
 
 
-register_backward(strip_pool_triton_op, strip_pool_triton_backward, num_tensors=1)
+def _strip_pool_buffer_reference(x: torch.Tensor, sizes: List[int]) -> torch.Tensor:
+    """The op's buffer from the reference: the v maps [H, K], then the h maps [K, W], per plane."""
+    N, C = x.shape[:2]
+    pooled = strip_pool_reference(x, tuple(sizes))
+    v = torch.cat([v for v, _ in pooled], dim=3).reshape(N, C, -1)
+    h = torch.cat([h for _, h in pooled], dim=2).reshape(N, C, -1)
+    return torch.cat([v, h], dim=2)
+
+
+register_backward(strip_pool_triton_op, strip_pool_triton_backward, num_tensors=1,
+                  reference=_strip_pool_buffer_reference)
 
 
 def strip_pool_triton(x: torch.Tensor, sizes: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -87,7 +98,8 @@ def _(grad_out, v, h, H, W, output_mask):
     return v.new_empty(v.shape if output_mask[0] else (0,)), h.new_empty(h.shape if output_mask[1] else (0,))
 
 
-register_backward(strip_expand_triton_op, strip_expand_triton_backward, num_tensors=2)
+register_backward(strip_expand_triton_op, strip_expand_triton_backward, num_tensors=2,
+                  reference=lambda v, h, H, W: strip_expand_reference(v, h, (H, W)))
 
 
 def strip_expand_triton(v: torch.Tensor, h: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -143,7 +155,11 @@ def _(grad_out, x, row_table, col_table, weight, bias, col_index, row_index, out
     return (*grads, col_index.new_empty(0), row_index.new_empty(0))
 
 
-register_backward(blur_aware_mask_triton_op, blur_aware_mask_triton_backward, num_tensors=7)
+register_backward(
+    blur_aware_mask_triton_op, blur_aware_mask_triton_backward, num_tensors=7,
+    reference=lambda x, row_table, col_table, weight, bias, col_index, row_index: blur_aware_mask_reference(
+        x, row_table, col_index, col_table, row_index, weight, bias),
+)
 
 
 def blur_aware_mask_triton(x, row_table, col_index, col_table, row_index, weight, bias=None):
