@@ -5,13 +5,16 @@ and nvcc is found. Build offline with `pip install --no-build-isolation -e .`
 Environment:
   DEBLURFAST_SKIP_EXT=1     install pure Python (no extension)
   DEBLURFAST_WITH_CUDA=0/1  force the CUDA build off / on (default: auto)
-  TORCH_CUDA_ARCH_LIST      CUDA architectures, e.g. "8.0;9.0" (default: the visible GPUs)
+  CUDA_HOME                 the CUDA toolkit (default: where the nvcc on PATH says it lives)
+  TORCH_CUDA_ARCH_LIST      CUDA architectures (default: the visible GPUs', else "8.0;9.0+PTX")
   MAX_JOBS                  parallel compile jobs (ninja)
   DEBLURFAST_DEBUG=1        -O0 -g, and -G -lineinfo for CUDA
+  DEBLURFAST_WERROR=1       warnings are errors (C++ and nvcc; CI sets it)
 """
 
 import glob
 import os
+import re
 import shutil
 import subprocess
 
@@ -26,13 +29,45 @@ def _flag(name):
     return None if value is None or value == "" else value not in ("0", "false", "False", "no")
 
 
-def _nvcc_version(cuda_home):
-    nvcc = os.path.join(cuda_home, "bin", "nvcc") if cuda_home else shutil.which("nvcc")
+# Built where no GPU is visible (CI): A100 and H100 code, and PTX for later GPUs.
+DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
+
+
+def _is_toolkit(path):
+    return bool(path) and os.path.exists(os.path.join(path, "include", "cuda_runtime_api.h"))
+
+
+def _resolve_cuda_home():
+    """The CUDA toolkit's folder, or None without one. torch guesses it from the nvcc on
+    PATH, which fails where that nvcc is a wrapper script (its guess lacks the headers:
+    "cuda_runtime_api.h: No such file"); nvcc itself knows: `--dryrun` prints `TOP=`."""
+    given = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if given:
+        if not _is_toolkit(given):
+            raise RuntimeError(f"CUDA_HOME={given} is not a CUDA toolkit: expected {given}/include/cuda_runtime_api.h")
+        return given
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return "/usr/local/cuda" if _is_toolkit("/usr/local/cuda") else None
     try:
-        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError, TypeError):
+        dry = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull], capture_output=True, text=True,
+                             timeout=60)
+        top = re.search(r"^#\$ TOP=(.*)$", dry.stdout + dry.stderr, re.MULTILINE)
+    except (OSError, subprocess.SubprocessError):
+        top = None
+    candidates = [top.group(1).strip() if top else None, os.path.join(os.path.realpath(nvcc), "..", "..")]
+    return next((os.path.realpath(c) for c in candidates if _is_toolkit(c)), None)
+
+
+def _nvcc_version(cuda_home):
+    if cuda_home is None:
         return None
-    return out.strip().splitlines()[-1]
+    try:
+        out = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "--version"], capture_output=True, text=True,
+                             check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return next((line for line in out.splitlines() if "release" in line), out.strip().splitlines()[-1])
 
 
 def _extension():
@@ -40,6 +75,10 @@ def _extension():
     if _flag("DEBLURFAST_SKIP_EXT"):
         print("deblurfast: DEBLURFAST_SKIP_EXT=1, installing pure Python (no deblurfast._C)")
         return [], {}
+    want_cuda = _flag("DEBLURFAST_WITH_CUDA")
+    cuda_home = None if want_cuda is False else _resolve_cuda_home()
+    if cuda_home is not None:
+        os.environ["CUDA_HOME"] = cuda_home  # read once, when torch.utils.cpp_extension is imported
     try:
         import torch
         from torch.utils import cpp_extension
@@ -49,9 +88,7 @@ def _extension():
             "`pip install --no-build-isolation -e .` (or set DEBLURFAST_SKIP_EXT=1)"
         ) from e
 
-    cuda_home = cpp_extension.CUDA_HOME
     nvcc = _nvcc_version(cuda_home)
-    want_cuda = _flag("DEBLURFAST_WITH_CUDA")
     can_cuda = torch.version.cuda is not None and nvcc is not None
     if want_cuda and not can_cuda:
         raise RuntimeError(
@@ -62,13 +99,20 @@ def _extension():
 
     sources = sorted(glob.glob(f"{CSRC}/*.cpp")) + sorted(glob.glob(f"{CSRC}/cpu/*.cpp"))
     debug = bool(_flag("DEBLURFAST_DEBUG"))
+    werror = bool(_flag("DEBLURFAST_WERROR"))
     cxx = ["-O0", "-g"] if debug else ["-O3"]
     cxx += ["-fopenmp"]  # at::parallel_for is OpenMP-inline in torch's headers (the C++ standard: torch's choice)
+    if werror:
+        cxx += ["-Wall", "-Werror", "-Wno-unused-parameter"]
     extra = {"cxx": cxx}
     macros = []
     if with_cuda:
         sources += sorted(glob.glob(f"{CSRC}/cuda/*.cpp")) + sorted(glob.glob(f"{CSRC}/cuda/*.cu"))
         extra["nvcc"] = (["-O0", "-G", "-lineinfo"] if debug else ["-O3", "-lineinfo"]) + ["--expt-relaxed-constexpr"]
+        if werror:
+            extra["nvcc"] += ["-Werror", "all-warnings"]
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+            os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCHS  # torch would build every arch it knows
         macros.append(("DEBLURFAST_WITH_CUDA", None))
         Extension = cpp_extension.CUDAExtension
     else:
@@ -84,6 +128,7 @@ def _extension():
         print(f"  CUDA archs       {arch}")
     print(f"  MAX_JOBS         {os.environ.get('MAX_JOBS', 'unset: ninja default')}")
     print(f"  debug            {debug}")
+    print(f"  werror           {werror}")
     print(f"  sources          {' '.join(sources)}")
 
     ext = Extension(

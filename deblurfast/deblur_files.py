@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 import warnings
 
 import torch
 
 from . import media
+from ._progress import note, progress
 from .engine import Engine
 from .inference import FADE, TilePlan, TilingWarning, plan_tiles
 from .models import CheckpointError, create, list_models, load_pretrained
@@ -57,32 +57,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
     p.add_argument("--no-cuda-graph", action="store_true", help="do not capture CUDA graphs")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-
-
-class Progress:
-    """A one-line progress report on stderr with items ("images", "frames") per second."""
-
-    def __init__(self, total: int | None, label: str, quiet: bool, unit: str = "frames"):
-        self.total, self.label, self.quiet, self.unit = total, label, quiet, unit
-        self.done, self.start, self.last = 0, time.perf_counter(), 0.0
-
-    def step(self, n: int = 1) -> None:
-        self.done += n
-        now = time.perf_counter()
-        if not self.quiet and (now - self.last > 0.2 or self.done == self.total):
-            self.last = now
-            fps = self.done / max(now - self.start, 1e-9)
-            of = f"/{self.total}" if self.total else ""
-            print(f"\r{self.label}: {self.done}{of} {self.unit}, {fps:.1f} {self.unit}/s", end="", file=sys.stderr,
-                  flush=True)
-
-    def close(self) -> None:
-        if not self.quiet and self.done:
-            print(file=sys.stderr)
-
-    @property
-    def fps(self) -> float:
-        return self.done / max(time.perf_counter() - self.start, 1e-9)
 
 
 def plan(input_path: str, output: str) -> list[tuple[str, str, str]]:
@@ -163,22 +137,24 @@ def _process(jobs: list[tuple[str, str, str]], engine: Engine, tiles: TilePlan |
     inputs = {os.path.realpath(i) for _, i, _ in jobs}
     tile = dict(tile=tiles.tile, overlap=tiles.overlap) if tiles is not None else {}
     failed = 0
-    progress = Progress(sum(1 for k, _, _ in jobs if k == "image") or None, "deblurring", args.quiet, "images")
+    images = sum(1 for k, _, _ in jobs if k == "image")
+    bar = progress(total=images, desc="deblurring", unit="images", disable=args.quiet or not images)
     for kind, src, dst in jobs:
         if os.path.realpath(dst) in inputs:
-            print(f"\nskipped {src}: the output {dst} is an input (refusing to overwrite it)", file=sys.stderr)
+            note(f"skipped {src}: the output {dst} is an input (refusing to overwrite it)")
             failed += 1
             continue
         try:
             if kind == "image":
                 picture = media.read_picture(src)
-                for note in media.write_picture(dst, picture.with_rgb(engine.deblur(picture.rgb, **tile)),
-                                                args.jpeg_quality):
-                    print(f"\nnote: {note}", file=sys.stderr)
-                progress.step()
+                for message in media.write_picture(dst, picture.with_rgb(engine.deblur(picture.rgb, **tile)),
+                                                   args.jpeg_quality):
+                    note(f"note: {message}")
+                bar.update()
             elif kind == "video":
                 info = media.video_info(src)
-                video = Progress(info.frames, os.path.basename(src), args.quiet)
+                frames_bar = progress(total=info.frames, desc=os.path.basename(src), unit="frames",
+                                      disable=args.quiet)
 
                 def frames():
                     if tiles is not None:
@@ -186,20 +162,21 @@ def _process(jobs: list[tuple[str, str, str]], engine: Engine, tiles: TilePlan |
                     else:
                         gen = engine.stream(media.read_video(src))
                     for out in gen:
-                        video.step()
+                        frames_bar.update()
                         yield out
 
                 n = media.write_video(dst, frames(), source=src)
-                video.close()
+                fps = n / max(frames_bar.format_dict["elapsed"], 1e-9)
+                frames_bar.close()
                 if not args.quiet:
                     audio = "with its audio" if info.has_audio else "no audio track"
-                    print(f"{dst}: {n} frames at {float(info.rate):.3f} frames/s ({audio}), "
-                          f"{video.fps:.1f} frames/s processed", file=sys.stderr)
+                    note(f"{dst}: {n} frames at {float(info.rate):.3f} frames/s ({audio}), "
+                         f"{fps:.1f} frames/s processed")
             else:
                 raise ValueError(f"unsupported file type (images: {', '.join(media.IMAGE_EXTENSIONS)}; "
                                  f"videos: {', '.join(media.VIDEO_EXTENSIONS)})")
         except Exception as e:  # report, skip, go on with the rest
             failed += 1
-            print(f"\nskipped {src}: {type(e).__name__}: {e}", file=sys.stderr)
-    progress.close()
+            note(f"skipped {src}: {type(e).__name__}: {e}")
+    bar.close()
     return failed

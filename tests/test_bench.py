@@ -30,6 +30,13 @@ def test_bench_quick_runs_every_op_and_writes_results(tmp_path):
     table = (tmp_path / "ops-quick-cpu.md").read_text()
     assert table.startswith("| op | shape |") and table.count("\n") == len(rows) + 2
     assert "| dynamic_filter2d |" in res.stdout
+    # one table, of what ran; one line naming what cannot run here and why
+    assert res.stdout.count("| op | shape |") == 1 and "not implemented" not in res.stdout
+    printed = [line for line in res.stdout.splitlines() if line.startswith("| ") and "| op |" not in line]
+    assert len(printed) == len(ran)
+    (line,) = [line for line in res.stdout.splitlines() if line.startswith("cannot run here: ")]
+    assert "triton (" in line and "TRITON_INTERPRET" in line  # no GPU, no interpreter
+    assert "\r" not in res.stderr and "bench: 100%" in res.stderr  # tqdm's lines in a log file
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -113,3 +120,21 @@ def test_ba_block_case_compares_the_fused_block_with_the_authors_chain():
     x, *params = case.make(cpu, torch.float64)
     fused, authors = case.run(x, *params, backend="triton,reference"), case.run(x, *params, backend="reference")
     torch.testing.assert_close(fused, authors)
+
+
+def test_not_run_here_names_only_what_ran_nowhere():
+    from deblurfast.bench import not_run_here
+
+    rows = [
+        {"backend": "reference", "status": "ok", "fwd_ms_median": 1.0},
+        {"backend": "cpu", "status": "ok", "fwd_ms_median": 1.0},
+        {"backend": "cpu", "status": "not implemented for strip_pool"},
+        {"backend": "cpu", "status": "refuses float16"},  # ran elsewhere: not named
+        {"backend": "cuda", "status": "no CUDA device visible"},
+        {"backend": "cuda", "status": "not implemented for strip_pool"},
+        {"backend": "triton", "status": "needs the interpreter"},
+        {"backend": "triton", "status": "error: RuntimeError: boom"},  # ran, and failed: in the table
+        {"backend": "cuda_only_op", "status": "not implemented for deform_conv2d"},
+    ]
+    assert not_run_here(rows) == "cannot run here: cuda (no CUDA device visible)"
+    assert not_run_here(rows[:2]) is None

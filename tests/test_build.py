@@ -1,5 +1,5 @@
-"""The build: extension loading, the pure-Python fallback, and the CUDA sources
-compiling with nvcc on a machine without a GPU."""
+"""The build: extension loading, the pure-Python fallback, setup.py's configuration,
+and the full CUDA build on a machine without a GPU (CI)."""
 
 import glob
 import os
@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-import sysconfig
 import textwrap
 
 import pytest
@@ -74,46 +73,42 @@ def test_cuda_sources_include_no_torch_header(cu):
             assert not re.match(r"\s*#include\s+[<\"](torch|ATen|c10)/", line), f"{path}: {line.strip()}"
 
 
-@pytest.mark.parametrize("cu", CU_FILES, ids=os.path.basename)
-def test_cuda_sources_compile(cu, tmp_path):
+def _require_nvcc():
+    """The nvcc on PATH; skips without one, except in CI (DEBLURFAST_REQUIRE_NVCC=1), where it fails."""
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         if os.environ.get("DEBLURFAST_REQUIRE_NVCC") == "1":
             pytest.fail("nvcc not found but DEBLURFAST_REQUIRE_NVCC=1")
         pytest.skip("nvcc not found")
-    cmd = [nvcc, "-c", "-std=c++17", "-O3", "-I", os.path.join(ROOT, "csrc"), "-Werror", "all-warnings",
-           "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
-           cu, "-o", str(tmp_path / "out.o")]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stdout}\n{res.stderr}"
+    return nvcc
 
 
-GLUE_FILES = sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cpp")))
+def test_cuda_extension_built_in_ci():
+    """CI has nvcc and no GPU: the whole CUDA extension is built (warnings as errors) and imports;
+    that build replaces compiling each .cu file alone and the torch glue against stub headers."""
+    if os.environ.get("DEBLURFAST_REQUIRE_NVCC") != "1":
+        pytest.skip("DEBLURFAST_REQUIRE_NVCC is not set (CI sets it)")
+    assert _ext.EXTENSION_ERROR is None and _ext.WITH_CUDA, _ext.EXTENSION_ERROR or "deblurfast._C built without CUDA"
+    assert _ext.has_compiled_op("deform_conv2d") and _ext.has_compiled_op("dynamic_filter2d")
 
 
-@pytest.mark.parametrize("glue", GLUE_FILES, ids=os.path.basename)
-def test_cuda_glue_compiles(glue):
-    """The torch glue of the CUDA kernels is only built where torch has CUDA; check its
-    syntax and types here against torch's real headers and the CUDA toolkit's runtime
-    headers (tests/cuda_glue_stubs supplies the one header a CUDA build of torch generates)."""
-    from torch.utils import cpp_extension
+def test_cuda_extension_holds_sm80_and_sm90_code():
+    """Built where no GPU is visible, the extension carries A100 and H100 machine code (and PTX)."""
+    import torch
 
-    nvcc = shutil.which("nvcc")
-    homes = [os.environ.get("CUDA_HOME"), cpp_extension.CUDA_HOME, "/usr/local/cuda",
-             os.path.dirname(os.path.dirname(os.path.realpath(nvcc))) if nvcc else None]
-    cuda_home = next((h for h in homes if h and os.path.exists(os.path.join(h, "include", "cuda_runtime_api.h"))),
-                     None)
-    if cuda_home is None:
-        if os.environ.get("DEBLURFAST_REQUIRE_NVCC") == "1":
-            pytest.fail("the CUDA toolkit's headers are missing but DEBLURFAST_REQUIRE_NVCC=1")
-        pytest.skip("no CUDA toolkit headers")
-    includes = [os.path.join(ROOT, "csrc"), os.path.join(ROOT, "tests", "cuda_glue_stubs"),
-                *cpp_extension.include_paths(), os.path.join(cuda_home, "include"),
-                sysconfig.get_paths()["include"]]
-    cmd = ["g++", "-std=c++20", "-fsyntax-only", "-Werror", "-Wall", "-Wno-unused-parameter",
-           "-DDEBLURFAST_WITH_CUDA", *(f"-I{i}" for i in includes), glue]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stderr[-6000:]}"
+    if not _ext.WITH_CUDA or torch.cuda.is_available() or os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        pytest.skip("not a CUDA build for the default architectures")
+    import triton
+
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    if not os.path.exists(cuobjdump):
+        pytest.skip(f"no cuobjdump at {cuobjdump}")
+    so = _ext._C.__file__
+    elf = subprocess.run([cuobjdump, "--list-elf", so], capture_output=True, text=True)
+    ptx = subprocess.run([cuobjdump, "--list-ptx", so], capture_output=True, text=True)
+    assert elf.returncode == 0 and ptx.returncode == 0, elf.stderr + ptx.stderr
+    assert "sm_80" in elf.stdout and "sm_90" in elf.stdout, elf.stdout
+    assert "sm_90" in ptx.stdout, ptx.stdout  # compute_90 PTX: later GPUs JIT it
 
 
 def _setup_py(*args, **env):
@@ -125,11 +120,40 @@ def test_setup_prints_its_configuration():
     res = _setup_py("--name")
     assert res.returncode == 0, res.stderr
     assert "deblurfast build configuration:" in res.stdout
-    for key in ("torch", "extension", "CUDA_HOME", "nvcc", "MAX_JOBS", "sources"):
+    for key in ("torch", "extension", "CUDA_HOME", "nvcc", "MAX_JOBS", "werror", "sources"):
         assert f"  {key} " in res.stdout
     assert "csrc/cpu/dynamic_filter2d.cpp" in res.stdout
     forced = _setup_py("--name", DEBLURFAST_WITH_CUDA="0")
     assert "CppExtension deblurfast._C" in forced.stdout and "csrc/cuda" not in forced.stdout
+
+
+def _printed(stdout, key):
+    return next(line.split(None, 1)[1] for line in stdout.splitlines() if line.startswith(f"  {key} "))
+
+
+def test_setup_finds_the_toolkit_behind_an_nvcc_wrapper(tmp_path):
+    """An nvcc on PATH that is a wrapper script (as here: /usr/local/bin/nvcc exec's the toolkit's):
+    torch would guess CUDA_HOME from its folder and miss cuda_runtime_api.h; setup.py asks nvcc."""
+    real = _require_nvcc()  # itself a wrapper here: then two in a row
+    wrapper = tmp_path / "bin" / "nvcc"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_HOME", "CUDA_PATH")}
+    env["PATH"] = f"{wrapper.parent}{os.pathsep}{env['PATH']}"
+    res = subprocess.run([sys.executable, "setup.py", "--name"], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert res.returncode == 0, res.stderr
+    home = _printed(res.stdout, "CUDA_HOME")
+    assert os.path.exists(os.path.join(home, "include", "cuda_runtime_api.h")), home
+    assert os.path.isfile(os.path.join(home, "bin", "nvcc")) and not home.startswith(str(tmp_path))
+    assert "release" in _printed(res.stdout, "nvcc")
+
+
+def test_setup_names_a_cuda_home_that_is_not_a_toolkit(tmp_path):
+    res = _setup_py("--name", CUDA_HOME=str(tmp_path))
+    assert res.returncode != 0
+    assert f"CUDA_HOME={tmp_path} is not a CUDA toolkit" in res.stderr
+    assert "include/cuda_runtime_api.h" in res.stderr
 
 
 def test_skip_ext_installs_pure_python(tmp_path):

@@ -6,7 +6,7 @@ import deblurfast
 from deblurfast.nn.deform_conv import DeformConv2d, ModulatedDeformConv2d, PixelDependentFilter
 from deblurfast.ops.deform_conv2d import deform_conv2d_reference
 from deblurfast.testing import assert_close
-from helpers import leaf, require_backend
+from helpers import import_torchvision, leaf, require_backend
 
 
 def test_deform_conv2d_module_matches_torchvision_layout():
@@ -21,7 +21,7 @@ def test_deform_conv2d_module_matches_torchvision_layout():
 
 
 def test_deform_conv2d_loads_torchvision_state_dict():
-    torchvision = pytest.importorskip("torchvision")
+    torchvision = import_torchvision()
     theirs = torchvision.ops.DeformConv2d(4, 3, 3, padding=1)
     ours = DeformConv2d(4, 3, 3, padding=1)
     ours.load_state_dict(theirs.state_dict(), strict=True)
@@ -167,7 +167,7 @@ def test_fx_symbolic_trace_keeps_the_op_as_a_leaf():
 
 
 def test_torchvision_feature_extraction():
-    feature_extraction = pytest.importorskip("torchvision.models.feature_extraction")
+    feature_extraction = import_torchvision("torchvision.models.feature_extraction")
     train, evaluation = feature_extraction.get_graph_node_names(_Net())
     assert train == evaluation and any("deform_conv2d" in name for name in train)
     extractor = feature_extraction.create_feature_extractor(_Net(), {"dcn.deform_conv2d": "dcn"})

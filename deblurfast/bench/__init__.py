@@ -7,15 +7,33 @@ import os
 
 import torch
 
+from .._progress import progress
 from . import ops
 from .core import environment, markdown_table, write_results
 from .plots import plot_rows
 
 
+def _ran(row: dict) -> bool:
+    """The candidate ran (timed, or failed a check or with an error), as opposed to refused to run."""
+    return "fwd_ms_median" in row or row["status"].startswith(("TOLERANCE", "error"))
+
+
+def not_run_here(rows: list[dict]) -> str | None:
+    """One line naming the candidates that ran for no case here, each with its reason
+    (a candidate merely without an implementation of some op is not named)."""
+    reasons = {}
+    for r in rows:
+        if not r["status"].startswith("not implemented"):
+            reasons.setdefault(r["backend"], []).append(None if _ran(r) else r["status"])
+    never = {b: max(set(why), key=why.count) for b, why in reasons.items() if None not in why}
+    return "cannot run here: " + "; ".join(f"{b} ({why})" for b, why in never.items()) if never else None
+
+
 def run_ops(quick: bool, device: str | None = None, dtypes: list[str] | None = None, reps: int | None = None,
             out_dir: str | None = None, compile_peer: bool | None = None) -> list[dict]:
-    """Benchmarks every op (see deblurfast.bench.ops.cases); prints a line per result
-    and a markdown table; writes <out_dir>/ops-{quick,full}-<device>.{jsonl,md}."""
+    """Benchmarks every op (see deblurfast.bench.ops.cases) under a progress bar; prints a
+    markdown table of what ran and a line naming what cannot run here; writes every row,
+    refusals included, to <out_dir>/ops-{quick,full}-<device>.{jsonl,md}."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("deblurfast bench: --device cuda but no CUDA device is visible")
@@ -28,14 +46,13 @@ def run_ops(quick: bool, device: str | None = None, dtypes: list[str] | None = N
           flush=True)
     rows = []
     stem = f"ops-{'quick' if quick else 'full'}-{dev.type}"
-    for case in ops.cases(dev, quick):
+    cases = ops.cases(dev, quick)
+    bar = progress(total=len(cases) * len(names), desc="bench", unit="cases")
+    for case in cases:
         for name in names:
+            bar.set_postfix_str(f"{case.op} {case.shape} {name}")
             case_rows = ops.run_case(case, dev, getattr(torch, name), reps, env, compile_peer)
-            for r in case_rows:
-                timing = (f"fwd {r['fwd_ms_median']:9.3f} ms  fwd+bwd {r['fwd_bwd_ms_median']:9.3f} ms  "
-                          f"err {r['max_err_fwd']:.1e}/{r['max_err_grad']:.1e}  " if "fwd_ms_median" in r else "")
-                print(f"  {r['op']:<19} {r['shape'][:34]:<34} {r['dtype']:<8} {r['layout'][:5]:<5} "
-                      f"{r['backend']:<18} {timing}{r['status']}", flush=True)
+            bar.update()
             for r in case_rows:
                 for key in ("fwd", "fwd_bwd"):
                     if r.get(f"{key}_peak_extra_bytes") is not None:
@@ -43,8 +60,12 @@ def run_ops(quick: bool, device: str | None = None, dtypes: list[str] | None = N
             rows += case_rows
             if out_dir:  # so far, so that an interrupted sweep keeps what it measured
                 write_results(out_dir, stem, rows, markdown_table(rows, ops.COLUMNS))
+    bar.close()
     table = markdown_table(rows, ops.COLUMNS)
-    print("\n" + table)
+    print("\n" + markdown_table([r for r in rows if _ran(r)], ops.COLUMNS))
+    line = not_run_here(rows)
+    if line:
+        print(line)
     if out_dir:
         paths = write_results(out_dir, stem, rows, table) + plot_rows(rows, out_dir, stem)
         print(f"\nwrote {len(paths)} files to {out_dir}: " + ", ".join(os.path.basename(p) for p in paths[:4])
@@ -66,13 +87,9 @@ def run_models(device: str | None = None, names: list[str] | None = None, size: 
     print(f"deblurfast bench --models on {env['device']} ({dev.type}), {size[0]}x{size[1]}, torch {env['torch']}, "
           f"commit {env['commit']}, {reps} timed runs each", flush=True)
     rows = []
-    for name in names or model_bench.model_names():
-        model_rows = model_bench.run_model(name, dev, size, reps, env, compile_peer)
-        for r in model_rows:
-            timing = (f"{r['latency_ms_median']:9.2f} ms ({r['fps']:7.1f} fps)  dev {r['max_dev_vs_fp32']:.1e}  "
-                      if "latency_ms_median" in r else "")
-            print(f"  {r['model']:<16} {r['candidate']:<34} {timing}{r['status']}", flush=True)
-        rows += model_rows
+    names = names or model_bench.model_names()
+    for name in progress(names, desc="bench --models", unit="models"):
+        rows += model_bench.run_model(name, dev, size, reps, env, compile_peer)
         if out_dir:
             write_results(out_dir, f"models-{dev.type}", rows, markdown_table(rows, model_bench.COLUMNS))
     table = markdown_table(rows, model_bench.COLUMNS)

@@ -21,7 +21,6 @@ import json
 import math
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -30,6 +29,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .._files import atomic_path, remove_stale_temporaries, write_text
+from .._progress import note, progress
 from ..accelerate import accelerate
 from ..models import CheckpointError, create, list_models, load_pretrained
 from ..models.checkpoints import load_file
@@ -226,7 +226,7 @@ class Trainer:
         if self.device.type == "cuda":
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(self.device)
-        self.log = log or (lambda s: print(s, flush=True) if self.rank == 0 else None)
+        self.log = log or (lambda s: note(s, sys.stdout) if self.rank == 0 else None)
         torch.manual_seed(cfg.seed)  # the same initialization on every rank
         model = create(cfg.model, **cfg.model_config)
         if cfg.weights:
@@ -356,18 +356,13 @@ class Trainer:
         io, was = self.module.io, self.module.training
         self.module.eval()
         scores = {"psnr": [], "ssim": []}
-        start = time.perf_counter()
-        for i in range(len(self.val_set)):
+        for i in progress(range(len(self.val_set)), desc="validating", unit="images", disable=self.rank != 0,
+                          leave=False):
             s = self.val_set[i]
             x, (h, w) = pad_to_model(to_model(s["blur"][None].to(self.device), io), io)
             y = from_model(self.module(x), io)[..., :h, :w].clamp(0, 1)
             scores["psnr"].append(float(psnr(y, s["sharp"][None].to(self.device))))
             scores["ssim"].append(float(ssim(y, s["sharp"][None].to(self.device))))
-            if sys.stderr.isatty() and self.rank == 0:
-                print(f"\rvalidating {i + 1}/{len(self.val_set)} "
-                      f"({(i + 1) / (time.perf_counter() - start):.1f} images/s)", end="", file=sys.stderr)
-        if sys.stderr.isatty() and self.rank == 0:
-            print(file=sys.stderr)
         self.module.train(was)
         return {k: sum(v) / len(v) for k, v in scores.items()}
 
@@ -379,23 +374,25 @@ class Trainer:
             os.makedirs(cfg.out, exist_ok=True)
             for path in remove_stale_temporaries(cfg.out):
                 self.log(f"removed {path}, left by an interrupted checkpoint or log write")
-        start, first = time.perf_counter(), self.step
+        bar = progress(total=cfg.steps, initial=self.step, desc="training", unit="steps", disable=self.rank != 0)
         for batch in self.batches():
             record = self.train_step(batch)
+            bar.update()
+            bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
             self.history.append({k: record[k] for k in ("step", "loss", "lr")})
             if cfg.val_every and self.step % cfg.val_every == 0 and self.val_set is not None and self.rank == 0:
                 record.update({f"val_{k}": v for k, v in self.validate().items()})
             if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == cfg.steps or "val_psnr" in record):
-                rate = (self.step - first) / max(time.perf_counter() - start, 1e-9)
-                self.log(f"step {self.step}/{cfg.steps} loss {record['loss']:.5f} lr {record['lr']:.2e} "
-                         + (f"val PSNR {record['val_psnr']:.2f} SSIM {record['val_ssim']:.4f} "
-                            if "val_psnr" in record else "") + f"({rate:.2f} steps/s)")
+                self.log(f"step {self.step}/{cfg.steps} loss {record['loss']:.5f} lr {record['lr']:.2e}"
+                         + (f" val PSNR {record['val_psnr']:.2f} SSIM {record['val_ssim']:.4f}"
+                            if "val_psnr" in record else ""))
                 with open(log_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
             if cfg.checkpoint_every and (self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps):
                 self.checkpoint()
             if until is not None and self.step >= until:
                 break
+        bar.close()
         return self.history
 
 
