@@ -138,3 +138,24 @@ def test_not_run_here_names_only_what_ran_nowhere():
     ]
     assert not_run_here(rows) == "cannot run here: cuda (no CUDA device visible)"
     assert not_run_here(rows[:2]) is None
+
+
+def test_report_rewrites_only_the_generated_part_of_the_page(tmp_path):
+    from deblurfast.bench import report
+
+    device = tmp_path / "results" / "somegpu"
+    device.mkdir(parents=True)
+    row = {"op": "strip_pool", "shape": "1x2x3x4", "dtype": "float32", "layout": "NCHW", "backend": "triton",
+           "device": "Some GPU", "device_type": "cuda", "torch": "2.14.1", "triton": "3.8.0", "cuda": "13.0",
+           "commit": "abc1234", "fwd_ms_median": 0.125, "status": "ok"}
+    refused = dict(row, backend="cpu", status="not implemented for strip_pool")
+    del refused["fwd_ms_median"]
+    (device / "ops-full-cuda.jsonl").write_text(json.dumps(row) + "\n" + json.dumps(refused) + "\n")
+    page = tmp_path / "benchmarks.md"
+    page.write_text(f"# Benchmarks\n\nhand-written\n\n{report.START}\nstale\n{report.END}\n\nafter\n")
+    assert report.update_page(str(page), str(tmp_path / "results"))
+    text = page.read_text()
+    assert text.startswith("# Benchmarks\n\nhand-written\n") and text.endswith(f"{report.END}\n\nafter\n")
+    assert "stale" not in text and "#### `bench/results/somegpu/ops-full-cuda.jsonl`" in text
+    assert "1 of 2 rows ran" in text and "| strip_pool | 1x2x3x4 | float32 | NCHW | triton | 0.125 |" in text
+    assert not report.update_page(str(page), str(tmp_path / "results"))  # nothing left to change

@@ -1,6 +1,6 @@
-"""README tables generated from committed benchmark results (bench/results/<device>/*.jsonl),
-never typed by hand: `python -m deblurfast.bench.report` rewrites the README part
-between the `<!-- bench:start -->` and `<!-- bench:end -->` markers."""
+"""The benchmark tables of docs/benchmarks.md, generated from committed results
+(bench/results/<device>/*.jsonl), never typed by hand: `python -m deblurfast.bench.report`
+rewrites the part of that page between the `<!-- bench:start -->` and `<!-- bench:end -->` markers."""
 
 from __future__ import annotations
 
@@ -44,21 +44,24 @@ def render(results_dir: str) -> str:
     return "\n\n".join(parts)
 
 
-def update_readme(readme: str = os.path.join(ROOT, "README.md"),
-                  results_dir: str = os.path.join(ROOT, "bench", "results")) -> bool:
-    """Rewrites the generated part of the README; returns whether it changed."""
-    with open(readme) as f:
+PAGE = os.path.join(ROOT, "docs", "benchmarks.md")
+
+
+def update_page(page: str = PAGE, results_dir: str = os.path.join(ROOT, "bench", "results")) -> bool:
+    """Rewrites the generated part of the page; returns whether it changed."""
+    with open(page) as f:
         text = f.read()
     if START not in text or END not in text:
-        raise SystemExit(f"{readme} lacks the {START} / {END} markers")
+        raise SystemExit(f"{page} lacks the {START} / {END} markers")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     new = f"{head}{START}\n{render(results_dir)}\n{END}{tail}"
     if new != text:
-        write_text(readme, new)
+        write_text(page, new)
     return new != text
 
 
 if __name__ == "__main__":
-    changed = update_readme(*sys.argv[1:])
-    print("README.md updated" if changed else "README.md already up to date")
+    page = sys.argv[1] if len(sys.argv) > 1 else PAGE
+    changed = update_page(*sys.argv[1:])
+    print(f"{os.path.relpath(page)} updated" if changed else f"{os.path.relpath(page)} already up to date")
