@@ -91,7 +91,9 @@ build() {
   # -v: setup.py's configuration (CUDA_HOME, archs) is printed; the compiler's lines are not kept
   MAX_JOBS=${MAX_JOBS:-$(nproc)} python -m pip install -v --no-build-isolation --no-deps -e . >.deblurfast-build.log 2>&1 ||
     { tail -40 .deblurfast-build.log >&2; log "the build failed (whole log: .deblurfast-build.log)"; return 1; }
-  sed -n '/^ *deblurfast build configuration:/,/^ *sources /p' .deblurfast-build.log | sed '$d' >&2
+  # the last of the configurations setup.py printed (metadata and build each print one), without the sources
+  awk '/deblurfast build configuration:/ {block = ""; on = 1} / sources / {on = 0} on {block = block $0 "\n"}
+       END {printf "%s", block}' .deblurfast-build.log >&2
   python -c 'import deblurfast._C' || { log "deblurfast._C does not import after the build"; return 1; }
   log "built in $((SECONDS - started)) s"
   echo "$hash" >"$stamp"

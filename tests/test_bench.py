@@ -34,8 +34,12 @@ def test_bench_quick_runs_every_op_and_writes_results(tmp_path):
     assert res.stdout.count("| op | shape |") == 1 and "not implemented" not in res.stdout
     printed = [line for line in res.stdout.splitlines() if line.startswith("| ") and "| op |" not in line]
     assert len(printed) == len(ran)
-    (line,) = [line for line in res.stdout.splitlines() if line.startswith("cannot run here: ")]
-    assert "triton (" in line and "TRITON_INTERPRET" in line  # no GPU, no interpreter
+    lines = [line for line in res.stdout.splitlines() if line.startswith("cannot run here: ")]
+    assert len(lines) <= 1
+    import torch
+
+    if not torch.cuda.is_available():  # no GPU, no interpreter: Triton cannot run
+        assert "triton (" in lines[0] and "TRITON_INTERPRET" in lines[0]
     assert "\r" not in res.stderr and "bench: 100%" in res.stderr  # tqdm's lines in a log file
     try:
         import matplotlib  # noqa: F401
