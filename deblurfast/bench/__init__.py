@@ -25,7 +25,7 @@ def not_run_here(rows: list[dict]) -> str | None:
     for r in rows:
         if not r["status"].startswith("not implemented"):
             reasons.setdefault(r["backend"], []).append(None if _ran(r) else r["status"])
-    never = {b: max(set(why), key=why.count) for b, why in reasons.items() if None not in why}
+    never = {b: max(why, key=why.count) for b, why in reasons.items() if None not in why}  # its commonest reason
     return "cannot run here: " + "; ".join(f"{b} ({why})" for b, why in never.items()) if never else None
 
 
