@@ -475,14 +475,14 @@ def test_cpu_kernel_memory_is_flat():
     assert extra < 64 * 2**20, f"extra peak {extra / 2**20:.0f} MiB"
 
 
-# torchvision's own test geometry, with its empty batch and a batch of 33 (of 2x2 outputs: the
-# Triton interpreter takes minutes for 33 of the 9x7 images)
+# torchvision's own test geometry, with its empty batch and a batch of 33 (small images, as in
+# test_float32_layouts)
 TORCHVISION_GEOMETRIES = {"plain": PLAIN, "odd": ODD, "odd-batch0": dict(ODD, n=0),
-                          "odd-batch33": dict(ODD, n=33, h=5, w=3)}
+                          "odd-batch33": dict(ODD, n=33, h=5, w=4)}
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
-@pytest.mark.parametrize("geometry,masks", [  # the batch of 33 with a mask only: tens of seconds under the interpreter
+@pytest.mark.parametrize("geometry,masks", [  # the batch of 33 with a mask only
     pytest.param(name, masks, id=f"{name}-{'mask' if masks else 'no-mask'}")
     for name in TORCHVISION_GEOMETRIES for masks in (True, False) if masks or name != "odd-batch33"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
@@ -492,6 +492,10 @@ def test_equals_torchvision(backend, dtype, geometry, masks, device):
     float32 (Triton has no float64) against torchvision in float64 on the same rounded inputs,
     within twice torchvision's own float32 error where that exceeds the table."""
     torchvision = import_torchvision()
+    if backend == "triton" and device == "cpu" and geometry == "odd-batch33":
+        # a minute under the interpreter, and implied: test_float32_layouts[batch_33-triton] holds
+        # Triton to the reference at a batch of 33, and the reference is held to torchvision here
+        pytest.skip("covered by test_float32_layouts[batch_33-triton-cpu] and the reference's comparison")
     require_backend(OP, backend, device, dtype)
     g = TORCHVISION_GEOMETRIES[geometry]
     tensors = make(g, device=device, masks=masks)
