@@ -121,8 +121,8 @@ def run(args) -> int:
         print(f"error: --tile / --tile-overlap: {e}", file=sys.stderr)
         return 2
     if tiles is not None:
-        for note in tiles.notes:  # once here, not for every image
-            print(f"note: {note}", file=sys.stderr)
+        for message in tiles.notes:  # once here, not for every image
+            print(f"note: {message}", file=sys.stderr)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TilingWarning)  # its notes are printed above
         failed = _process(jobs, engine, tiles, args)
