@@ -2,27 +2,17 @@
 subprocesses of test_train.py)."""
 
 import torch
-from torch import nn
 
 from deblurfast.inference import from_model, to_model
-from deblurfast.models import IOConvention, register_model
-from deblurfast.nn import DeformConv2d
+from deblurfast.models import IOConvention
+from tiny_model import TinyDeblurNet
+
+TRAIN_IO = IOConvention(value_range=(-1.0, 1.0), multiple=4)
 
 
-class TinyNet(nn.Module):
-    def __init__(self, width=6):
-        super().__init__()
-        self.head = nn.Conv2d(3, width, 3, padding=1)
-        self.dcn = DeformConv2d(width, width, 3, padding=1, backend="reference")
-        self.offsets = nn.Conv2d(width, 18, 3, padding=1)
-        self.tail = nn.Conv2d(width, 3, 3, padding=1)
-
-    def forward(self, x):
-        f = torch.relu(self.head(x))
-        return x + self.tail(torch.relu(self.dcn(f, 0.5 * torch.tanh(self.offsets(f)))))
-
-
-register_model("_train_tiny", IOConvention(value_range=(-1.0, 1.0), multiple=4), "none")(lambda width=6: TinyNet(width))
+# (name, io, builder): tests register it with the model_registry fixture; a DDP subprocess, which
+# ends with its test, with register_model
+TRAIN_TINY = ("_train_tiny", TRAIN_IO, lambda width=6: TinyDeblurNet(width))
 
 
 class NoisyPairs(torch.utils.data.Dataset):

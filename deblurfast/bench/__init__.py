@@ -8,6 +8,7 @@ import os
 import torch
 
 from . import ops
+from ..models import list_models
 from .core import environment, markdown_table, write_results
 from .plots import plot_rows
 
@@ -66,7 +67,7 @@ def run_models(device: str | None = None, names: list[str] | None = None, size: 
     print(f"deblurfast bench --models on {env['device']} ({dev.type}), {size[0]}x{size[1]}, torch {env['torch']}, "
           f"commit {env['commit']}, {reps} timed runs each", flush=True)
     rows = []
-    for name in names or model_bench.model_names():
+    for name in names or list_models():
         model_rows = model_bench.run_model(name, dev, size, reps, env, compile_peer)
         for r in model_rows:
             timing = (f"{r['latency_ms_median']:9.2f} ms ({r['fps']:7.1f} fps)  dev {r['max_dev_vs_fp32']:.1e}  "

@@ -27,7 +27,7 @@ import torch
 
 from ..engine import Engine
 from ..inference import from_model, pad_to_model, to_model
-from ..models import create, list_models
+from ..models import create, model_entry
 from .core import peak_extra_memory, summarize, sync, time_interleaved
 
 
@@ -38,9 +38,8 @@ def _input(model, h: int, w: int, device) -> torch.Tensor:
 
 
 def _call(model) -> Callable:
-    if model.model_name == "aspdc_reblur":  # reblurs (blurred, sharp): time it on (x, x)
-        return lambda x: model(x, x)
-    return model
+    entry = model_entry(model.model_name)
+    return lambda x: entry.call(model, x)
 
 
 def candidates(name: str, device: torch.device, include_compile: bool) -> dict[str, Callable]:
@@ -64,8 +63,8 @@ def candidates(name: str, device: torch.device, include_compile: bool) -> dict[s
     else:
         engines = {"fp32": Engine(copy.deepcopy(reference), device=device, dtype=None)}
     for tag, engine in engines.items():
-        if name == "aspdc_reblur":
-            out[f"deblurfast engine {tag}"] = lambda x, e=engine: from_model(e.model(x.to(e.dtype), x.to(e.dtype)), io)
+        if model_entry(name).inputs > 1:  # the engine runs single-image models: time its accelerated model
+            out[f"deblurfast engine {tag}"] = lambda x, e=engine: from_model(_call(e.model)(x.to(e.dtype)), io)
         else:
             fn = out[f"deblurfast engine {tag}"] = lambda x, e=engine: e.run(x)
             fn.engine = engine  # also timed on a stream of frames
@@ -126,7 +125,3 @@ COLUMNS = [
     ("stream fps", "stream_fps", ".1f"), ("stream / single", "stream_vs_single", ".2f"),
     ("peak extra MB", "peak_mb", ".0f"), ("max dev vs fp32", "max_dev_vs_fp32", ".1e"), ("status", "status", ""),
 ]
-
-
-def model_names() -> list[str]:
-    return [n for n in list_models() if not n.startswith("_")]

@@ -57,6 +57,12 @@ class ModelEntry:
     io: IOConvention  # at the paper's configuration
     paper: str
     configure: Callable[[nn.Module, IOConvention], IOConvention] | None = None
+    inputs: int = 1  # image tensors the forward takes: 2 for a reblurring net's (blurred, sharp)
+
+    def call(self, model: nn.Module, image):
+        """model's output for one input image (N, 3, H, W) in its convention; a model of several
+        image inputs gets that image for each (how its cost is counted and timed)."""
+        return model(*[image] * self.inputs)
 
     def convention(self, model: nn.Module) -> IOConvention:
         """The convention of `model`, built by this entry with any configuration."""
@@ -67,16 +73,22 @@ _MODELS: dict[str, ModelEntry] = {}
 
 
 def register_model(name: str, io: IOConvention, paper: str,
-                   configure: Callable[[nn.Module, IOConvention], IOConvention] | None = None):
+                   configure: Callable[[nn.Module, IOConvention], IOConvention] | None = None, inputs: int = 1):
     """Decorator for a builder `fn(**config) -> nn.Module`; the built module gets `io`, or
     `configure(module, io)` where the configuration changes the convention (the receptive
-    field of a deeper or shallower network, for example)."""
+    field of a deeper or shallower network, for example). `inputs`: image tensors its forward takes."""
 
     def wrap(builder):
-        _MODELS[name] = ModelEntry(name, builder, io, paper, configure)
+        _MODELS[name] = ModelEntry(name, builder, io, paper, configure, inputs)
         return builder
 
     return wrap
+
+
+def unregister_model(name: str) -> None:
+    """Removes a registered model (tests register stand-ins and remove them afterwards)."""
+    model_entry(name)  # unknown names get the usual error
+    del _MODELS[name]
 
 
 def list_models() -> list[str]:

@@ -411,7 +411,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(flags override it)")
     p.add_argument("--resume", help="OUT/last.pt of an interrupted run: continue it bit-for-bit up to --steps")
     defaults = TrainConfig()
-    named_choices = {"models": [m for m in list_models() if not m.startswith("_")], "data_kinds": DATASET_KINDS}
+    named_choices = {"models": list_models(), "data_kinds": DATASET_KINDS}
     for f in dataclasses.fields(TrainConfig):
         flag, default = f"--{f.name.replace('_', '-')}", getattr(defaults, f.name)
         choices = f.metadata["choices"]
