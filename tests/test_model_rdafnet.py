@@ -16,6 +16,7 @@ from deblurfast.accelerate import accelerable_layers
 from deblurfast.models import CheckpointError, create, list_models, load_pretrained, num_parameters
 from deblurfast.models.rdafnet import RDAFB, RDAFNetMS, RDAFNetSS
 from deblurfast.testing import assert_close
+from helpers import assert_training_parity
 
 VARIANTS = ["rdafnet_ss", "rdafnet_ms"]
 NARROW = {"rdafnet_ss": {"width": 4, "num_blocks": 2}, "rdafnet_ms": {"width": 4, "num_blocks": (2, 2, 2)}}
@@ -449,24 +450,15 @@ def test_training_parity_20_adam_steps_channels_last(name):
     deblurfast.accelerate(acc, backend="cpu,reference", channels_last=True)
     convs = [m.weight for m in acc.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
-    opt_ref = torch.optim.Adam(ref.parameters(), lr=1e-4)  # the authors' Adam (spec §7)
-    opt_acc = torch.optim.Adam(acc.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(5)
     data = [(torch.rand(2, 3, 12, 12, generator=g) * 2 - 1, torch.rand(2, 3, 12, 12, generator=g) * 2 - 1)
             for _ in range(4)]
-    losses = []
-    for step in range(20):
+
+    def loss_of(model, step):
         x, t = data[step % len(data)]
-        pair = []
-        for model, opt in ((ref, opt_ref), (acc, opt_acc)):
-            opt.zero_grad()
-            loss = _loss(model(x), t)
-            loss.backward()
-            opt.step()
-            pair.append(loss.item())
-        losses.append(pair)
-        assert abs(pair[1] - pair[0]) <= 1e-3 * abs(pair[0]), (step, pair)
-    assert losses[-1][0] < losses[0][0]  # it trained
+        return _loss(model(x), t)
+
+    assert_training_parity(ref, acc, loss_of, lr=1e-4)  # the authors' Adam (spec §7)
     for (k, p), q in zip(ref.named_parameters(), acc.parameters()):
         # The bias of a conv followed by InstanceNorm has a zero gradient up to rounding noise, which
         # Adam normalises into lr-sized steps of random sign: not comparable between two kernels.

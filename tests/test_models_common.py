@@ -7,6 +7,7 @@ import torch
 
 import deblurfast
 from deblurfast.models import CheckpointError, IOConvention, create, load_pretrained
+from helpers import write_checkpoint
 from tiny_model import TinyDeblurNet, tiny_flops
 
 IO = IOConvention(channel_order="BGR", value_range=(-1.0, 1.0), multiple=4, pad_mode="replicate", clamp=True)
@@ -38,21 +39,8 @@ def test_unregister_removes_a_model():
 def test_load_pretrained_containers(tmp_path, container):
     src = create("_tiny_for_tests")
     sd = src.state_dict()
-    path = tmp_path / ("w.safetensors" if container == "safetensors" else "w.pth")
-    if container == "safetensors":
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
-    elif container == "bare":
-        torch.save(sd, path)
-    elif container == "module_prefix":
-        torch.save({f"module.{k}": v for k, v in sd.items()}, path)
-    elif container == "params_ema":  # BasicSR files hold both; the EMA weights win
-        torch.save({"params": {k: torch.zeros_like(v) for k, v in sd.items()}, "params_ema": sd}, path)
-    else:
-        torch.save({"epoch": 3, container: sd}, path)
     dst = create("_tiny_for_tests")
-    load_pretrained(dst, str(path))
+    load_pretrained(dst, write_checkpoint(sd, tmp_path, container))
     for k, v in dst.state_dict().items():
         assert torch.equal(v, sd[k]), k
 
