@@ -12,7 +12,7 @@ class TinyDeblurNet(nn.Module):
     def __init__(self, width: int = 4, multiple: int = 4):
         super().__init__()
         self.multiple = multiple
-        self.head = nn.Conv2d(3, width, 3, padding=1)
+        self.head = nn.Conv2d(3, width, 3, padding=1, bias=False)  # the norm's shift replaces a bias
         self.norm = nn.InstanceNorm2d(width, affine=True)
         self.offsets = nn.Conv2d(width, 18, 3, padding=1)
         self.dcn = DeformConv2d(width, width, 3, padding=1, backend="reference")
