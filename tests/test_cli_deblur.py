@@ -184,7 +184,7 @@ def test_folder_without_images_or_videos(tmp_path, capsys):
 
 
 def test_default_is_the_bundled_model(tmp_path, capsys):
-    from deblurfast.demo import default_model
+    from deblurfast.weights import default_model
 
     img = rand_image(24, 32, 5)
     write(tmp_path / "in.png", img)

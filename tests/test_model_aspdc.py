@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import deblurfast
-from deblurfast.accelerate import accelerable_layers
+from deblurfast.engine import accelerable_layers
 from deblurfast.models import create, load_pretrained, num_parameters
 from deblurfast.models.aspdc import GROUPS, d0_mask_mmcv, xavier_init_
 from deblurfast.testing import assert_close

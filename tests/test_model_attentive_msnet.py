@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import deblurfast
 from deblurfast.train.losses import build_loss
-from deblurfast.accelerate import accelerable_layers
+from deblurfast.engine import accelerable_layers
 from deblurfast.models import IOConvention, create, load_pretrained, num_parameters
 from deblurfast.models.attentive_msnet import (
     RDAB,

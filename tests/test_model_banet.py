@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import deblurfast
-from deblurfast.accelerate import accelerable_layers
+from deblurfast.engine import accelerable_layers
 from deblurfast.models import CheckpointError, create, load_pretrained, num_parameters
 from deblurfast.models.banet import BAM, BANet, BANetPlus
 from deblurfast.nn import BlurAwareAttention

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import deblurfast
-from deblurfast.accelerate import accelerable_layers
+from deblurfast.engine import accelerable_layers
 from deblurfast.models import CheckpointError, create, list_models, load_pretrained, num_parameters
 from deblurfast.models.rdafnet import RDAFB, RDAFNetMS, RDAFNetSS
 from deblurfast.testing import assert_close

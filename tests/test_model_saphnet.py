@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import deblurfast
-from deblurfast.accelerate import accelerable_layers
+from deblurfast.engine import accelerable_layers
 from deblurfast.dispatch import OPS
 from deblurfast.models import CheckpointError, IOConvention, create, load_pretrained, num_parameters
 from deblurfast.models.saphnet import SAPHNet

@@ -148,14 +148,14 @@ def test_deblur_applies_the_conventions(kind):
 
 
 def test_gflops_count_convolutions_and_the_deformable_product():
-    from deblurfast.models_table import gflops_720p
+    from deblurfast.cli.models import gflops_720p
 
     # 720 x 1280 is a multiple of 4 already: no padding
     assert gflops_720p("_tiny_for_tests") == pytest.approx(tiny_flops(720, 1280) / 1e9, rel=1e-9)
 
 
 def test_models_table_has_a_cost_for_every_model(capsys):
-    from deblurfast.models_table import print_models
+    from deblurfast.cli.models import print_models
 
     rows = print_models()
     assert {r["model"] for r in rows} == set(deblurfast.models.list_models())  # this module's stand-in too

@@ -3,7 +3,6 @@ subprocesses of test_train.py)."""
 
 import torch
 
-from deblurfast.inference import from_model, to_model
 from deblurfast.models import IOConvention
 from tiny_model import TinyDeblurNet
 
@@ -42,6 +41,6 @@ class NoisyPairs(torch.utils.data.Dataset):
 
 def l1_loss(model, batch):
     """L1 in [0, 1] image space, through the model's conventions."""
-    y = from_model(model(to_model(batch["blur"], model.io)), model.io)
+    y = model.io.from_model(model(model.io.to_model(batch["blur"])))
     loss = (y - batch["sharp"]).abs().mean()
     return loss, {"l1": float(loss.detach())}

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .._files import atomic_path, remove_stale_temporaries, write_text
-from ..accelerate import accelerate
+from ..engine import accelerate
 from ..models import CheckpointError, create, list_models, load_pretrained
 from ..models.checkpoints import load_file
 
@@ -348,7 +348,6 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict:
         """Mean PSNR and SSIM (RGB, [0, 1]) of the model's outputs on the validation set."""
-        from ..inference import from_model, pad_to_model, to_model
         from ..metrics import psnr, ssim
 
         if self.val_set is None:
@@ -359,8 +358,8 @@ class Trainer:
         start = time.perf_counter()
         for i in range(len(self.val_set)):
             s = self.val_set[i]
-            x, (h, w) = pad_to_model(to_model(s["blur"][None].to(self.device), io), io)
-            y = from_model(self.module(x), io)[..., :h, :w].clamp(0, 1)
+            x, (h, w) = io.pad(io.to_model(s["blur"][None].to(self.device)))
+            y = io.from_model(self.module(x))[..., :h, :w].clamp(0, 1)
             scores["psnr"].append(float(psnr(y, s["sharp"][None].to(self.device))))
             scores["ssim"].append(float(ssim(y, s["sharp"][None].to(self.device))))
             if sys.stderr.isatty() and self.rank == 0:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .dispatch import parse_backend
+from ..dispatch import parse_backend
 
 _SAVED = "_deblurfast_saved"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .dispatch import use_backend
-from .models import create, list_models, model_entry, num_parameters
+from ..dispatch import use_backend
+from ..models import create, list_models, model_entry, num_parameters
 
 
 def gflops_720p(name: str) -> float:
