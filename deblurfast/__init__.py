@@ -8,9 +8,9 @@
 """
 
 from . import _ext, metrics, models, nn
-from .accelerate import accelerate, deaccelerate
+
 from .dispatch import BACKENDS, BackendError, backends, current_backend, use_backend
-from .inference import deblur
+from .engine import accelerate, deaccelerate, deblur
 from .ops import (
     blur_aware_mask,
     deform_conv2d,

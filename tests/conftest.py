@@ -32,3 +32,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model_registry():
+    """`register(name, io, builder)`: a stand-in model in the global registry for one test module,
+    unregistered when the module ends (library code never sees test models)."""
+    from deblurfast.models import register_model, unregister_model
+
+    names = []
+
+    def register(name, io, builder):
+        register_model(name, io, "none (a test stand-in)")(builder)
+        names.append(name)
+
+    yield register
+    for name in names:
+        unregister_model(name)

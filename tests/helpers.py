@@ -128,3 +128,46 @@ def check_double_backward(op_name, backend, device, call, tensors, **gradgradche
 
 __all__ = ["backend_params", "require_backend", "uninitialized_is_nan", "grads", "leaf", "penalty_grads",
            "check_double_backward", "deblurfast"]
+
+
+def adam_losses(model, loss_of, steps: int = 20, lr: float = 1e-3) -> list[float]:
+    """Adam on `loss_of(model, step)` for `steps` steps from the model's weights; the loss at every step."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for step in range(steps):
+        opt.zero_grad()
+        loss = loss_of(model, step)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def assert_training_parity(reference, accelerated, loss_of, steps: int = 20, lr: float = 1e-3, rtol: float = 1e-3):
+    """Liger-style convergence check: the same Adam run from one initialization on the reference and
+    the accelerated model; the reference trains and the losses agree within `rtol` at every step."""
+    want = adam_losses(reference, loss_of, steps, lr)
+    got = adam_losses(accelerated, loss_of, steps, lr)
+    assert want[-1] < want[0], f"the reference did not train: {want}"
+    for step, (a, e) in enumerate(zip(got, want)):
+        assert abs(a - e) <= rtol * abs(e), f"step {step}: accelerated {a} vs reference {e}"
+
+
+def write_checkpoint(state_dict, folder, container: str) -> str:
+    """Writes `state_dict` as a checkpoint of the `container` kind into `folder`: "safetensors",
+    "bare", "module_prefix" (DataParallel), "params_ema" (BasicSR: EMA weights beside zeroed params),
+    or any other key K: {"epoch": 3, K: state_dict}. Returns the path."""
+    path = os.path.join(str(folder), "w.safetensors" if container == "safetensors" else "w.pth")
+    if container == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, path)
+    elif container == "bare":
+        torch.save(state_dict, path)
+    elif container == "module_prefix":
+        torch.save({f"module.{k}": v for k, v in state_dict.items()}, path)
+    elif container == "params_ema":  # BasicSR files hold both; the EMA weights win
+        torch.save({"params": {k: torch.zeros_like(v) for k, v in state_dict.items()}, "params_ema": state_dict}, path)
+    else:
+        torch.save({"epoch": 3, container: state_dict}, path)
+    return path

@@ -81,12 +81,12 @@ def test_compile_peer_refusal_is_reported(tmp_path):
     assert "fwd_ms_median" not in row and row["status"].startswith("not run: inductor")
 
 
-def test_model_bench_times_every_candidate_and_the_stream(tmp_path):
+def test_model_bench_times_every_candidate_and_the_stream(tmp_path, model_registry):
     import torch
     from torch import nn
 
     from deblurfast import bench
-    from deblurfast.models import IOConvention, register_model
+    from deblurfast.models import IOConvention
 
     class Small(nn.Module):
         def __init__(self):
@@ -96,7 +96,7 @@ def test_model_bench_times_every_candidate_and_the_stream(tmp_path):
         def forward(self, x):
             return x + self.conv(x)
 
-    register_model("_bench_small", IOConvention(multiple=4), "none")(lambda: Small())
+    model_registry("_bench_small", IOConvention(multiple=4), Small)
     rows = bench.run_models(device="cpu", names=["_bench_small"], size=(18, 22), reps=2, out_dir=str(tmp_path))
     assert {r["candidate"] for r in rows} == {"eager fp32 (reference)", "deblurfast engine fp32"}
     for r in rows:

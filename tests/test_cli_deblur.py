@@ -9,7 +9,7 @@ from torch import nn
 
 import deblurfast
 from deblurfast import cli, media
-from deblurfast.models import IOConvention, register_model
+from deblurfast.models import IOConvention
 
 
 class Brighten(nn.Module):
@@ -35,9 +35,12 @@ class Identity(nn.Module):
         return self.scale * x
 
 
-register_model("_cli_test", IOConvention(multiple=4, receptive_field=0), "none")(lambda: Brighten())
-register_model("_cli_identity", IOConvention(value_range=(-1.0, 1.0), multiple=4, receptive_field=0), "none")(
-    lambda: Identity())
+@pytest.fixture(scope="module", autouse=True)
+def _stand_ins(model_registry):
+    model_registry("_cli_test", IOConvention(multiple=4, receptive_field=0), Brighten)
+    model_registry("_cli_identity", IOConvention(value_range=(-1.0, 1.0), multiple=4, receptive_field=0), Identity)
+
+
 PIL = pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
@@ -181,7 +184,7 @@ def test_folder_without_images_or_videos(tmp_path, capsys):
 
 
 def test_default_is_the_bundled_model(tmp_path, capsys):
-    from deblurfast.demo import default_model
+    from deblurfast.weights import default_model
 
     img = rand_image(24, 32, 5)
     write(tmp_path / "in.png", img)

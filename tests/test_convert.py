@@ -1,4 +1,4 @@
-"""deblurfast.convert: the TF1 tensor-bundle reader and the attentive_msnet converter, tested on
+"""deblurfast.cli.convert: the TF1 tensor-bundle reader and the attentive_msnet converter, tested on
 bundles this file writes itself with an independent writer of the format (LevelDB table with footer,
 magic, prefix-compressed keys and restart arrays, block CRCs; BundleHeaderProto under the empty key;
 a BundleEntryProto per variable; the raw data shard)."""
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from deblurfast import convert
-from deblurfast.convert import (
+from deblurfast.cli import convert
+from deblurfast.cli.convert import (
     BundleFormatError,
     ConversionError,
     convert_attentive_msnet,
@@ -431,7 +431,7 @@ def test_cli(paper_bundle, tmp_path, capsys):
 
 
 def test_cli_hook_as_a_deblurfast_subcommand(paper_bundle, tmp_path):
-    """The wiring proposed for deblurfast/cli.py: a `convert` sub-parser configured by this module."""
+    """The wiring in deblurfast/cli/__init__.py: a `convert` sub-parser configured by this module."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="deblurfast")

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from deblurfast import demo
+from deblurfast.cli import demo
 from deblurfast._files import atomic_path, write_text
 from deblurfast.models import num_parameters
 

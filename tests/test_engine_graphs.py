@@ -26,7 +26,7 @@ from helpers import require_backend
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 IO = IOConvention(channel_order="BGR", value_range=(-0.5, 0.5), multiple=8, pad_mode="reflect", clamp=True)
-MODELS = [n for n in list_models() if not n.startswith("_")]
+MODELS = list_models()
 
 
 class Net(nn.Module):

@@ -78,21 +78,25 @@ def _matlab_kernel(ndim):
     return k / k.sum()
 
 
-def _matlab_ssim_scalar_loops(a, b, L):
-    """MATLAB's ssim(A, ref) with default arguments, one voxel and one tap at a time:
-    imfilter(., w, 'conv', 'replicate') (same size, clamped indices) for the five
-    moments, the SSIM map, mean over every element. a, b: (H, W) or (H, W, C) arrays."""
+def _matlab_ssim_operands(a, b):
+    """(a, b) as float64 (H, W, C), MATLAB's 2-D or 3-D Gaussian window as (k, k, kz), its radius
+    r and its radius rz along channels (0 for a 2-D window)."""
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     vol = a.ndim == 3 and a.shape[2] > 1
     if a.ndim == 2:
         a, b = a[..., None], b[..., None]
-    H, W, C = a.shape
     k = _matlab_kernel(3 if vol else 2)
     r = k.shape[0] // 2
-    if not vol:
-        k = k[..., None]
-    rz = r if vol else 0
+    return a, b, (k if vol else k[..., None]), r, (r if vol else 0)
+
+
+def _matlab_ssim_scalar_loops(a, b, L):
+    """MATLAB's ssim(A, ref) with default arguments, one voxel and one tap at a time:
+    imfilter(., w, 'conv', 'replicate') (same size, clamped indices) for the five
+    moments, the SSIM map, mean over every element. a, b: (H, W) or (H, W, C) arrays."""
+    a, b, k, r, rz = _matlab_ssim_operands(a, b)
+    H, W, C = a.shape
     A, B, K = a.tolist(), b.tolist(), k.tolist()
     c1, c2 = (0.01 * L) ** 2, (0.03 * L) ** 2
     total = 0.0
@@ -121,17 +125,8 @@ def _matlab_ssim_scalar_loops(a, b, L):
 def _matlab_ssim_tap_loops(a, b, L):
     """The same definition as _matlab_ssim_scalar_loops, looping over the kernel taps
     (every voxel at once through clamped index arrays) for larger images."""
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    vol = a.ndim == 3 and a.shape[2] > 1
-    if a.ndim == 2:
-        a, b = a[..., None], b[..., None]
+    a, b, k, r, rz = _matlab_ssim_operands(a, b)
     H, W, C = a.shape
-    k = _matlab_kernel(3 if vol else 2)
-    r = k.shape[0] // 2
-    if not vol:
-        k = k[..., None]
-    rz = r if vol else 0
     I, J, Cc = np.meshgrid(np.arange(H), np.arange(W), np.arange(C), indexing="ij")
     sums = [np.zeros((H, W, C)) for _ in range(5)]
     for di in range(-r, r + 1):

@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 
 import deblurfast
-from deblurfast.accelerate import accelerable_layers
+from deblurfast.engine import accelerable_layers
 from deblurfast.dispatch import OPS
 from deblurfast.models import CheckpointError, IOConvention, create, load_pretrained, num_parameters
 from deblurfast.models.saphnet import SAPHNet
+from helpers import assert_training_parity, write_checkpoint
 
 TINY = dict(channels=16, attention_maps=4, num_blocks=1)
 TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -320,19 +321,9 @@ def test_checkpoint_containers(tmp_path, container):
     DataParallel (`module.`) one, a training container, or safetensors — loaded strictly."""
     src = create("saphnet", **TINY)
     sd = src.state_dict()
-    path = tmp_path / ("w.safetensors" if container == "safetensors" else "w.pth")
-    if container == "safetensors":
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
-    elif container == "bare":
-        torch.save(sd, path)
-    elif container == "module_prefix":
-        torch.save({f"module.{k}": v for k, v in sd.items()}, path)
-    else:
-        torch.save({"epoch": 7, "state_dict": sd, "optimizer": {"lr": torch.tensor(1e-4)}}, path)
+    path = write_checkpoint(sd, tmp_path, container)
     torch.manual_seed(1)
-    dst = load_pretrained(create("saphnet", **TINY), str(path), strict=True)
+    dst = load_pretrained(create("saphnet", **TINY), path, strict=True)
     for k, v in dst.state_dict().items():
         assert torch.equal(v, sd[k]), k
 
@@ -438,19 +429,6 @@ def test_accelerated_matches_reference_triton(offsets, kernel_calls):
         assert err <= 1e-3 * p.grad.abs().max().item() + floor, f"{name}: max error {err:.3g}"
 
 
-def _train(model, steps, x, y, lr=1e-3):
-    """Adam on the per-level L1 losses (B + r3, B + r2, B + r1); returns the loss at every step."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = sum(F.l1_loss(o, y) for o in model(x, return_all=True))
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
-
-
 _TRITON_TRAIN = pytest.param(
     "triton,reference", marks=[pytest.mark.slow] if TRITON_DEVICE == "cpu" else [], id="triton")
 
@@ -473,11 +451,8 @@ def test_training_parity(backend, offsets):
     g = torch.Generator().manual_seed(5)
     x = torch.rand(2, 3, 16, 16, generator=g).to(device)
     y = (x + 0.1 * torch.randn(2, 3, 16, 16, generator=g).to(device)).clamp(0, 1)
-    want = _train(ref, 20, x, y)
-    got = _train(acc, 20, x, y)
-    assert want[-1] < want[0]  # it trains
-    for step, (a, e) in enumerate(zip(got, want)):
-        assert abs(a - e) <= 1e-3 * abs(e), f"step {step}: accelerated {a} vs reference {e}"
+    # the per-level L1 losses (B + r3, B + r2, B + r1)
+    assert_training_parity(ref, acc, lambda model, step: sum(F.l1_loss(o, y) for o in model(x, return_all=True)))
     # the learned offsets moved off the regular grid (they start at zero)
     if offsets:
         assert any(mod.offset_conv.weight.abs().max() > 0 for mod in acc.modules()

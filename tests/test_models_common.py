@@ -4,29 +4,18 @@ accelerate/deaccelerate, deblur's conventions. Uses a tiny synthetic model."""
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import deblurfast
-from deblurfast.models import CheckpointError, IOConvention, create, load_pretrained, register_model
-from deblurfast.nn import DeformConv2d
-
-
-class Tiny(nn.Module):
-    """x + conv(x) with one deblurfast layer, like the real models build them."""
-
-    def __init__(self, width=4):
-        super().__init__()
-        self.head = nn.Conv2d(3, width, 3, padding=1)
-        self.dcn = DeformConv2d(width, width, 3, padding=1, backend="reference")
-        self.tail = nn.Conv2d(width, 3, 3, padding=1)
-
-    def forward(self, x):
-        assert x.shape[-1] % 4 == 0 and x.shape[-2] % 4 == 0, "pad to a multiple of 4 first"
-        return x + 0.1 * self.tail(self.dcn(self.head(x), None))
-
+from deblurfast.models import CheckpointError, IOConvention, create, load_pretrained
+from helpers import write_checkpoint
+from tiny_model import TinyDeblurNet, tiny_flops
 
 IO = IOConvention(channel_order="BGR", value_range=(-1.0, 1.0), multiple=4, pad_mode="replicate", clamp=True)
-register_model("_tiny_for_tests", IO, "none")(lambda width=4: Tiny(width))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tiny(model_registry):
+    model_registry("_tiny_for_tests", IO, lambda width=4: TinyDeblurNet(width))
 
 
 def test_create_and_list():
@@ -37,26 +26,21 @@ def test_create_and_list():
         create("nope")
 
 
+def test_unregister_removes_a_model():
+    deblurfast.models.register_model("_gone", IO, "none")(lambda: TinyDeblurNet())
+    deblurfast.models.unregister_model("_gone")
+    assert "_gone" not in deblurfast.models.list_models()
+    with pytest.raises(ValueError, match="unknown model '_gone'"):
+        deblurfast.models.unregister_model("_gone")
+
+
 @pytest.mark.parametrize("container", ["bare", "module_prefix", "state_dict", "params", "params_ema",
                                        "deblurring_state_dict", "blurring_state_dict", "model_state", "safetensors"])
 def test_load_pretrained_containers(tmp_path, container):
     src = create("_tiny_for_tests")
     sd = src.state_dict()
-    path = tmp_path / ("w.safetensors" if container == "safetensors" else "w.pth")
-    if container == "safetensors":
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
-    elif container == "bare":
-        torch.save(sd, path)
-    elif container == "module_prefix":
-        torch.save({f"module.{k}": v for k, v in sd.items()}, path)
-    elif container == "params_ema":  # BasicSR files hold both; the EMA weights win
-        torch.save({"params": {k: torch.zeros_like(v) for k, v in sd.items()}, "params_ema": sd}, path)
-    else:
-        torch.save({"epoch": 3, container: sd}, path)
     dst = create("_tiny_for_tests")
-    load_pretrained(dst, str(path))
+    load_pretrained(dst, write_checkpoint(sd, tmp_path, container))
     for k, v in dst.state_dict().items():
         assert torch.equal(v, sd[k]), k
 
@@ -164,18 +148,17 @@ def test_deblur_applies_the_conventions(kind):
 
 
 def test_gflops_count_convolutions_and_the_deformable_product():
-    from deblurfast.models_table import gflops_720p
+    from deblurfast.cli.models import gflops_720p
 
-    hw = 720 * 1280  # a multiple of 4 already: no padding
-    expected = 2 * hw * 9 * (3 * 4 + 4 * 4 + 4 * 3)  # head, dcn (its matrix product), tail
-    assert gflops_720p("_tiny_for_tests") == pytest.approx(expected / 1e9, rel=1e-9)
+    # 720 x 1280 is a multiple of 4 already: no padding
+    assert gflops_720p("_tiny_for_tests") == pytest.approx(tiny_flops(720, 1280) / 1e9, rel=1e-9)
 
 
 def test_models_table_has_a_cost_for_every_model(capsys):
-    from deblurfast.models_table import print_models
+    from deblurfast.cli.models import print_models
 
     rows = print_models()
-    assert {r["model"] for r in rows} == {n for n in deblurfast.models.list_models() if not n.startswith("_")}
+    assert {r["model"] for r in rows} == set(deblurfast.models.list_models())  # this module's stand-in too
     for r in rows:
         assert float(r["gflops_720p"]) > 0, r  # "n/a (...)" means the count broke
     assert "aspdc_reblur" in capsys.readouterr().out

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from deblurfast.engine import Engine
-from deblurfast.inference import from_model, pad_to_model, to_model
 from deblurfast.models import create, list_models
 from deblurfast.testing import assert_close
 
@@ -19,7 +18,7 @@ MODELS = [n for n in list_models() if not n.startswith("_")]
 
 def frame(model, h, w, seed=0, device="cuda"):
     x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(seed))
-    x, _ = pad_to_model(to_model(x, model.io), model.io)
+    x, _ = model.io.pad(model.io.to_model(x))
     return x.to(device)
 
 
@@ -27,7 +26,7 @@ def through(engine, x):
     """The engine's output image in [0, 1] (the reblurring net takes (blurred, sharp): x twice)."""
     if engine.model.model_name == "aspdc_reblur":
         xd = x.to(engine.dtype or x.dtype)
-        return from_model(engine.model(xd, xd), engine.model.io)
+        return engine.model.io.from_model(engine.model(xd, xd))
     return engine.run(x)
 
 

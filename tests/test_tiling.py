@@ -1,5 +1,5 @@
 """Padding to a model's minimum size, its receptive field, and tiles that do not show
-(deblurfast.inference: pad_to_model, plan_tiles, run_tiled)."""
+(deblurfast.engine: IOConvention.pad, plan_tiles, run_tiled)."""
 
 import warnings
 
@@ -10,7 +10,7 @@ from torch import nn
 
 import deblurfast
 from deblurfast.engine import Engine
-from deblurfast.inference import TilingWarning, pad_to_model, padded_size, plan_tiles, to_model
+from deblurfast.engine import TilingWarning, plan_tiles
 from deblurfast.models import IOConvention, create, list_models
 from deblurfast.models.aspdc import xavier_init_
 
@@ -37,7 +37,7 @@ def gradient_reach(model, height=None, width=16):
     height = height or 2 * io.receptive_field + 64
     x = torch.rand(1, 3, height, width, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     x.requires_grad_(True)
-    y = model(to_model(x, io))
+    y = model(io.to_model(x))
     y = y[io.output] if io.output is not None else y
     c = height // 2 // io.multiple * io.multiple
     y[0, :, c].sum().backward()
@@ -86,7 +86,7 @@ def test_tiled_equals_untiled_at_the_default_overlap():
 def test_engine_tiles_the_bundled_model_invisibly():
     """The bundled model (trained weights, receptive field 206) through the engine, as
     `deblurfast deblur --tile` runs it: uint8 results within rounding of the untiled ones."""
-    from deblurfast.demo import default_model
+    from deblurfast.weights import default_model
 
     engine = Engine(default_model(), device="cpu")
     assert engine.io.receptive_field == 206
@@ -157,8 +157,8 @@ def test_reflect_padding_beyond_the_image_mirrors_again():
     io = IOConvention(multiple=16, pad_mode="reflect", min_size=16)
     for h, w in ((1, 1), (2, 3), (3, 17), (5, 40)):
         x = torch.arange(h * w, dtype=torch.float64).reshape(1, 1, h, w)
-        y, size = pad_to_model(x, io)
-        assert size == (h, w) and y.shape[-2:] == (padded_size(h, io), padded_size(w, io))
+        y, size = io.pad(x)
+        assert size == (h, w) and y.shape[-2:] == (io.padded_size(h), io.padded_size(w))
         want = np.pad(x[0, 0].numpy(), ((0, y.shape[-2] - h), (0, y.shape[-1] - w)), mode="reflect")
         assert np.array_equal(y[0, 0].numpy(), want)
 

@@ -10,10 +10,16 @@ import textwrap
 import pytest
 import torch
 
+from deblurfast.models import list_models
 from deblurfast.train.trainer import EpochOrder, TrainConfig, Trainer, load_checkpoint, lr_factor
-from train_fixtures import NoisyPairs, l1_loss
+from train_fixtures import TRAIN_TINY, NoisyPairs, l1_loss
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _train_tiny(model_registry):
+    model_registry(*TRAIN_TINY)
 
 
 def config(tmp_path, **kw):
@@ -150,8 +156,10 @@ def test_config_from_yaml_and_flags(tmp_path):
 DDP_SCRIPT = textwrap.dedent("""
     import os, sys, json, torch
     sys.path.insert(0, {here!r})
-    from train_fixtures import NoisyPairs, l1_loss
+    from train_fixtures import TRAIN_TINY, NoisyPairs, l1_loss
+    from deblurfast.models import register_model
     from deblurfast.train.trainer import TrainConfig, Trainer
+    register_model(TRAIN_TINY[0], TRAIN_TINY[1], "none")(TRAIN_TINY[2])
     cfg = TrainConfig(model="_train_tiny", batch_size=4, steps=4, lr=3e-3, out={out!r}, checkpoint_every=4,
                       workers=0, seed=5, device="cpu", backend="cpu,reference", schedule="constant")
     t = Trainer(cfg, loss=l1_loss, train_set=NoisyPairs(), log=lambda s: None)
@@ -272,7 +280,8 @@ def test_train_help_describes_every_option(capsys):
     assert "--schedule {cosine,step,constant} learning-rate schedule after the warm-up" in out
     assert "--amp {none,bf16,fp16} mixed precision" in out
     assert "--data-kind {gopro,hide,realblur,pairs,synthetic} dataset layout" in out
-    assert "one of: aspdc, aspdc_reblur, attentive_msnet, banet, banet_plus, rdafnet_ms, rdafnet_ss, saphnet" in out
+    assert "one of: " + ", ".join(list_models()) in out  # this module's stand-in among them
+    assert "aspdc, aspdc_reblur, attentive_msnet, banet, banet_plus, rdafnet_ms, rdafnet_ss, saphnet" in out
     for f in dataclasses.fields(TrainConfig):  # each flag is followed by its own description
         assert f.metadata["help"].split(" (")[0].split(";")[0] in out, f.name
 

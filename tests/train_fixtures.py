@@ -2,27 +2,16 @@
 subprocesses of test_train.py)."""
 
 import torch
-from torch import nn
 
-from deblurfast.inference import from_model, to_model
-from deblurfast.models import IOConvention, register_model
-from deblurfast.nn import DeformConv2d
+from deblurfast.models import IOConvention
+from tiny_model import TinyDeblurNet
 
-
-class TinyNet(nn.Module):
-    def __init__(self, width=6):
-        super().__init__()
-        self.head = nn.Conv2d(3, width, 3, padding=1)
-        self.dcn = DeformConv2d(width, width, 3, padding=1, backend="reference")
-        self.offsets = nn.Conv2d(width, 18, 3, padding=1)
-        self.tail = nn.Conv2d(width, 3, 3, padding=1)
-
-    def forward(self, x):
-        f = torch.relu(self.head(x))
-        return x + self.tail(torch.relu(self.dcn(f, 0.5 * torch.tanh(self.offsets(f)))))
+TRAIN_IO = IOConvention(value_range=(-1.0, 1.0), multiple=4)
 
 
-register_model("_train_tiny", IOConvention(value_range=(-1.0, 1.0), multiple=4), "none")(lambda width=6: TinyNet(width))
+# (name, io, builder): tests register it with the model_registry fixture; a DDP subprocess, which
+# ends with its test, with register_model
+TRAIN_TINY = ("_train_tiny", TRAIN_IO, lambda width=6: TinyDeblurNet(width))
 
 
 class NoisyPairs(torch.utils.data.Dataset):
@@ -52,6 +41,6 @@ class NoisyPairs(torch.utils.data.Dataset):
 
 def l1_loss(model, batch):
     """L1 in [0, 1] image space, through the model's conventions."""
-    y = from_model(model(to_model(batch["blur"], model.io)), model.io)
+    y = model.io.from_model(model(model.io.to_model(batch["blur"])))
     loss = (y - batch["sharp"]).abs().mean()
     return loss, {"l1": float(loss.detach())}

@@ -9,6 +9,7 @@ import torch
 
 from .._progress import progress
 from . import ops
+from ..models import list_models
 from .core import environment, markdown_table, write_results
 from .plots import plot_rows
 
@@ -87,7 +88,7 @@ def run_models(device: str | None = None, names: list[str] | None = None, size: 
     print(f"deblurfast bench --models on {env['device']} ({dev.type}), {size[0]}x{size[1]}, torch {env['torch']}, "
           f"commit {env['commit']}, {reps} timed runs each", flush=True)
     rows = []
-    names = names or model_bench.model_names()
+    names = names or list_models()
     for name in progress(names, desc="bench --models", unit="models"):
         rows += model_bench.run_model(name, dev, size, reps, env, compile_peer)
         if out_dir:

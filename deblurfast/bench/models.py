@@ -26,21 +26,19 @@ import numpy as np
 import torch
 
 from ..engine import Engine
-from ..inference import from_model, pad_to_model, to_model
-from ..models import create, list_models
+from ..models import create, model_entry
 from .core import peak_extra_memory, summarize, sync, time_interleaved
 
 
 def _input(model, h: int, w: int, device) -> torch.Tensor:
     x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
-    x, _ = pad_to_model(to_model(x, model.io), model.io)
+    x, _ = model.io.pad(model.io.to_model(x))
     return x.to(device)
 
 
 def _call(model) -> Callable:
-    if model.model_name == "aspdc_reblur":  # reblurs (blurred, sharp): time it on (x, x)
-        return lambda x: model(x, x)
-    return model
+    entry = model_entry(model.model_name)
+    return lambda x: entry.call(model, x)
 
 
 def candidates(name: str, device: torch.device, include_compile: bool) -> dict[str, Callable]:
@@ -48,24 +46,23 @@ def candidates(name: str, device: torch.device, include_compile: bool) -> dict[s
     torch.manual_seed(0)
     reference = create(name).eval().requires_grad_(False).to(device)
     io = reference.io
-    out = {"eager fp32 (reference)": lambda x: from_model(_call(reference)(x), io)}
+    out = {"eager fp32 (reference)": lambda x: io.from_model(_call(reference)(x))}
     if device.type == "cuda":
         for dtype in (torch.float16, torch.bfloat16):
             m = copy.deepcopy(reference).to(dtype).to(memory_format=torch.channels_last)
             tag = str(dtype).replace("torch.", "")
             out[f"eager {tag} channels_last"] = (
-                lambda x, m=m, dt=dtype: from_model(_call(m)(x.to(dt).contiguous(memory_format=torch.channels_last)),
-                                                   io))
+                lambda x, m=m, dt=dtype: io.from_model(_call(m)(x.to(dt).contiguous(memory_format=torch.channels_last))))
         if include_compile:
             compiled = torch.compile(copy.deepcopy(reference), mode="max-autotune")
-            out["compile max-autotune (reference)"] = lambda x: from_model(_call(compiled)(x), io)
+            out["compile max-autotune (reference)"] = lambda x: io.from_model(_call(compiled)(x))
         engines = {str(dt).replace("torch.", ""): Engine(copy.deepcopy(reference), device=device, dtype=dt)
                    for dt in (torch.float16, torch.bfloat16)}
     else:
         engines = {"fp32": Engine(copy.deepcopy(reference), device=device, dtype=None)}
     for tag, engine in engines.items():
-        if name == "aspdc_reblur":
-            out[f"deblurfast engine {tag}"] = lambda x, e=engine: from_model(e.model(x.to(e.dtype), x.to(e.dtype)), io)
+        if model_entry(name).inputs > 1:  # the engine runs single-image models: time its accelerated model
+            out[f"deblurfast engine {tag}"] = lambda x, e=engine: io.from_model(_call(e.model)(x.to(e.dtype)))
         else:
             fn = out[f"deblurfast engine {tag}"] = lambda x, e=engine: e.run(x)
             fn.engine = engine  # also timed on a stream of frames
@@ -126,7 +123,3 @@ COLUMNS = [
     ("stream fps", "stream_fps", ".1f"), ("stream / single", "stream_vs_single", ".2f"),
     ("peak extra MB", "peak_mb", ".0f"), ("max dev vs fp32", "max_dev_vs_fp32", ".1e"), ("status", "status", ""),
 ]
-
-
-def model_names() -> list[str]:
-    return [n for n in list_models() if not n.startswith("_")]

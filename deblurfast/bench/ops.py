@@ -163,6 +163,7 @@ def ba_block_case(n, c, h, w, label="", fuse=None):
         if backend not in per_backend:
             per_backend[backend] = copy.deepcopy(template)
             per_backend[backend].backend = backend
+            per_backend[backend].fused = backend != "reference"  # this case's reference: the authors' chain
         return torch.func.functional_call(per_backend[backend], dict(zip(names, params)), (x,))
 
     shape = f"{n}x{c}x{h}x{w} F={fuse or c // 2} whole block" + (f" {label}" if label else "")

@@ -9,9 +9,9 @@
 
 from . import aspdc, attentive_msnet, banet, rdafnet, saphnet  # noqa: F401  (they register themselves)
 from .checkpoints import CONTAINER_KEYS, CheckpointError, load_pretrained, read_state_dict
-from .registry import IOConvention, create, list_models, model_entry, num_parameters, register_model
+from .registry import IOConvention, create, list_models, model_entry, num_parameters, register_model, unregister_model
 
 __all__ = [
     "CONTAINER_KEYS", "CheckpointError", "IOConvention", "create", "list_models", "load_pretrained", "model_entry",
-    "num_parameters", "read_state_dict", "register_model",
+    "num_parameters", "read_state_dict", "register_model", "unregister_model",
 ]

@@ -364,7 +364,8 @@ def aspdc(**config) -> DeblurringNet:
 
 # Two inputs: deblurfast.deblur does not apply; the convention documents the reblurring net's I/O.
 @register_model("aspdc_reblur", IOConvention(channel_order="RGB", value_range=(-1.0, 1.0), multiple=8,
-                                             pad_mode="replicate", clamp=False, output=None, min_size=16), PAPER)
+                                             pad_mode="replicate", clamp=False, output=None, min_size=16), PAPER,
+                inputs=2)
 def aspdc_reblur(**config) -> BlurringNet:
     return BlurringNet(**config)
 

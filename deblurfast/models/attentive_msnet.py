@@ -37,7 +37,7 @@ Faithful behaviour (defaults) and the flags for the alternatives:
 
 Loading the authors' weights: they are a TensorFlow 1 checkpoint (`deblur.model-675000.index` +
 `.data-00000-of-00001`); convert them once with `deblurfast convert attentive_msnet PREFIX -o
-rdan.safetensors` (deblurfast.convert, no TensorFlow needed), then `load_pretrained(model,
+rdan.safetensors` (`deblurfast convert`, no TensorFlow needed), then `load_pretrained(model,
 "rdan.safetensors")`.
 """
 

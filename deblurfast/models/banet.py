@@ -109,7 +109,7 @@ class BAM(nn.Module):
         self.final_conv = _conv(3 * m + channels, channels)
         self.fina_relu = _lrelu()
         self.BA = BlurAwareAttention(channels, fuse_channels, exact_integer_nearest=exact_integer_nearest,
-                                     backend="reference")
+                                     fused=False, backend="reference")
 
     def cpdc(self, a: torch.Tensor) -> torch.Tensor:
         """Cascaded parallel dilated convolution: two rows of (d1, d3, d5) convs, no activation on

@@ -5,12 +5,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _pad_bottom_right(x: torch.Tensor, ph: int, pw: int, mode: str) -> torch.Tensor:
+    if mode != "reflect":
+        return F.pad(x, (0, pw, 0, ph), mode=mode) if ph or pw else x
+    # Reflection can add at most side - 1 pixels at once: pad repeatedly (mirror of the mirror),
+    # and replicate a side of one pixel (its reflection is itself).
+    while ph or pw:
+        h, w = x.shape[-2:]
+        dh, dw = (ph if h == 1 else 0), (pw if w == 1 else 0)
+        if dh or dw:
+            x = F.pad(x, (0, dw, 0, dh), mode="replicate")
+        else:
+            dh, dw = min(ph, h - 1), min(pw, w - 1)
+            x = F.pad(x, (0, dw, 0, dh), mode="reflect")
+        ph, pw = ph - dh, pw - dw
+    return x
 
 
 @dataclass(frozen=True)
 class IOConvention:
-    """How a network wants its images; deblurfast.deblur applies it.
+    """How a network wants its images; deblurfast.deblur applies it (to_model, pad, from_model).
 
     channel_order: "RGB" or "BGR" of the network's input and output.
     value_range: (lo, hi) the pixel range [0, 1] maps to, e.g. (-1, 1).
@@ -23,7 +46,7 @@ class IOConvention:
     receptive_field: how far an output pixel sees, in input pixels: its value depends on the input
         within this distance (for a deformable convolution, with offsets up to the bound stated by
         the model), None when unknown. Tiling discards this many pixels at every inner tile border,
-        so its default overlap is twice this plus a cross-fade (deblurfast.inference.plan_tiles).
+        so its default overlap is twice this plus a cross-fade (deblurfast.engine.plan_tiles).
     global_context: what makes every output pixel depend on the whole image (normalization
         statistics, attention, pooling over whole rows), None when nothing does. Tiles cannot
         reproduce the untiled result of such a model exactly; tiling says so.
@@ -49,6 +72,34 @@ class IOConvention:
             raise ValueError(f"IOConvention: receptive_field must be an int >= 0 or None, got "
                              f"{self.receptive_field!r}")
 
+    def to_model(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] RGB (N, 3, H, W) -> the model's input convention (no padding)."""
+        if self.channel_order == "BGR":
+            x = x.flip(1)
+        lo, hi = self.value_range
+        return x * (hi - lo) + lo
+
+    def from_model(self, y) -> torch.Tensor:
+        """The model's output -> [0, 1] RGB."""
+        if self.output is not None:
+            y = y[self.output]
+        lo, hi = self.value_range
+        if self.clamp:
+            y = y.clamp(lo, hi)
+        y = (y - lo) / (hi - lo)
+        return y.flip(1) if self.channel_order == "BGR" else y
+
+    def padded_size(self, length: int) -> int:
+        """The length (H or W) the model runs for an image side of `length`: rounded up to the
+        size multiple, and at least the model's minimum size."""
+        return round_up(max(length, self.min_size), self.multiple)
+
+    def pad(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Pads (N, C, H, W) at the bottom and right, by pad_mode, to the size the model runs
+        (padded_size); returns it and (H, W), to crop the output back."""
+        H, W = x.shape[-2:]
+        return _pad_bottom_right(x, self.padded_size(H) - H, self.padded_size(W) - W, self.pad_mode), (H, W)
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -57,6 +108,12 @@ class ModelEntry:
     io: IOConvention  # at the paper's configuration
     paper: str
     configure: Callable[[nn.Module, IOConvention], IOConvention] | None = None
+    inputs: int = 1  # image tensors the forward takes: 2 for a reblurring net's (blurred, sharp)
+
+    def call(self, model: nn.Module, image):
+        """model's output for one input image (N, 3, H, W) in its convention; a model of several
+        image inputs gets that image for each (how its cost is counted and timed)."""
+        return model(*[image] * self.inputs)
 
     def convention(self, model: nn.Module) -> IOConvention:
         """The convention of `model`, built by this entry with any configuration."""
@@ -67,16 +124,22 @@ _MODELS: dict[str, ModelEntry] = {}
 
 
 def register_model(name: str, io: IOConvention, paper: str,
-                   configure: Callable[[nn.Module, IOConvention], IOConvention] | None = None):
+                   configure: Callable[[nn.Module, IOConvention], IOConvention] | None = None, inputs: int = 1):
     """Decorator for a builder `fn(**config) -> nn.Module`; the built module gets `io`, or
     `configure(module, io)` where the configuration changes the convention (the receptive
-    field of a deeper or shallower network, for example)."""
+    field of a deeper or shallower network, for example). `inputs`: image tensors its forward takes."""
 
     def wrap(builder):
-        _MODELS[name] = ModelEntry(name, builder, io, paper, configure)
+        _MODELS[name] = ModelEntry(name, builder, io, paper, configure, inputs)
         return builder
 
     return wrap
+
+
+def unregister_model(name: str) -> None:
+    """Removes a registered model (tests register stand-ins and remove them afterwards)."""
+    model_entry(name)  # unknown names get the usual error
+    del _MODELS[name]
 
 
 def list_models() -> list[str]:

@@ -110,7 +110,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn import EfficientAttention, PixelDependentFilter
-from ..ops import efficient_attention
+from ..nn.efficient_attention import gated_attention, spatially_masked
 from .registry import IOConvention, register_model
 
 PAPER = ("Suin, Purohit, Rajagopalan: Spatially-Attentive Patch-Hierarchical Network for Adaptive Motion "
@@ -220,9 +220,7 @@ class CrossLevelAttention(nn.Module):
     def forward(self, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         if f.shape != g.shape:
             raise ValueError(f"CrossLevelAttention: f {tuple(f.shape)} and g {tuple(g.shape)} must have one shape")
-        value = g * torch.sigmoid(self.mask_conv(g))
-        gate = torch.sigmoid(self.gate_fc(f.mean(dim=(2, 3)))) / self.maps  # the 1/C2 folded into the gate
-        return f + efficient_attention(value, self.key_conv(value), self.query_conv(f), gate, backend=self.backend)
+        return f + gated_attention(self, spatially_masked(g, self.mask_conv), f, f)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, maps={self.maps}, backend={self.backend!r}"

@@ -68,11 +68,14 @@ class BlurAwareAttention(nn.Module):
         exact_integer_nearest: False (default) expands with F.interpolate's float32 index,
             as the authors; True uses floor(i * n / L) in integers, which differs by one
             source bin at a few sizes (first L = 123, n = 3; none of the models' sizes).
-        backend: "reference" runs the authors' composition in plain PyTorch. Anything
-            else runs the fused path — strip_pool once over x, the strip convs and the
-            1x1 fuse conv on the small strip maps, then blur_aware_mask (expansion, ReLU,
-            conv_final, sigmoid and product in one pass over x) — with this request for
-            the ops (None: see deblurfast.dispatch). deblurfast.accelerate() switches it.
+        fused: True (default) runs the fused path — strip_pool once over x, the strip
+            convs and the 1x1 fuse conv on the small strip maps, then blur_aware_mask
+            (expansion, ReLU, conv_final, sigmoid and product in one pass over x); False
+            runs the authors' composition in plain PyTorch (how BANet builds its blocks).
+            deblurfast.accelerate() sets it, deaccelerate() restores it.
+        backend: the request for the fused path's ops, as for every deblurfast layer
+            (None: see deblurfast.dispatch; "reference": the fused algorithm on the ops'
+            reference implementations). deblurfast.accelerate() switches it.
 
     forward(x, return_attention=False) returns the block's output, or (output, z') with
     z' = ReLU(fuse_conv(...)), the auxiliary map the authors return (never formed by the
@@ -85,6 +88,7 @@ class BlurAwareAttention(nn.Module):
         fuse_channels: int | None = None,
         *,
         exact_integer_nearest: bool = False,
+        fused: bool = True,
         backend: str | None = None,
         device=None,
         dtype=None,
@@ -102,7 +106,7 @@ class BlurAwareAttention(nn.Module):
             parse_backend(backend)
         kw = {"device": device, "dtype": dtype}
         self.channels, self.fuse_channels = channels, fuse_channels
-        self.exact_integer_nearest, self.backend = exact_integer_nearest, backend
+        self.exact_integer_nearest, self.fused, self.backend = exact_integer_nearest, bool(fused), backend
         # Registration order is the authors' (it fixes the state_dict order).
         self.pool_1_h = nn.AdaptiveAvgPool2d((None, 1))
         self.pool_1_w = nn.AdaptiveAvgPool2d((1, None))
@@ -123,11 +127,6 @@ class BlurAwareAttention(nn.Module):
         self.mask_conv_1 = nn.Conv2d(channels, channels, 3, padding=1, bias=True, **kw)
         self.mask_relu = nn.ReLU()
         self.mask_conv_2 = nn.Conv2d(channels, channels, 3, padding=1, bias=True, **kw)
-
-    @property
-    def fused(self) -> bool:
-        """Whether forward takes the fused path (every backend but "reference")."""
-        return self.backend != "reference"
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, fuse_channels={self.fuse_channels}, fused={self.fused}, "

@@ -10,6 +10,21 @@ from ..dispatch import parse_backend
 from ..ops.efficient_attention import efficient_attention
 
 
+def spatially_masked(x: torch.Tensor, mask_conv: nn.Module) -> torch.Tensor:
+    """x * sigmoid(mask_conv(x)): SAPHNet's spatial mask (mask_conv: C -> 1)."""
+    return x * torch.sigmoid(mask_conv(x))
+
+
+def gated_attention(layer: nn.Module, value: torch.Tensor, query_source: torch.Tensor,
+                    gate_source: torch.Tensor) -> torch.Tensor:
+    """efficient_attention(value, key = layer.key_conv(value), query = layer.query_conv(query_source),
+    gate = sigmoid(layer.gate_fc(mean over H, W of gate_source)) / layer.maps) on layer.backend:
+    the attention every SAPHNet module shares (the paper's 1/C2 average folded into the gate)."""
+    gate = torch.sigmoid(layer.gate_fc(gate_source.mean(dim=(2, 3)))) / layer.maps
+    return efficient_attention(value, layer.key_conv(value), layer.query_conv(query_source), gate,
+                               backend=layer.backend)
+
+
 class EfficientAttention(nn.Module):
     """The global branch of SAPHNet's content-aware module (Suin et al., CVPR 2020,
     Sec. 3.1.1; shared/specs/models/saphnet.md), self- or cross-attention.
@@ -68,7 +83,7 @@ class EfficientAttention(nn.Module):
     def forward(self, x: torch.Tensor, enc: torch.Tensor | None = None) -> torch.Tensor:
         """x: (N, C, H, W); enc: (N, C, He, We) or None. Returns (N, C, H, W)."""
         self._check("x", x)
-        xm = x * torch.sigmoid(self.mask_conv(x))
+        xm = spatially_masked(x, self.mask_conv)
         if enc is None:
             value = xm
         else:
@@ -78,11 +93,8 @@ class EfficientAttention(nn.Module):
             if enc.shape[0] != x.shape[0]:
                 raise ArgumentError(
                     f"EfficientAttention: enc must have x's batch size {x.shape[0]}, got {enc.shape[0]}")
-            value = enc * torch.sigmoid(self.enc_mask_conv(enc))
-        key = self.key_conv(value)
-        query = self.query_conv(xm)
-        gate = torch.sigmoid(self.gate_fc(xm.mean(dim=(2, 3)))) / self.maps  # the 1/C2 folded in
-        return efficient_attention(value, key, query, gate, backend=self.backend)
+            value = spatially_masked(enc, self.enc_mask_conv)
+        return gated_attention(self, value, xm, xm)
 
     def _check(self, name: str, t) -> None:
         if not isinstance(t, torch.Tensor) or t.dim() != 4 or t.shape[1] != self.channels:

@@ -2,7 +2,7 @@
 
 A Loss is called as ``loss(model, batch) -> (loss_tensor, logs)``: ``batch`` holds "blur" and
 "sharp", (N, 3, H, W) float RGB in [0, 1] (the trainer's format); the loss maps both to the model's
-convention (``deblurfast.inference.to_model`` with ``model.io``: colour order, value range), runs
+convention (``model.io.to_model``: colour order, value range), runs
 the model itself (so it can ask for intermediate outputs) and evaluates the authors' loss in the
 model's own value range, as their code did. ``logs`` maps each term (and "psnr", of the final
 output against the sharp image in [0, 1]) to a float. All loss arithmetic runs in float32, also
@@ -74,7 +74,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..inference import from_model, to_model
 
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)  # tf.image.rgb_to_grayscale (attentive_msnet)
 IMAGENET_STD = (0.229, 0.224, 0.225)  # the ImageNet mean cancels in a difference
@@ -187,11 +186,11 @@ class Loss(nn.Module):
     def forward(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         blur, sharp = _check_batch(batch)
         io = model_io(model, self.model_name or None)
-        x = to_model(blur, io)
-        t = to_model(sharp.to(blur.dtype), io)
+        x = io.to_model(blur)
+        t = io.to_model(sharp.to(blur.dtype))
         loss, logs, final = self.compute(model, x, t, io)
         if final is not None:
-            logs["psnr"] = _psnr01(from_model(final.detach(), _without_output(io)), sharp)
+            logs["psnr"] = _psnr01(_without_output(io).from_model(final.detach()), sharp)
         return loss, logs
 
     def compute(self, model, x, t, io) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:

@@ -30,7 +30,7 @@ from torch import nn
 
 from .._files import atomic_path, remove_stale_temporaries, write_text
 from .._progress import note, progress
-from ..accelerate import accelerate
+from ..engine import accelerate
 from ..models import CheckpointError, create, list_models, load_pretrained
 from ..models.checkpoints import load_file
 
@@ -348,7 +348,6 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict:
         """Mean PSNR and SSIM (RGB, [0, 1]) of the model's outputs on the validation set."""
-        from ..inference import from_model, pad_to_model, to_model
         from ..metrics import psnr, ssim
 
         if self.val_set is None:
@@ -359,8 +358,8 @@ class Trainer:
         for i in progress(range(len(self.val_set)), desc="validating", unit="images", disable=self.rank != 0,
                           leave=False):
             s = self.val_set[i]
-            x, (h, w) = pad_to_model(to_model(s["blur"][None].to(self.device), io), io)
-            y = from_model(self.module(x), io)[..., :h, :w].clamp(0, 1)
+            x, (h, w) = io.pad(io.to_model(s["blur"][None].to(self.device)))
+            y = io.from_model(self.module(x))[..., :h, :w].clamp(0, 1)
             scores["psnr"].append(float(psnr(y, s["sharp"][None].to(self.device))))
             scores["ssim"].append(float(ssim(y, s["sharp"][None].to(self.device))))
         self.module.train(was)
@@ -408,7 +407,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(flags override it)")
     p.add_argument("--resume", help="OUT/last.pt of an interrupted run: continue it bit-for-bit up to --steps")
     defaults = TrainConfig()
-    named_choices = {"models": [m for m in list_models() if not m.startswith("_")], "data_kinds": DATASET_KINDS}
+    named_choices = {"models": list_models(), "data_kinds": DATASET_KINDS}
     for f in dataclasses.fields(TrainConfig):
         flag, default = f"--{f.name.replace('_', '-')}", getattr(defaults, f.name)
         choices = f.metadata["choices"]

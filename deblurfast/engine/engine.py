@@ -31,10 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._device_constants import kept_alive
+from .._device_constants import kept_alive
+from ..models.registry import IOConvention
 from .accelerate import accelerate
-from .inference import from_model, image_to_unit, pad_to_model, plan_tiles, run_tiled, to_model, unit_to_image
-from .models.registry import IOConvention
+from .images import image_to_unit, unit_to_image
+from .tiling import plan_tiles, run_tiled
 
 FLOAT32_ISLANDS = (nn.modules.instancenorm._InstanceNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.batchnorm._BatchNorm)
 
@@ -175,7 +176,7 @@ class Engine:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _forward_image(self, x: torch.Tensor) -> torch.Tensor:
-        return from_model(self._forward(x), self.io)
+        return self.io.from_model(self._forward(x))
 
     @torch.no_grad()
     def run(self, x: torch.Tensor) -> torch.Tensor:
@@ -255,7 +256,7 @@ class Engine:
     def _to_model(self, frames: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """uint8/uint16 (N, H, W, 3) RGB on any device -> padded batch in the model's convention."""
         x = image_to_unit(frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2))
-        return pad_to_model(to_model(x, self.io), self.io)
+        return self.io.pad(self.io.to_model(x))
 
     def _to_image(self, y: torch.Tensor, size: tuple[int, int], dtype: torch.dtype = torch.uint8) -> torch.Tensor:
         """[0, 1] batch -> (N, H, W, 3) of `dtype` cropped to size. Out of place: y may be a graph's buffer."""
@@ -264,7 +265,7 @@ class Engine:
 
     def deblur(self, image: np.ndarray, tile: int | None = None, overlap: int | None = None) -> np.ndarray:
         """One RGB uint8 or uint16 frame (H, W, 3) or batch (N, H, W, 3) -> the same shape and dtype,
-        deblurred; with `tile`, in overlapping tiles (deblurfast.inference.plan_tiles: `overlap`
+        deblurred; with `tile`, in overlapping tiles (deblurfast.engine.plan_tiles: `overlap`
         defaults to one that follows the model's receptive field)."""
         image = check_frame(image, "Engine.deblur: image", batch=True, dtypes=(np.uint8, np.uint16))
         plan = None if tile is None else plan_tiles(self.io, tile, overlap)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._files import atomic_path
+from .._files import atomic_path
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48
@@ -454,7 +454,7 @@ def attentive_tf_to_torch(tf_vars: dict[str, np.ndarray]) -> dict[str, np.ndarra
 def _expected_state(model_config: dict) -> dict[str, tuple[int, ...]]:
     import torch
 
-    from .models.attentive_msnet import AttentiveMSNet
+    from ..models.attentive_msnet import AttentiveMSNet
 
     with torch.device("meta"):
         model = AttentiveMSNet(**model_config)

@@ -7,7 +7,7 @@ import sys
 
 
 def _bench(args) -> int:
-    from . import bench
+    from .. import bench
 
     if args.models:
         size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
@@ -22,27 +22,27 @@ def _bench(args) -> int:
 
 
 def _backends(args) -> int:
-    from .dispatch import backends
+    from ..dispatch import backends
 
     backends()
     return 0
 
 
 def _deblur(args) -> int:
-    from . import deblur_files
+    from . import deblur
 
-    return deblur_files.run(args)
+    return deblur.run(args)
 
 
 def _models(args) -> int:
-    from .models_table import print_models
+    from .models import print_models
 
     print_models(args.gflops)
     return 0
 
 
 def _train(args) -> int:
-    from .train import trainer
+    from ..train import trainer
 
     return trainer.main(args)
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                        description="Deblur an image, a folder of images (recursively, keeping names) or a video "
                        "(keeping frame rate and audio). Never overwrites an input; unreadable files are reported and "
                        "skipped.")
-    from .deblur_files import add_arguments
+    from .deblur import add_arguments
 
     add_arguments(d)
     d.set_defaults(func=_deblur)
@@ -119,14 +119,10 @@ def main(argv: list[str] | None = None) -> int:
                        description="Train any deblurfast model from a YAML file and/or flags. Checkpoints are written "
                        "atomically to OUT/last.pt; --resume continues bit-for-bit. For several processes launch with "
                        "torchrun --nproc_per_node N -m deblurfast.cli train ...")
-    from .train.trainer import add_arguments as add_train_arguments
+    from ..train.trainer import add_arguments as add_train_arguments
 
     add_train_arguments(t)
     t.set_defaults(func=_train)
 
     args = parser.parse_args(argv)
     return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

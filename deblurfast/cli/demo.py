@@ -8,47 +8,25 @@ comparison, and prints PSNR and SSIM before and after, and the latency.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
-from importlib import resources
 
 import numpy as np
 import torch
 
-from . import media
-from .engine import Engine
-from .metrics import psnr, ssim
-from .models import create, load_pretrained
+from .. import media
+from ..engine import Engine
+from ..metrics import psnr, ssim
+from ..weights import default_card, default_model, demo_image
 
-WEIGHTS = "deblurfast.weights"
 DEMO_SEED = 2024
 OUTPUTS = ("sharp.png", "blurred.png", "deblurred.png", "comparison.png")
 
 
-def default_card() -> dict:
-    """The bundled model's card (model, configuration, training, held-out results)."""
-    with resources.files(WEIGHTS).joinpath("default.json").open() as f:
-        return json.load(f)
-
-
-def default_model() -> torch.nn.Module:
-    """The bundled default model with its trained weights."""
-    card = default_card()
-    model = create(card["model"], **card["model_config"])
-    with resources.as_file(resources.files(WEIGHTS).joinpath(card["weights"])) as path:
-        return load_pretrained(model, str(path))
-
-
-def demo_image() -> np.ndarray:
-    with resources.as_file(resources.files(WEIGHTS).joinpath("demo_sharp.png")) as path:
-        return media.read_image(str(path))
-
-
 def synthetic_blur(sharp: np.ndarray, seed: int = DEMO_SEED) -> np.ndarray:
     """The demo's camera shake: a fixed draw of deblurfast.train.data's generator (uniform blur)."""
-    from .train.data import MotionBlurGenerator
+    from ..train.data import MotionBlurGenerator
 
     generator = MotionBlurGenerator(length=(18.0, 18.0), varying_probability=0.0, noise=(0.005, 0.005))
     blurred = generator.blur(sharp.astype(np.float32) / 255.0, np.random.default_rng(seed))

@@ -20,11 +20,10 @@ import warnings
 
 import torch
 
-from . import media
-from ._progress import note, progress
-from .engine import Engine
-from .inference import FADE, TilePlan, TilingWarning, plan_tiles
-from .models import CheckpointError, create, list_models, load_pretrained
+from .. import media
+from .._progress import note, progress
+from ..engine import FADE, Engine, TilePlan, TilingWarning, plan_tiles
+from ..models import CheckpointError, create, list_models, load_pretrained
 
 
 def _quality(text: str) -> int:
@@ -76,7 +75,7 @@ def build_engine(args) -> Engine:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if device == "cuda" else None)
     if args.model is None:
-        from .demo import default_card, default_model
+        from ..weights import default_card, default_model
 
         model = default_model()
         if not args.quiet:

@@ -2,8 +2,9 @@
 reference implementation and deblurfast's fused kernels, in place.
 
 A deblurfast layer (deblurfast.nn.*) carries a `backend` attribute; the models
-build theirs with backend="reference" (the authors' arithmetic, the default).
-accelerate() sets every such layer's backend on this model's own module
+build theirs with backend="reference" (the authors' arithmetic, the default), and
+a layer with an unfused authors' path (BlurAwareAttention) with fused=False.
+accelerate() sets every such layer's backend (and fused=True) on this model's own module
 instances (no global patching) and can also move the model to a dtype and to
 channels_last; parameters and buffers stay the same objects, so optimizers,
 training and checkpointing keep working. deaccelerate() restores what
@@ -15,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .dispatch import parse_backend
+from ..dispatch import parse_backend
 
 _SAVED = "_deblurfast_saved"
 
@@ -36,11 +37,14 @@ def accelerate(model: nn.Module, backend: str = "auto", dtype: torch.dtype | Non
     # a model already in channels_last stays so after deaccelerate
     already = any(p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
                   for p in model.parameters())
-    saved = {"backends": {}, "dtype": param.dtype if param is not None else None,
+    saved = {"backends": {}, "fused": {}, "dtype": param.dtype if param is not None else None,
              "channels_last": channels_last and not already, "cast": dtype}
     for name, layer in accelerable_layers(model):
         saved["backends"][name] = layer.backend
         layer.backend = backend
+        if hasattr(layer, "fused"):
+            saved["fused"][name] = layer.fused
+            layer.fused = True
     if dtype is not None:
         model.to(dtype)
     if channels_last:
@@ -59,6 +63,9 @@ def deaccelerate(model: nn.Module) -> nn.Module:
     for name, backend in saved["backends"].items():
         if name in layers:
             layers[name].backend = backend
+    for name, fused in saved["fused"].items():
+        if name in layers:
+            layers[name].fused = fused
     if saved["cast"] is not None and saved["dtype"] is not None:
         model.to(saved["dtype"])
     if saved["channels_last"]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .dispatch import use_backend
-from .models import create, list_models, model_entry, num_parameters
+from ..dispatch import use_backend
+from ..models import create, list_models, model_entry, num_parameters
 
 
 def gflops_720p(name: str) -> float:
@@ -19,15 +19,13 @@ def gflops_720p(name: str) -> float:
     h, w = -(-720 // multiple) * multiple, -(-1280 // multiple) * multiple
     x = torch.empty(1, 3, h, w, device="meta")
     with FlopCounterMode(display=False) as counter, use_backend("reference"), torch.no_grad():
-        model(x, x) if name == "aspdc_reblur" else model(x)
+        entry.call(model, x)
     return counter.get_total_flops() / 1e9
 
 
 def print_models(with_gflops: bool = True) -> list[dict]:
     rows = []
     for name in list_models():
-        if name.startswith("_"):
-            continue
         entry = model_entry(name)
         params = num_parameters(create(name).to("meta"))
         try:
