@@ -18,7 +18,7 @@ def cases():
                   ((3, 2), (2, 1), (1, 0), (2, 1), False, True, 3, 2),
                   ((3, 3), (1, 1), (1, 1), (1, 1), True, False, 16, 16)]
     for dtype, (k, st, pad, dil, has_off, has_mask, cseg, cout_g) in itertools.product(PTR, geometries):
-        cfg = {key: v for key, v in dc._config(cseg, cout_g).items() if key != "num_warps"}
+        cfg = dc._config(cseg, cout_g)
         consts = dict(KW=k[1], SH=st[0], SW=st[1], PH=pad[0], PW=pad[1], DH=dil[0], DW=dil[1], HAS_OFFSET=has_off,
                       HAS_MASK=has_mask, PRECISION=PRECISION[dtype], DOT=DOT[dtype], **cfg)
         p = PTR[dtype]

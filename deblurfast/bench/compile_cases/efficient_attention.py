@@ -31,7 +31,7 @@ def _cases(name, dtype, C, C2, branches):
     cuda = torch.device("cuda")  # config() only looks at the device type: no GPU needed
     cfg = ea.config(C, C2, dtype, cuda)
     consts = ea.dtype_consts(dtype, cuda)
-    tiles = {k: cfg[k] for k in ("BLOCK_C", "BLOCK_K", "BLOCK_L")}
+    tiles = {k: cfg[k] for k in ("BLOCK_C", "BLOCK_K", "BLOCK_L", "num_warps")}
     combine = {"ACC": consts["ACC"], "BLOCK_C": cfg["COMBINE_C"], "BLOCK_K": cfg["BLOCK_K"], "BLOCK_S": cfg["BLOCK_S"]}
     p, a = f"*{name}", ("*fp64" if name == "fp64" else "*fp32")  # input and accumulation pointers
     tag = f"{name}-C{C}-C2{C2}"
