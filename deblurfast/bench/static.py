@@ -196,6 +196,18 @@ def lane_axis(layout: dict) -> int:
     return layout["order"][0]
 
 
+_ACCESS = re.compile(r"(tt\.load|tt\.store|tt\.atomic_rmw)\b[^\n]*?tensor<([\dx]+)x!tt\.ptr<(\w+)>,\s*#(\w+)>")
+
+
+def accesses(ttgir: str) -> list[dict]:
+    """Each global tensor access of a TTGIR module: op, tile shape, element type, and the tile axis
+    its warp lanes lie on (None where the layout is not a #blocked one)."""
+    layouts = blocked_layouts(ttgir)
+    return [{"op": m.group(1), "shape": [int(v) for v in m.group(2).split("x")], "type": m.group(3),
+             "lane_axis": lane_axis(layouts[m.group(4)]) if m.group(4) in layouts else None}
+            for m in _ACCESS.finditer(ttgir)]
+
+
 # -- occupancy -----------------------------------------------------------------------------------------
 
 
@@ -256,13 +268,13 @@ def triton_row(case: tuple, target: Arch) -> dict:
     stats = sass_stats(sass)[kernel]
     warps = compiled.metadata.num_warps
     shared = compiled.metadata.shared + res["static_shared"]
-    layouts = blocked_layouts(compiled.asm["ttgir"])
     return {
         "source": "triton", "arch": target.name, "case": case[0], "kernel": kernel, "num_warps": warps,
         "registers": res["registers"], "stack": res["stack"], "local": res["local"], "shared": shared,
         **occupancy(res["registers"], shared, warps, target),
         "sass_instructions": stats["instructions"], **{k: v for k, v in sorted(stats["ops"].items())},
-        "layouts": {name: [layout["threadsPerWarp"], layout["order"]] for name, layout in layouts.items()},
+        "constexprs": {k: v for k, v in case[3].items() if isinstance(v, (int, str))},
+        "accesses": accesses(compiled.asm["ttgir"]),
     }
 
 
@@ -300,13 +312,20 @@ def compile_cuda(source: str, target: Arch, cache_dir: str) -> bytes:
 
 
 def demangle(names: list[str]) -> dict[str, str]:
-    """Mangled -> readable C++ names (cu++filt from the toolkit, or the names unchanged)."""
+    """Mangled -> readable names (c++filt, or the names unchanged), the grid-stride launcher's
+    functor shown alone: `deform_conv2d::WeightGrad<__half, false>`."""
     tool = os.path.join(cuda_home() or "", "bin", "cu++filt")
-    if not os.access(tool, os.X_OK) or not names:
+    tool = tool if os.access(tool, os.X_OK) else shutil.which("c++filt")
+    if tool is None or not names:
         return {n: n for n in names}
-    res = subprocess.run([tool], input="\n".join(names), capture_output=True, text=True)
-    readable = res.stdout.splitlines()
-    return dict(zip(names, readable)) if len(readable) == len(names) else {n: n for n in names}
+    readable = subprocess.run([tool], input="\n".join(names), capture_output=True, text=True).stdout.splitlines()
+    if len(readable) != len(names):
+        return {n: n for n in names}
+    out = {}
+    for name, text in zip(names, readable):
+        m = re.match(r"void deblurfast::cuda::grid_stride_kernel<(.*)>\(.*\)$", text)
+        out[name] = (m.group(1) if m else text).replace("deblurfast::cuda::", "").strip()
+    return out
 
 
 def cuda_rows(cubin: bytes, source: str, target: Arch, threads_per_block: int = 256) -> list[dict]:
@@ -325,3 +344,149 @@ def cuda_rows(cubin: bytes, source: str, target: Arch, threads_per_block: int = 
             "sass_instructions": s["instructions"], **{k: v for k, v in sorted(s["ops"].items())},
         })
     return rows
+
+
+# -- the report --------------------------------------------------------------------------------------------
+
+TRITON_COLUMNS = [("configuration", "case", ""), ("warps", "num_warps", "d"), ("regs", "registers", "d"),
+                  ("stack B", "stack", "d"), ("shared B", "shared", "d"), ("CTAs/SM", "ctas_per_sm", "d"),
+                  ("warps/SM", "warps_per_sm", "d"), ("limited by", "limited_by", ""),
+                  ("SASS", "sass_instructions", "d"), ("global ld", "loads", ""), ("global st", "stores", ""),
+                  ("atomics", "atomics", ""), ("tensor core", "tensor", ""), ("lanes on axis", "lanes", "")]
+CUDA_COLUMNS = [("kernel", "kernel", ""), ("file", "case", "")] + TRITON_COLUMNS[1:-1]
+ESTIMATE_COLUMNS = [("op", "op", ""), ("layout", "layout", ""), ("shape", "shape", ""),
+                    ("bytes_min MB", "bytes_min_mb", ".0f"), ("bytes moved MB", "bytes_moved_mb", ".0f"),
+                    ("floor ms", "floor_ms", ".3f"), ("estimate ms", "estimate_ms", ".3f"),
+                    ("% of roofline", "pct_roofline", ".1f"), ("bound by", "bound", "")]
+
+
+def _by_width(row: dict, prefix: str) -> str:
+    parts = [f"{v}x{k[len(prefix):]}" for k, v in row.items() if k.startswith(prefix)]
+    return " ".join(sorted(parts)) or "-"
+
+
+def _display(row: dict) -> dict:
+    """Columns of the markdown tables: the memory counters grouped by kind as count x bits."""
+    out = dict(row)
+    out["loads"] = _by_width(row, "ld.global.")
+    out["stores"] = _by_width(row, "st.global.")
+    out["atomics"] = _by_width(row, "atom.global.")
+    out["tensor"] = _by_width(row, "tensor.")
+    out["lanes"] = " ".join(sorted({f"{'x'.join(map(str, a['shape']))}:{a['lane_axis']}"
+                                    for a in row.get("accesses", [])})) or "-"
+    return out
+
+
+def report(target: Arch, out_dir: str | None, with_cuda: bool = True, repo: str | None = None,
+           log=print) -> dict:
+    """Compiles and reads every Triton case (and the CUDA kernels), estimates the sweep shapes, and
+    writes triton-<arch>.jsonl, cuda-<arch>.jsonl, estimates-<arch>.jsonl and README.md to out_dir."""
+    from . import static_model
+    from .core import markdown_table
+    from .._files import write_text
+    import json
+
+    triton_rows = []
+    cases = triton_cases()
+    for i, case in enumerate(cases):
+        try:
+            triton_rows.append(triton_row(case, target))
+        except Exception as e:  # a failed compile is a row of the report, not the end of it
+            triton_rows.append({"source": "triton", "arch": target.name, "case": case[0],
+                                "kernel": case[1].fn.__name__, "error": f"{type(e).__name__}: {e}"[:300]})
+        log(f"[{i + 1}/{len(cases)}] {case[0]}")
+    cuda = []
+    if with_cuda:
+        repo = repo or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        cache = os.path.join(os.path.expanduser("~"), ".cache", "deblurfast", "cubins")
+        for source in cuda_sources(repo):
+            log(f"nvcc -cubin {os.path.relpath(source, repo)} for {target.name} (cached after the first run)")
+            cuda += cuda_rows(compile_cuda(source, target, cache), source, target)
+    ok = {r["case"]: r for r in triton_rows if "error" not in r}
+    estimates = static_model.estimates(ok, target) if target.name == "sm_90" else []
+    for e in estimates:
+        e["bytes_min_mb"], e["bytes_moved_mb"] = e["bytes_min"] / 1e6, e["bytes_moved"] / 1e6
+    summary = {"triton": triton_rows, "cuda": cuda, "estimates": estimates}
+    if out_dir:
+        for name, rows in summary.items():
+            write_text(os.path.join(out_dir, f"{name}-{target.name}.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
+        write_text(os.path.join(out_dir, "README.md"), readme(summary, target, markdown_table))
+    return summary
+
+
+def readme(summary: dict, target: Arch, markdown_table) -> str:
+    from . import static_model
+
+    triton_rows = [_display(r) for r in summary["triton"] if "error" not in r]
+    failed = [r for r in summary["triton"] if "error" in r]
+    spilling = [r for r in triton_rows if r["stack"] > 0]
+    cuda_spilling = [r for r in summary["cuda"] if r["stack"] > 0]
+    lines = [
+        f"# Static kernel report, {target.name} (*static estimate, not measured*)",
+        "",
+        "Generated by `deblurfast bench --static --arch " + target.name + "` from the compiler's output, without a "
+        "GPU: the Triton compile cases (deblurfast/bench/compile_cases) compiled by triton, the CUDA kernels "
+        "(csrc/cuda/*_kernel.cu) by nvcc -cubin, both read with cuobjdump (-res-usage, -sass) and the TTGIR. "
+        "Nothing here is a measurement; a GPU run puts measured times beside the estimates.",
+        "",
+        f"Limits used ({target.name}): {target.registers_per_sm} registers per SM allocated per warp in units of "
+        f"{target.register_unit_per_warp}, at most {target.max_registers_per_thread} per thread; "
+        f"{target.max_warps_per_sm} warps and {target.max_ctas_per_sm} CTAs per SM; {target.shared_per_sm} B shared "
+        f"memory per SM, {target.shared_per_block} B per block, {target.shared_reserved_per_cta} B reserved per CTA; "
+        f"{target.sms} SMs at {target.clock_hz / 1e9:.3f} GHz, {target.schedulers_per_sm} schedulers per SM.",
+        "",
+        f"- Triton: {len(triton_rows)} configurations compiled, {len(failed)} failed; {len(spilling)} have a stack "
+        f"frame (spills), the largest {max((r['stack'] for r in spilling), default=0)} B per thread.",
+        f"- CUDA: {len(summary['cuda'])} kernel functions, {len(cuda_spilling)} with a stack frame.",
+        "- Instruction counts are static (in the code; a loop body counts once). Memory instructions are counted by "
+        "bits per thread (16x32: sixteen 32-bit loads). `lanes on axis`: tile shape : the tile axis a warp's "
+        "lanes lie along, for each global access in the TTGIR.",
+        "",
+    ]
+    if summary["estimates"]:
+        lines += ["## Estimates at the sweep shapes (H100 SXM)", "", static_model.__doc__.split("\n\n", 1)[1].strip(),
+                  "", markdown_table(summary["estimates"], ESTIMATE_COLUMNS), "",
+                  "Per kernel (ms): " + "; ".join(
+                      f"{e['op']} {e['layout']}: " + ", ".join(
+                          f"{k['kernel']} lsu {k['lsu_ms']:.3f} issue {k['issue_ms']:.3f} tensor {k['tensor_ms']:.3f}"
+                          for k in e["kernels"]) for e in summary["estimates"]), ""]
+    lines += ["## Triton configurations", "", markdown_table(triton_rows, TRITON_COLUMNS), ""]
+    if failed:
+        lines += ["Failed: " + "; ".join(f"{r['case']}: {r['error']}" for r in failed), ""]
+    if summary["cuda"]:
+        lines += ["## CUDA kernels", "", markdown_table([_display(r) for r in summary["cuda"]], CUDA_COLUMNS), ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description="static kernel report (run by `deblurfast bench --static`)")
+    p.add_argument("--arch", default="sm_90", choices=sorted(ARCHS))
+    p.add_argument("--out", help="folder for the jsonl files and README.md")
+    p.add_argument("--no-cuda", action="store_true", help="skip the nvcc compile of csrc/cuda")
+    args = p.parse_args(argv)
+    summary = report(arch(args.arch), args.out, with_cuda=not args.no_cuda, log=lambda s: print(s, flush=True))
+    for e in summary["estimates"]:
+        print(f"{e['op']:<24} {e['layout']:<14} estimate {e['estimate_ms']:8.3f} ms  floor {e['floor_ms']:.3f} ms  "
+              f"{e['pct_roofline']:5.1f}% of roofline  ({e['bound']})")
+    failed = [r for r in summary["triton"] if "error" in r]
+    return 1 if failed else 0
+
+
+def run(arch_name: str, out_dir: str | None, with_cuda: bool = True) -> int:
+    """`deblurfast bench --static`: the report (to out_dir, default bench/results/static-sm90 for sm_90)
+    in a child process without TRITON_INTERPRET (kernels imported under the interpreter cannot be compiled)."""
+    import sys
+
+    out_dir = out_dir or os.path.join("bench", "results", "static-" + arch_name.replace("_", ""))
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    cmd = [sys.executable, "-m", "deblurfast.bench.static", "--arch", arch_name]
+    cmd += ["--out", out_dir] if out_dir else []
+    cmd += [] if with_cuda else ["--no-cuda"]
+    return subprocess.run(cmd, env=env).returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
