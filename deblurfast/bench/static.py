@@ -378,7 +378,7 @@ def _display(row: dict) -> dict:
 
 
 def report(target: Arch, out_dir: str | None, with_cuda: bool = True, repo: str | None = None,
-           log=print) -> dict:
+           only: list[str] | None = None, log=print) -> dict:
     """Compiles and reads every Triton case (and the CUDA kernels), estimates the sweep shapes, and
     writes triton-<arch>.jsonl, cuda-<arch>.jsonl, estimates-<arch>.jsonl and README.md to out_dir."""
     from . import static_model
@@ -387,7 +387,7 @@ def report(target: Arch, out_dir: str | None, with_cuda: bool = True, repo: str 
     import json
 
     triton_rows = []
-    cases = triton_cases()
+    cases = [c for c in triton_cases() if not only or any(part in c[0] for part in only)]
     for i, case in enumerate(cases):
         try:
             triton_rows.append(triton_row(case, target))
@@ -465,8 +465,11 @@ def main(argv=None) -> int:
     p.add_argument("--arch", default="sm_90", choices=sorted(ARCHS))
     p.add_argument("--out", help="folder for the jsonl files and README.md")
     p.add_argument("--no-cuda", action="store_true", help="skip the nvcc compile of csrc/cuda")
+    p.add_argument("--only", action="append", help="only the Triton cases whose name contains this (repeatable; "
+                   "estimates only for the ops all of whose kernels are among them)")
     args = p.parse_args(argv)
-    summary = report(arch(args.arch), args.out, with_cuda=not args.no_cuda, log=lambda s: print(s, flush=True))
+    summary = report(arch(args.arch), args.out, with_cuda=not args.no_cuda, only=args.only,
+                     log=lambda s: print(s, flush=True))
     for e in summary["estimates"]:
         print(f"{e['op']:<24} {e['layout']:<14} estimate {e['estimate_ms']:8.3f} ms  floor {e['floor_ms']:.3f} ms  "
               f"{e['pct_roofline']:5.1f}% of roofline  ({e['bound']})")

@@ -49,9 +49,9 @@ OP = Op(
         "triton": Impl(deform_conv2d_triton_backend, (torch.float32, torch.float16, torch.bfloat16),
                        check=_triton_limits),
     },
-    # Provisional until measured on a GPU: the Triton kernel multiplies on tensor cores
-    # (float32 through 3xTF32), the CUDA one on CUDA cores.
-    auto_order={("cuda", dt): ("triton", "cuda", "reference") for dt in (torch.float32, torch.float16, torch.bfloat16)},
+    # `auto` on CUDA: the default order (CUDA first) until measured on a GPU. The static report
+    # (bench/results/static-sm90) finds the Triton kernel's NCHW gathers with a warp's lanes across
+    # channel planes and 255 registers with a stack frame: far slower than its tensor cores could go.
 )
 
 
