@@ -369,10 +369,16 @@ def forward(x, offset, weight, bias, mask, stride, padding, dilation, memory_for
 def fixed_point_scale(grad_out, weight, mask) -> torch.Tensor:
     """A float32 scale s with |sum of contributions to any grad_input element| * s <= 2**61:
     every contribution is grad_cols * mask * bilinear weight, and summed over everything
-    their magnitudes are at most max|mask| * |grad_out|_1 * max_o |weight[o]|_1."""
-    bound = grad_out.double().abs().sum() * weight.double().abs().flatten(1).sum(1).max()
+    their magnitudes are at most numel(grad_out) * max|grad_out| * max_o |weight[o]|_1 * max|mask|.
+    The extrema come from torch.aminmax: no full-size temporary (a looser bound than the L1 norm
+    of grad_out by a factor numel * max / L1, which costs bits the 2**61 range can spare)."""
+    def max_abs(t):
+        lo, hi = torch.aminmax(t)
+        return torch.maximum(-lo, hi).double()
+
+    bound = grad_out.numel() * max_abs(grad_out) * weight.double().abs().flatten(1).sum(1).max()
     if mask is not None and mask.numel():
-        bound = bound * mask.double().abs().max().clamp(min=1.0)
+        bound = bound * max_abs(mask).clamp(min=1.0)
     scale = torch.where(bound > 0, FIXED_POINT_RANGE / bound, torch.ones_like(bound)).clamp(max=2.0**100)
     return scale.float().reshape(1)
 
@@ -411,7 +417,8 @@ def backward(grad_out, x, offset, weight, bias, mask, stride, padding, dilation,
                 NEED_GX=need_x, NEED_GOFF=need_off, NEED_GMASK=need_m, FIXED_POINT=fixed_point, **consts, **cfg,
             )
             if need_x:
-                gx = (gx_buf.double() / scale.double()) if fixed_point else gx_buf
+                # int64 -> float32 (half the buffer, the output itself for float32), divided in place
+                gx = gx_buf.to(torch.float32).div_(scale) if fixed_point else gx_buf
                 gx_buf = gx.to(x.dtype)
         if need_w:
             # split-K over (image, pixel) chunks: enough programs to fill the GPU, partials summed in order
