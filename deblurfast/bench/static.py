@@ -409,7 +409,8 @@ def report(target: Arch, out_dir: str | None, with_cuda: bool = True, repo: str 
     summary = {"triton": triton_rows, "cuda": cuda, "estimates": estimates}
     if out_dir:
         for name, rows in summary.items():
-            write_text(os.path.join(out_dir, f"{name}-{target.name}.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
+            lines = "".join(json.dumps(r) + "\n" for r in rows)
+            write_text(os.path.join(out_dir, f"{name}-{target.name}.jsonl"), lines)
         write_text(os.path.join(out_dir, "README.md"), readme(summary, target, markdown_table))
     return summary
 
