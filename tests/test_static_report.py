@@ -14,9 +14,11 @@ from deblurfast.bench import static, static_model
 
 pytest.importorskip("triton")
 
-# A small kernel and a large one: strip_reduce_finish (a reduction over partials) and dc_fwd (an
-# implicit GEMM on tensor cores with a 4-corner gather).
+# A small kernel and large ones: strip_reduce_finish (a reduction over partials); deform_conv2d's
+# forward (an implicit GEMM on tensor cores with a 4-corner gather) for NCHW and channels_last, and
+# its input backward (gathers and atomics), the hot path at the op sweep's 64 -> 64 3x3 float16.
 SMALL, LARGE = "strip_reduce_finish-fp32", "dc_fwd-fp16-k3x3-off1-mask1"
+LARGE_CL, LARGE_BWD = LARGE + "-cl", "dc_bwd_data-fp16-k3x3-off1-mask1-fixed0"
 
 _ROWS = """
 import json, sys
@@ -40,7 +42,8 @@ def compiled():
     except FileNotFoundError as e:
         pytest.skip(str(e))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    res = subprocess.run([sys.executable, "-c", _ROWS, SMALL, LARGE], capture_output=True, text=True, env=env)
+    res = subprocess.run([sys.executable, "-c", _ROWS, SMALL, LARGE, LARGE_CL, LARGE_BWD], capture_output=True,
+                         text=True, env=env)
     assert res.returncode == 0, res.stderr[-4000:]
     return json.loads(res.stdout.splitlines()[-1])
 
@@ -81,9 +84,40 @@ def test_large_kernel_reads_as_the_issue_found_it(compiled):
         compiled[LARGE]["usage"])[row["kernel"]]["static_shared"]
     expect = static.occupancy(row["registers"], row["shared"], row["num_warps"], static.arch("sm_90"))
     assert row["ctas_per_sm"] == expect["ctas_per_sm"]
-    # lanes of the [BLOCK_P, BLOCK_C] gather, from the TTGIR
-    gathers = [a for a in row["accesses"] if a["op"] == "tt.load" and a["shape"] == [64, 32]]
-    assert len(gathers) == 4 and all(a["lane_axis"] in (0, 1) for a in gathers)
+
+
+def _tiles(row, op, shape):
+    return [a for a in row["accesses"] if a["op"] == op and a["shape"] == list(shape)]
+
+
+def test_deform_hot_tiles_put_warp_lanes_on_the_contiguous_axis(compiled):
+    """From the TTGIR: for NCHW (PIXEL_MAJOR) the 4-corner gathers are [BLOCK_C, BLOCK_P] tiles and the
+    output store [BLOCK_O, BLOCK_P], lanes along the pixels (axis 1); for channels_last the gathers are
+    [BLOCK_P, BLOCK_C], lanes along the channels (axis 1); the grad-input atomics (an NCHW buffer) are
+    [BLOCK_C, BLOCK_P], lanes along the pixels."""
+    fwd, cl, bwd = (compiled[name]["row"] for name in (LARGE, LARGE_CL, LARGE_BWD))
+    assert fwd["constexprs"]["PIXEL_MAJOR"] and bwd["constexprs"]["PIXEL_MAJOR"]
+    assert not cl["constexprs"]["PIXEL_MAJOR"]
+
+    def tiles(row):
+        return (row["constexprs"][k] for k in ("BLOCK_P", "BLOCK_C", "BLOCK_O"))
+    for row, pixels_last in ((fwd, True), (cl, False), (bwd, True)):
+        P, Cb, _ = tiles(row)
+        gathers = _tiles(row, "tt.load", (Cb, P) if pixels_last else (P, Cb))
+        assert len(gathers) >= 4 and all(a["lane_axis"] == 1 for a in gathers), (row["case"], row["accesses"])
+    P, _, O = tiles(fwd)
+    stores = _tiles(fwd, "tt.store", (O, P))
+    assert stores and all(a["lane_axis"] == 1 for a in stores)
+    P, Cb, _ = tiles(bwd)
+    atomics = _tiles(bwd, "tt.atomic_rmw", (Cb, P))
+    assert len(atomics) == 4 and all(a["lane_axis"] == 1 for a in atomics)
+
+
+def test_fixed_hot_path_configurations_keep_no_stack_frame(compiled):
+    """deform_conv2d's NCHW float16 forward and input backward spilled 1,216 and 3,520 B per thread
+    before their tiles went pixel-major (and the backward's channel blocks to 16)."""
+    for name in (LARGE, LARGE_BWD):
+        assert compiled[name]["row"]["stack"] == 0, name
 
 
 def test_occupancy_arithmetic():

@@ -104,19 +104,34 @@ def _coalesced_if(row: dict, op: str, shape: tuple, contiguous_axis: int) -> boo
     return lane_axis(row, op, shape) == contiguous_axis
 
 
+def _pixel_tile(row: dict, op: str, P: int, other: int, layout: str) -> bool:
+    """Whether a (pixels x channels) tile is coalesced: a PIXEL_MAJOR kernel accesses it as
+    [channels, pixels], the others as [pixels, channels]; pixels are contiguous in NCHW,
+    channels in channels_last."""
+    pixel_major = row["constexprs"].get("PIXEL_MAJOR", False)
+    shape, pixel_axis = ((other, P), 1) if pixel_major else ((P, other), 0)
+    return _coalesced_if(row, op, shape, pixel_axis if layout == "nchw" else 1 - pixel_axis)
+
+
+def _deform_row(rows: dict, kernel: str, layout: str) -> dict:
+    """The compile case of a deform kernel at 3x3 fp16 with offset and mask, for the layout."""
+    return rows[f"{kernel}-fp16-k3x3-off1-mask1" + ("-fixed0" if kernel == "dc_bwd_data" else "")
+                + ("-cl" if layout == "channels_last" else "")]
+
+
 def deform_forward(rows: dict, layout: str) -> list:
     """dc_fwd at 64->64 3x3: programs of BLOCK_P pixels x BLOCK_O outputs; per (tap, channel block) a
-    [BLOCK_P, BLOCK_C] 4-corner gather of x and a [BLOCK_C, BLOCK_O] weight tile; a [BLOCK_P, BLOCK_O] store."""
-    row = rows["dc_fwd-fp16-k3x3-off1-mask1"]
+    4-corner gather of a pixels x BLOCK_C tile of x and a [BLOCK_C, BLOCK_O] weight tile; one store."""
+    row = _deform_row(rows, "dc_fwd", layout)
     P, Cb, O = row["constexprs"]["BLOCK_P"], row["constexprs"]["BLOCK_C"], row["constexprs"]["BLOCK_O"]
     programs = math.ceil(HW / P) * math.ceil(C / O)
-    pix_axis = 0 if layout == "nchw" else 1  # the contiguous axis of a [pixels, channels] tile
     steps = programs * K * math.ceil(C / Cb)
     streams = [
-        Stream("x gather (4 corners)", steps * 4 * P * Cb, E, _coalesced_if(row, "tt.load", (P, Cb), pix_axis), True),
-        Stream("weight tile", steps * Cb * O, E, False),  # weight [O, C, 3, 3]: neither tile axis is contiguous
+        Stream("x gather (4 corners)", steps * 4 * P * Cb, E, _pixel_tile(row, "tt.load", P, Cb, layout), True),
+        # weight packed [groups, taps, Cin_g, Cout_g] by the launcher: output channels contiguous
+        Stream("weight tile", steps * Cb * O, E, _coalesced_if(row, "tt.load", (Cb, O), 1)),
         Stream("offset + mask", HW * 27, E, layout == "nchw"),
-        Stream("out", HW * C, E, _coalesced_if(row, "tt.store", (P, O), pix_axis)),
+        Stream("out", HW * C, E, _pixel_tile(row, "tt.store", P, O, layout)),
     ]
     flops = 2 * HW * C * C * K
     return [("dc_fwd", row, streams, flops)]
@@ -124,28 +139,25 @@ def deform_forward(rows: dict, layout: str) -> list:
 
 def deform_backward(rows: dict, layout: str) -> list:
     """dc_bwd_data (per tap and channel block: the [BLOCK_P, BLOCK_O] grad_out and [BLOCK_O, BLOCK_C]
-    weight tiles re-loaded, 4-corner gather and 4-corner float32 atomics of [BLOCK_P, BLOCK_C]) and
+    weight tiles re-loaded, 4-corner gather and 4-corner float32 atomics of pixels x BLOCK_C) and
     dc_bwd_weight (per tap and channel block: gather and grad_out tile per BLOCK_P pixels)."""
-    data = rows["dc_bwd_data-fp16-k3x3-off1-mask1-fixed0"]
-    weight = rows["dc_bwd_weight-fp16-k3x3-off1-mask1"]
+    data = _deform_row(rows, "dc_bwd_data", layout)
+    weight = _deform_row(rows, "dc_bwd_weight", layout)
     P, Cb, O = data["constexprs"]["BLOCK_P"], data["constexprs"]["BLOCK_C"], data["constexprs"]["BLOCK_O"]
-    pix_axis = 0 if layout == "nchw" else 1
     steps = math.ceil(HW / P) * K * math.ceil(C / Cb)
     data_streams = [
-        Stream("grad_out tile (per tap, channel block)", steps * P * O, E,
-               _coalesced_if(data, "tt.load", (P, O), pix_axis)),
+        Stream("grad_out tile (per tap, channel block)", steps * P * O, E, _pixel_tile(data, "tt.load", P, O, layout)),
         Stream("weight tile", steps * O * Cb, E, False),
-        Stream("x gather (4 corners)", steps * 4 * P * Cb, E, _coalesced_if(data, "tt.load", (P, Cb), pix_axis), True),
-        # grad-input buffer: float32 NCHW whatever the layout
+        Stream("x gather (4 corners)", steps * 4 * P * Cb, E, _pixel_tile(data, "tt.load", P, Cb, layout), True),
+        # the grad-input buffer: float32 NCHW whatever the layout, atomics as [BLOCK_C, BLOCK_P]
         Stream("grad_input atomics (4 corners)", steps * 4 * P * Cb, 4,
-               _coalesced_if(data, "tt.atomic_rmw", (P, Cb), 0), True),
+               _coalesced_if(data, "tt.atomic_rmw", (Cb, P), 1), True),
         Stream("offset + mask in, their grads out", HW * 27 * 2, E, layout == "nchw"),
     ]
     Pw = weight["constexprs"]["BLOCK_P"]
     weight_streams = [
-        Stream("x gather (4 corners)", steps * 4 * P * Cb, E,
-               _coalesced_if(weight, "tt.load", (Pw, Cb), pix_axis), True),
-        Stream("grad_out tile", steps * P * O, E, _coalesced_if(weight, "tt.load", (Pw, O), pix_axis)),
+        Stream("x gather (4 corners)", steps * 4 * P * Cb, E, _pixel_tile(weight, "tt.load", Pw, Cb, layout), True),
+        Stream("grad_out tile", steps * P * O, E, _pixel_tile(weight, "tt.load", Pw, O, layout)),
         Stream("offset + mask", HW * 27 * math.ceil(C / Cb), E, layout == "nchw"),
     ]
     flops = 2 * HW * C * C * K
@@ -223,6 +235,8 @@ OPS = [
     # grad_out, x, offset, mask in; grad_x, grad_offset, grad_mask out. Moved: x twice, the float32
     # grad-input buffer zeroed, accumulated in L2 and written back, then read and cast.
     ("deform_conv2d bwd", "nchw", deform_backward, (3 * C + 2 * 27) * HW * E,
+     (4 * C + 4 * 27) * HW * E + 3 * HW * C * 4 + HW * C * E, 2 * 2 * HW * C * C * K),
+    ("deform_conv2d bwd", "channels_last", deform_backward, (3 * C + 2 * 27) * HW * E,
      (4 * C + 4 * 27) * HW * E + 3 * HW * C * 4 + HW * C * E, 2 * 2 * HW * C * C * K),
     ("dynamic_filter2d fwd", "nchw", dynamic_filter_forward, (2 * C + K) * HW * E, (2 * C + K) * HW * E, 0),
     ("efficient_attention fwd", "nchw", attention_forward, 5 * C * HW * E, 6 * C * HW * E, 4 * HW * C * C),
