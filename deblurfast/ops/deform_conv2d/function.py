@@ -49,9 +49,9 @@ OP = Op(
         "triton": Impl(deform_conv2d_triton_backend, (torch.float32, torch.float16, torch.bfloat16),
                        check=_triton_limits),
     },
-    # `auto` on CUDA: the default order (CUDA first) until measured on a GPU. The static report
-    # (bench/results/static-sm90) finds the Triton kernel's NCHW gathers with a warp's lanes across
-    # channel planes and 255 registers with a stack frame: far slower than its tensor cores could go.
+    # `auto` on CUDA: the default order (CUDA first) until measured on a GPU. In the static report
+    # (bench/results/static-sm90) the CUDA deform kernels keep no stack frame, while several Triton
+    # configurations (channels_last, float32, the backward at 5x5) still spill.
 )
 
 
