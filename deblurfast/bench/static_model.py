@@ -154,10 +154,11 @@ def deform_backward(rows: dict, layout: str) -> list:
                _coalesced_if(data, "tt.atomic_rmw", (Cb, P), 1), True),
         Stream("offset + mask in, their grads out", HW * 27 * 2, E, layout == "nchw"),
     ]
-    Pw = weight["constexprs"]["BLOCK_P"]
+    P, Cb, O = weight["constexprs"]["BLOCK_P"], weight["constexprs"]["BLOCK_C"], weight["constexprs"]["BLOCK_O"]
+    steps = math.ceil(HW / P) * K * math.ceil(C / Cb)
     weight_streams = [
-        Stream("x gather (4 corners)", steps * 4 * P * Cb, E, _pixel_tile(weight, "tt.load", Pw, Cb, layout), True),
-        Stream("grad_out tile", steps * P * O, E, _pixel_tile(weight, "tt.load", Pw, O, layout)),
+        Stream("x gather (4 corners)", steps * 4 * P * Cb, E, _pixel_tile(weight, "tt.load", P, Cb, layout), True),
+        Stream("grad_out tile", steps * P * O, E, _pixel_tile(weight, "tt.load", P, O, layout)),
         Stream("offset + mask", HW * 27 * math.ceil(C / Cb), E, layout == "nchw"),
     ]
     flops = 2 * HW * C * C * K
