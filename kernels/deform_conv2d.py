@@ -214,7 +214,9 @@ def deform_conv2d_bwd_data_kernel(
                     p_go = (go + i_n.to(tl.int64) * s_gn + (o_go.to(tl.int64) * s_gc)[None, :]
                             + (ho * s_gh + wo * s_gw)[:, None])
                     b_go = _load_pixels_by_channels(p_go, m_p, m_o, PIXEL_MAJOR)  # [BLOCK_P, BLOCK_O]
-                    p_wt = weight + (o_go.to(tl.int64) * Cin_g * K)[:, None] + ((o_c - wg * Cin_g) * K + t)[None, :]
+                    # weight packed [groups, K, Cout_g, Cin_g]: input channels (the lanes' axis) contiguous
+                    p_wt = weight + (((wg * K + t) * Cout_g + o0 + o_o).to(tl.int64) * Cin_g)[:, None] \
+                        + (o_c - wg * Cin_g)[None, :]
                     b_wt = tl.load(p_wt, mask=m_o[:, None] & m_c[None, :], other=0.0)  # [BLOCK_O, BLOCK_C]
                     b_gc += tl.dot(b_go.to(DOT), b_wt.to(DOT), input_precision=PRECISION)
                 p_xc = (x + i_n.to(tl.int64) * s_xn + o_c.to(tl.int64) * s_xc)[None, :]  # [1, BLOCK_C]
@@ -377,11 +379,14 @@ def _strides(t):
     return tuple(t.stride()) if t is not None else (0, 0, 0, 0)
 
 
-def pack_weight(weight: torch.Tensor, groups: int) -> torch.Tensor:
-    """weight [Cout, Cin_g, kh, kw] as [groups, kh*kw, Cin_g, Cout_g]: the forward's [BLOCK_C, BLOCK_O]
-    tile with the output channels, along which a warp's lanes lie, contiguous (a small copy per call)."""
+def pack_weight(weight: torch.Tensor, groups: int, for_input_grad: bool = False) -> torch.Tensor:
+    """weight [Cout, Cin_g, kh, kw] as [groups, kh*kw, Cin_g, Cout_g] (forward: its [BLOCK_C, BLOCK_O]
+    tile with the output channels, along which a warp's lanes lie, contiguous) or [groups, kh*kw,
+    Cout_g, Cin_g] (input backward: its [BLOCK_O, BLOCK_C] tile, input channels contiguous). A small
+    copy per call."""
     Cout, Cin_g, kh, kw = weight.shape
-    return weight.reshape(groups, Cout // groups, Cin_g, kh * kw).permute(0, 3, 2, 1).contiguous()
+    w = weight.reshape(groups, Cout // groups, Cin_g, kh * kw)
+    return (w.permute(0, 3, 1, 2) if for_input_grad else w.permute(0, 3, 2, 1)).contiguous()
 
 
 def forward(x, offset, weight, bias, mask, stride, padding, dilation, memory_format=torch.contiguous_format):
@@ -453,7 +458,8 @@ def backward(grad_out, x, offset, weight, bias, mask, stride, padding, dilation,
             scale = fixed_point_scale(grad_out, weight, mask) if fixed_point else gx_buf.new_ones(1, dtype=torch.float32)
             grid = (triton.cdiv(Ho * Wo, data_cfg["BLOCK_P"]) * G * N,)
             deform_conv2d_bwd_data_kernel[grid](
-                grad_out, x, offset if offset is not None else x, mask if mask is not None else x, weight,
+                grad_out, x, offset if offset is not None else x, mask if mask is not None else x,
+                pack_weight(weight, groups, for_input_grad=True),
                 gx_buf if need_x else x, goff if need_off else x, gm if need_m else x, segs, start_og, scale,
                 Cin, H, W, Wo, Ho * Wo, K, Cin_g, Cout_g, G, *strides,
                 NEED_GX=need_x, NEED_GOFF=need_off, NEED_GMASK=need_m, FIXED_POINT=fixed_point, **consts,

@@ -147,7 +147,8 @@ def deform_backward(rows: dict, layout: str) -> list:
     steps = math.ceil(HW / P) * K * math.ceil(C / Cb)
     data_streams = [
         Stream("grad_out tile (per tap, channel block)", steps * P * O, E, _pixel_tile(data, "tt.load", P, O, layout)),
-        Stream("weight tile", steps * O * Cb, E, False),
+        # weight packed [groups, taps, Cout_g, Cin_g] by the launcher: input channels contiguous
+        Stream("weight tile", steps * O * Cb, E, _coalesced_if(data, "tt.load", (O, Cb), 1)),
         Stream("x gather (4 corners)", steps * 4 * P * Cb, E, _pixel_tile(data, "tt.load", P, Cb, layout), True),
         # the grad-input buffer: float32 NCHW whatever the layout, atomics as [BLOCK_C, BLOCK_P]
         Stream("grad_input atomics (4 corners)", steps * 4 * P * Cb, 4,
