@@ -62,23 +62,40 @@ def _geometry(offset, mask, i_n, og, t, o_p, m_p, H, W, Wo, K,
 
 
 @triton.jit
-def _corner(p_xc, y, x, ok, m_c, H, W, s_xh, s_xw):
+def _corner(p_xc, y, x, ok, m_c, H, W, s_xh, s_xw, PIXEL_MAJOR: tl.constexpr):
     """Values at (y, x) ([BLOCK_P]) of the planes starting at p_xc ([1, BLOCK_C], or
     [BLOCK_P, BLOCK_C] when pixels come from several images): [BLOCK_P, BLOCK_C],
-    zero outside; and where the corner is inside ([BLOCK_P])."""
+    zero outside; and where the corner is inside ([BLOCK_P]).
+    The strides are runtime values, so the compiler puts a warp's lanes along the tile's last
+    axis: PIXEL_MAJOR (NCHW, pixels of a plane contiguous) loads a [BLOCK_C, BLOCK_P] tile and
+    transposes it in registers; otherwise (channels_last) lanes go along the channels."""
     ok = ok & (y >= 0) & (y < H) & (x >= 0) & (x < W)
-    p = p_xc + (y.to(tl.int64) * s_xh + x.to(tl.int64) * s_xw)[:, None]
-    return tl.load(p, mask=ok[:, None] & m_c[None, :], other=0.0).to(tl.float32), ok
+    o_yx = y.to(tl.int64) * s_xh + x.to(tl.int64) * s_xw  # [BLOCK_P]
+    if PIXEL_MAJOR:
+        b_v = tl.load(tl.trans(p_xc) + o_yx[None, :], mask=m_c[:, None] & ok[None, :], other=0.0)  # [BLOCK_C, BLOCK_P]
+        return tl.trans(b_v.to(tl.float32)), ok
+    else:
+        return tl.load(p_xc + o_yx[:, None], mask=ok[:, None] & m_c[None, :], other=0.0).to(tl.float32), ok
 
 
 @triton.jit
-def _sample(p_xc, y0, x0, ly, lx, inside, m_c, H, W, s_xh, s_xw, INTERPOLATE: tl.constexpr):
+def _load_pixels_by_channels(p, m_p, m_c, PIXEL_MAJOR: tl.constexpr):
+    """The [BLOCK_P, BLOCK_C] tile at pointers p; PIXEL_MAJOR: loaded as [BLOCK_C, BLOCK_P] (see _corner)."""
+    if PIXEL_MAJOR:
+        return tl.trans(tl.load(tl.trans(p), mask=m_c[:, None] & m_p[None, :], other=0.0))
+    else:
+        return tl.load(p, mask=m_p[:, None] & m_c[None, :], other=0.0)
+
+
+@triton.jit
+def _sample(p_xc, y0, x0, ly, lx, inside, m_c, H, W, s_xh, s_xw, INTERPOLATE: tl.constexpr,
+            PIXEL_MAJOR: tl.constexpr):
     """Bilinear sample [BLOCK_P, BLOCK_C] (without interpolation: the integer position)."""
-    v, _ = _corner(p_xc, y0, x0, inside, m_c, H, W, s_xh, s_xw)
+    v, _ = _corner(p_xc, y0, x0, inside, m_c, H, W, s_xh, s_xw, PIXEL_MAJOR)
     if INTERPOLATE:
-        v01, _ = _corner(p_xc, y0, x0 + 1, inside, m_c, H, W, s_xh, s_xw)
-        v10, _ = _corner(p_xc, y0 + 1, x0, inside, m_c, H, W, s_xh, s_xw)
-        v11, _ = _corner(p_xc, y0 + 1, x0 + 1, inside, m_c, H, W, s_xh, s_xw)
+        v01, _ = _corner(p_xc, y0, x0 + 1, inside, m_c, H, W, s_xh, s_xw, PIXEL_MAJOR)
+        v10, _ = _corner(p_xc, y0 + 1, x0, inside, m_c, H, W, s_xh, s_xw, PIXEL_MAJOR)
+        v11, _ = _corner(p_xc, y0 + 1, x0 + 1, inside, m_c, H, W, s_xh, s_xw, PIXEL_MAJOR)
         hy, hx = (1.0 - ly)[:, None], (1.0 - lx)[:, None]
         v = hy * (hx * v + lx[:, None] * v01) + ly[:, None] * (hx * v10 + lx[:, None] * v11)
     return v
@@ -95,6 +112,7 @@ def deform_conv2d_fwd_kernel(
     KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
     DH: tl.constexpr, DW: tl.constexpr, HAS_OFFSET: tl.constexpr, HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr,
     PRECISION: tl.constexpr, DOT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr,
+    PIXEL_MAJOR: tl.constexpr,
 ):
     pid = tl.program_id(0)
     n_pb, n_ob = tl.cdiv(HoWo, BLOCK_P), tl.cdiv(Cout_g, BLOCK_O)
@@ -106,7 +124,6 @@ def deform_conv2d_fwd_kernel(
     v_n = i_n + 0 * o_p  # [BLOCK_P] the image, as a vector
     o_o = i_ob * BLOCK_O + tl.arange(0, BLOCK_O)  # [BLOCK_O] output channel within the group
     m_o = o_o < Cout_g
-    p_w = weight + ((i_wg * Cout_g + o_o) * Cin_g * K).to(tl.int64)  # [BLOCK_O] weight rows
     b_acc = tl.zeros([BLOCK_P, BLOCK_O], dtype=tl.float32)
     for s in range(tl.load(seg_start + i_wg), tl.load(seg_start + i_wg + 1)):
         og, c_lo, c_hi = tl.load(segs + 4 * s), tl.load(segs + 4 * s + 2), tl.load(segs + 4 * s + 3)
@@ -118,9 +135,10 @@ def deform_conv2d_fwd_kernel(
                 o_c = c0 + tl.arange(0, BLOCK_C)  # [BLOCK_C] input channels
                 m_c = o_c < c_hi
                 p_xc = (x + i_n.to(tl.int64) * s_xn + o_c.to(tl.int64) * s_xc)[None, :]  # [1, BLOCK_C]
-                b_a = _sample(p_xc, y0, x0, ly, lx, inside, m_c, H, W, s_xh, s_xw, HAS_OFFSET) * m[:, None]
-                # weight[o, c - wg*Cin_g, t]: [BLOCK_C, BLOCK_O]
-                p_b = p_w[None, :] + ((o_c - i_wg * Cin_g) * K + t)[:, None]
+                b_a = _sample(p_xc, y0, x0, ly, lx, inside, m_c, H, W, s_xh, s_xw, HAS_OFFSET, PIXEL_MAJOR) * m[:, None]
+                # weight packed [groups, K, Cin_g, Cout_g]: a [BLOCK_C, BLOCK_O] tile, output channels contiguous
+                p_b = weight + (((i_wg * K + t) * Cin_g + o_c - i_wg * Cin_g).to(tl.int64) * Cout_g)[:, None] \
+                    + o_o[None, :]
                 b_b = tl.load(p_b, mask=m_c[:, None] & m_o[None, :], other=0.0)
                 b_acc += tl.dot(b_a.to(DOT), b_b.to(DOT), input_precision=PRECISION)  # [BLOCK_P, BLOCK_O]
     if HAS_BIAS:
@@ -128,7 +146,11 @@ def deform_conv2d_fwd_kernel(
     ho, wo = (o_p // Wo).to(tl.int64), (o_p % Wo).to(tl.int64)  # stride products can pass 2^31
     p_y = (out + i_n.to(tl.int64) * s_yn + ((i_wg * Cout_g + o_o).to(tl.int64) * s_yc)[None, :]
            + (ho * s_yh + wo * s_yw)[:, None])
-    tl.store(p_y, b_acc.to(out.dtype.element_ty), mask=m_p[:, None] & m_o[None, :])
+    b_y = b_acc.to(out.dtype.element_ty)
+    if PIXEL_MAJOR:  # [BLOCK_O, BLOCK_P]: lanes along the pixels (see _corner)
+        tl.store(tl.trans(p_y), tl.trans(b_y), mask=m_o[:, None] & m_p[None, :])
+    else:
+        tl.store(p_y, b_y, mask=m_p[:, None] & m_o[None, :])
 
 
 # -- backward: input, offset and mask gradients ----------------------------------------
@@ -136,13 +158,15 @@ def deform_conv2d_fwd_kernel(
 
 @triton.jit
 def _add_corner(p_plane, y, x, b_v, ok, m_c, H, W, scale, FIXED_POINT: tl.constexpr):
-    """Atomically add b_v ([BLOCK_P, BLOCK_C]) at (y, x) ([BLOCK_P]) of the planes p_plane ([BLOCK_C])."""
+    """Atomically add b_v ([BLOCK_P, BLOCK_C]) at (y, x) ([BLOCK_P]) of the planes p_plane ([BLOCK_C]),
+    as a [BLOCK_C, BLOCK_P] tile: the planes are NCHW, so a warp's lanes go along the pixels."""
     ok = ok & (y >= 0) & (y < H) & (x >= 0) & (x < W)
-    p = p_plane[None, :] + (y.to(tl.int64) * W + x)[:, None]
+    p = p_plane[:, None] + (y.to(tl.int64) * W + x)[None, :]  # [BLOCK_C, BLOCK_P]
+    b_v = tl.trans(b_v)
     if FIXED_POINT:
-        tl.atomic_add(p, (b_v * scale).to(tl.int64), mask=ok[:, None] & m_c[None, :], sem="relaxed")
+        tl.atomic_add(p, (b_v * scale).to(tl.int64), mask=m_c[:, None] & ok[None, :], sem="relaxed")
     else:
-        tl.atomic_add(p, b_v, mask=ok[:, None] & m_c[None, :], sem="relaxed")
+        tl.atomic_add(p, b_v, mask=m_c[:, None] & ok[None, :], sem="relaxed")
 
 
 @triton.jit
@@ -154,6 +178,7 @@ def deform_conv2d_bwd_data_kernel(
     DH: tl.constexpr, DW: tl.constexpr, HAS_OFFSET: tl.constexpr, HAS_MASK: tl.constexpr,
     NEED_GX: tl.constexpr, NEED_GOFF: tl.constexpr, NEED_GMASK: tl.constexpr, FIXED_POINT: tl.constexpr,
     PRECISION: tl.constexpr, DOT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr,
+    PIXEL_MAJOR: tl.constexpr,
 ):
     """One program: BLOCK_P pixels of one (image, offset group), all its channels and taps.
     gx: [N, Cin, H, W] contiguous, float32 (atomics) or int64 (FIXED_POINT: sum of value * gx_scale);
@@ -188,17 +213,19 @@ def deform_conv2d_bwd_data_kernel(
                     o_go = wg * Cout_g + o0 + o_o  # [BLOCK_O]
                     p_go = (go + i_n.to(tl.int64) * s_gn + (o_go.to(tl.int64) * s_gc)[None, :]
                             + (ho * s_gh + wo * s_gw)[:, None])
-                    b_go = tl.load(p_go, mask=m_p[:, None] & m_o[None, :], other=0.0)  # [BLOCK_P, BLOCK_O]
-                    p_wt = weight + (o_go.to(tl.int64) * Cin_g * K)[:, None] + ((o_c - wg * Cin_g) * K + t)[None, :]
+                    b_go = _load_pixels_by_channels(p_go, m_p, m_o, PIXEL_MAJOR)  # [BLOCK_P, BLOCK_O]
+                    # weight packed [groups, K, Cout_g, Cin_g]: input channels (the lanes' axis) contiguous
+                    p_wt = weight + (((wg * K + t) * Cout_g + o0 + o_o).to(tl.int64) * Cin_g)[:, None] \
+                        + (o_c - wg * Cin_g)[None, :]
                     b_wt = tl.load(p_wt, mask=m_o[:, None] & m_c[None, :], other=0.0)  # [BLOCK_O, BLOCK_C]
                     b_gc += tl.dot(b_go.to(DOT), b_wt.to(DOT), input_precision=PRECISION)
                 p_xc = (x + i_n.to(tl.int64) * s_xn + o_c.to(tl.int64) * s_xc)[None, :]  # [1, BLOCK_C]
                 if NEED_GOFF or NEED_GMASK:
-                    v00, _ = _corner(p_xc, y0, x0, inside, m_c, H, W, s_xh, s_xw)  # [BLOCK_P, BLOCK_C]
+                    v00, _ = _corner(p_xc, y0, x0, inside, m_c, H, W, s_xh, s_xw, PIXEL_MAJOR)  # [BLOCK_P, BLOCK_C]
                     if HAS_OFFSET:
-                        v01, _ = _corner(p_xc, y0, x0 + 1, inside, m_c, H, W, s_xh, s_xw)
-                        v10, _ = _corner(p_xc, y0 + 1, x0, inside, m_c, H, W, s_xh, s_xw)
-                        v11, _ = _corner(p_xc, y0 + 1, x0 + 1, inside, m_c, H, W, s_xh, s_xw)
+                        v01, _ = _corner(p_xc, y0, x0 + 1, inside, m_c, H, W, s_xh, s_xw, PIXEL_MAJOR)
+                        v10, _ = _corner(p_xc, y0 + 1, x0, inside, m_c, H, W, s_xh, s_xw, PIXEL_MAJOR)
+                        v11, _ = _corner(p_xc, y0 + 1, x0 + 1, inside, m_c, H, W, s_xh, s_xw, PIXEL_MAJOR)
                         b_s = (hy[:, None] * (hx[:, None] * v00 + lx[:, None] * v01)
                                + ly[:, None] * (hx[:, None] * v10 + lx[:, None] * v11))
                         # derivatives of the bilinear blend in y and x
@@ -240,6 +267,7 @@ def deform_conv2d_bwd_weight_kernel(
     KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
     DH: tl.constexpr, DW: tl.constexpr, HAS_OFFSET: tl.constexpr, HAS_MASK: tl.constexpr,
     PRECISION: tl.constexpr, DOT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr,
+    PIXEL_MAJOR: tl.constexpr,
 ):
     """partial[chunk, o, c - wg*Cin_g, t] = sum over the chunk's (image, pixel)s of
     grad_out[n, o, p] * mask * sample[n, c, t, p], for one channel block, tap and
@@ -266,11 +294,11 @@ def deform_conv2d_bwd_weight_kernel(
             KW, SH, SW, PH, PW, DH, DW, HAS_OFFSET, HAS_MASK)
         # per-pixel plane pointers: [BLOCK_P, BLOCK_C] through the image index
         p_x = x + (o_n.to(tl.int64) * s_xn)[:, None] + (o_c.to(tl.int64) * s_xc)[None, :]
-        b_a = _sample(p_x, y0, x0, ly, lx, inside, m_c, H, W, s_xh, s_xw, HAS_OFFSET) * m[:, None]
+        b_a = _sample(p_x, y0, x0, ly, lx, inside, m_c, H, W, s_xh, s_xw, HAS_OFFSET, PIXEL_MAJOR) * m[:, None]
         ho, wo = (o_p // Wo).to(tl.int64), (o_p % Wo).to(tl.int64)  # stride products can pass 2^31
         p_go = (go + (o_n.to(tl.int64) * s_gn + ho * s_gh + wo * s_gw)[:, None]
                 + ((wg * Cout_g + o_o).to(tl.int64) * s_gc)[None, :])
-        b_go = tl.load(p_go, mask=m_p[:, None] & m_o[None, :], other=0.0)  # [BLOCK_P, BLOCK_O]
+        b_go = _load_pixels_by_channels(p_go, m_p, m_o, PIXEL_MAJOR)  # [BLOCK_P, BLOCK_O]
         b_acc += tl.dot(tl.trans(b_go.to(DOT)), b_a.to(DOT), input_precision=PRECISION)  # [BLOCK_O, BLOCK_C]
     # partial: [chunks, Cout, Cin_g, K] float32
     p_out = (partial + i_chunk.to(tl.int64) * Cout * Cin_g * K + ((wg * Cout_g + o_o).to(tl.int64) * Cin_g * K)[:, None]
@@ -302,14 +330,22 @@ def _segments(cin: int, groups: int, offset_groups: int, block_c: int, device: s
     return as_tensor(segs), as_tensor(start_wg), as_tensor(start_og), as_tensor(blocks), len(blocks)
 
 
-def _config(cin_seg: int, cout_g: int) -> dict:
-    """Tile sizes: tl.dot needs every dimension >= 16."""
-    return {
+def _config(cin_seg: int, cout_g: int, kernel: str = "fwd", pixel_major: bool = True) -> dict:
+    """Tile sizes of a kernel ("fwd", "bwd_data", "bwd_weight"); tl.dot needs every dimension >= 16.
+    Chosen so the float16 3x3 64-channel configurations keep no stack frame where one was found
+    (sm_90, `deblurfast bench --static`): the channels_last forward has 8 warps (1,152 B of stack
+    per thread at 4), the NCHW input backward 16-channel blocks (255 registers and a stack at 32)."""
+    cfg = {
         "BLOCK_P": 64,
         "BLOCK_C": max(16, min(32, triton.next_power_of_2(cin_seg))),
         "BLOCK_O": max(16, min(64, triton.next_power_of_2(cout_g))),
         "num_warps": 4,
     }
+    if kernel == "fwd" and not pixel_major:
+        cfg["num_warps"] = 8
+    if kernel == "bwd_data" and pixel_major:
+        cfg["BLOCK_C"] = 16
+    return cfg
 
 
 _TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
@@ -334,12 +370,23 @@ def _geometry_args(x, offset, weight, mask, stride, padding, dilation):
     Wo = (W + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     G = offset.shape[1] // (2 * K) if offset is not None else (mask.shape[1] // K if mask is not None else 1)
     consts = dict(KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], DH=dilation[0], DW=dilation[1],
-                  HAS_OFFSET=offset is not None, HAS_MASK=mask is not None, **_dot_args(x.dtype))
+                  HAS_OFFSET=offset is not None, HAS_MASK=mask is not None, PIXEL_MAJOR=x.stride(1) != 1,
+                  **_dot_args(x.dtype))
     return (N, Cin, H, W, Cout, Cin_g, K, Ho, Wo, G), consts
 
 
 def _strides(t):
     return tuple(t.stride()) if t is not None else (0, 0, 0, 0)
+
+
+def pack_weight(weight: torch.Tensor, groups: int, for_input_grad: bool = False) -> torch.Tensor:
+    """weight [Cout, Cin_g, kh, kw] as [groups, kh*kw, Cin_g, Cout_g] (forward: its [BLOCK_C, BLOCK_O]
+    tile with the output channels, along which a warp's lanes lie, contiguous) or [groups, kh*kw,
+    Cout_g, Cin_g] (input backward: its [BLOCK_O, BLOCK_C] tile, input channels contiguous). A small
+    copy per call."""
+    Cout, Cin_g, kh, kw = weight.shape
+    w = weight.reshape(groups, Cout // groups, Cin_g, kh * kw)
+    return (w.permute(0, 3, 1, 2) if for_input_grad else w.permute(0, 3, 2, 1)).contiguous()
 
 
 def forward(x, offset, weight, bias, mask, stride, padding, dilation, memory_format=torch.contiguous_format):
@@ -351,13 +398,12 @@ def forward(x, offset, weight, bias, mask, stride, padding, dilation, memory_for
         return out
     if Cin == 0:  # no input channels: the bias alone
         return out.copy_(bias.view(1, Cout, 1, 1).expand_as(out)) if bias is not None else out.zero_()
-    weight = weight.contiguous()
-    cfg = _config(min(Cin_g, Cin // G), Cout // groups)
+    cfg = _config(min(Cin_g, Cin // G), Cout // groups, "fwd", consts["PIXEL_MAJOR"])
     segs, start_wg, _, _, _ = _segments(Cin, groups, G, cfg["BLOCK_C"], str(x.device))
     grid = (triton.cdiv(Ho * Wo, cfg["BLOCK_P"]) * triton.cdiv(Cout // groups, cfg["BLOCK_O"]) * groups * N,)
     with _on_device(x):
         deform_conv2d_fwd_kernel[grid](
-            x, offset if offset is not None else x, mask if mask is not None else x, weight,
+            x, offset if offset is not None else x, mask if mask is not None else x, pack_weight(weight, groups),
             bias if bias is not None else weight, out, segs, start_wg,
             H, W, Wo, Ho * Wo, K, Cin_g, Cout // groups, groups,
             *x.stride(), *_strides(offset), *_strides(mask), *out.stride(),
@@ -369,10 +415,16 @@ def forward(x, offset, weight, bias, mask, stride, padding, dilation, memory_for
 def fixed_point_scale(grad_out, weight, mask) -> torch.Tensor:
     """A float32 scale s with |sum of contributions to any grad_input element| * s <= 2**61:
     every contribution is grad_cols * mask * bilinear weight, and summed over everything
-    their magnitudes are at most max|mask| * |grad_out|_1 * max_o |weight[o]|_1."""
-    bound = grad_out.double().abs().sum() * weight.double().abs().flatten(1).sum(1).max()
+    their magnitudes are at most numel(grad_out) * max|grad_out| * max_o |weight[o]|_1 * max|mask|.
+    The extrema come from torch.aminmax: no full-size temporary (a looser bound than the L1 norm
+    of grad_out by a factor numel * max / L1, which costs bits the 2**61 range can spare)."""
+    def max_abs(t):
+        lo, hi = torch.aminmax(t)
+        return torch.maximum(-lo, hi).double()
+
+    bound = grad_out.numel() * max_abs(grad_out) * weight.double().abs().flatten(1).sum(1).max()
     if mask is not None and mask.numel():
-        bound = bound * mask.double().abs().max().clamp(min=1.0)
+        bound = bound * max_abs(mask).clamp(min=1.0)
     scale = torch.where(bound > 0, FIXED_POINT_RANGE / bound, torch.ones_like(bound)).clamp(max=2.0**100)
     return scale.float().reshape(1)
 
@@ -397,21 +449,25 @@ def backward(grad_out, x, offset, weight, bias, mask, stride, padding, dilation,
         goff.zero_(), gm.zero_()
         gw = torch.zeros_like(weight) if need_w else empty()
         return gx_buf.to(x.dtype), goff, gw, gb, gm
-    cfg = _config(min(Cin_g, Cin // G), Cout_g)
+    cfg = _config(min(Cin_g, Cin // G), Cout_g, "bwd_weight", consts["PIXEL_MAJOR"])
+    data_cfg = _config(min(Cin_g, Cin // G), Cout_g, "bwd_data", consts["PIXEL_MAJOR"])
     segs, _, start_og, blocks, n_blocks = _segments(Cin, groups, G, cfg["BLOCK_C"], str(x.device))
     strides = (*grad_out.stride(), *x.stride(), *_strides(offset), *_strides(mask))
     with _on_device(x):
         if need_x or need_off or need_m:
             scale = fixed_point_scale(grad_out, weight, mask) if fixed_point else gx_buf.new_ones(1, dtype=torch.float32)
-            grid = (triton.cdiv(Ho * Wo, cfg["BLOCK_P"]) * G * N,)
+            grid = (triton.cdiv(Ho * Wo, data_cfg["BLOCK_P"]) * G * N,)
             deform_conv2d_bwd_data_kernel[grid](
-                grad_out, x, offset if offset is not None else x, mask if mask is not None else x, weight,
+                grad_out, x, offset if offset is not None else x, mask if mask is not None else x,
+                pack_weight(weight, groups, for_input_grad=True),
                 gx_buf if need_x else x, goff if need_off else x, gm if need_m else x, segs, start_og, scale,
                 Cin, H, W, Wo, Ho * Wo, K, Cin_g, Cout_g, G, *strides,
-                NEED_GX=need_x, NEED_GOFF=need_off, NEED_GMASK=need_m, FIXED_POINT=fixed_point, **consts, **cfg,
+                NEED_GX=need_x, NEED_GOFF=need_off, NEED_GMASK=need_m, FIXED_POINT=fixed_point, **consts,
+                **data_cfg,
             )
             if need_x:
-                gx = (gx_buf.double() / scale.double()) if fixed_point else gx_buf
+                # int64 -> float32 (half the buffer, the output itself for float32), divided in place
+                gx = gx_buf.to(torch.float32).div_(scale) if fixed_point else gx_buf
                 gx_buf = gx.to(x.dtype)
         if need_w:
             # split-K over (image, pixel) chunks: enough programs to fill the GPU, partials summed in order

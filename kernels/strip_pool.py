@@ -511,11 +511,14 @@ def expand_backward(grad_out, nv, nh):
 # blur_aware_mask
 
 
-def _mask_config(F: int, C: int) -> dict:
-    """[FP, BLOCK_W] pre-activation and [BLOCK_C, FP] weight tiles of at most 8192 elements."""
+def _mask_config(F: int, C: int, dtype: torch.dtype) -> dict:
+    """[FP, BLOCK_W] pre-activation and [BLOCK_C, FP] weight tiles of at most 8192 elements,
+    4096 in float64: its tiles at 8192 need up to 224 KB of shared memory, over sm_80's
+    163 KB per block (the compile test holds every configuration to the limits)."""
     FP = _pad(F)
-    BLOCK_W = 64 if FP <= 64 else 32
-    BLOCK_C = max(16, min(64, triton.next_power_of_2(max(C, 1)), 8192 // FP))
+    budget = 4096 if dtype == torch.float64 else 8192
+    BLOCK_W = 64 if FP <= budget // 128 else 32
+    BLOCK_C = max(16, min(64, triton.next_power_of_2(max(C, 1)), budget // FP))
     return {"FP": FP, "BLOCK_C": BLOCK_C, "BLOCK_W": BLOCK_W, "num_warps": 4 if FP * BLOCK_W <= 4096 else 8}
 
 
@@ -535,7 +538,7 @@ def mask_forward(x, rows, cols, col_index, row_index, weight, bias):
     out = torch.empty_like(x)
     if out.numel() == 0:
         return out
-    cfg = _mask_config(F, C)
+    cfg = _mask_config(F, C, x.dtype)
     grid = (N * H * triton.cdiv(W, cfg["BLOCK_W"]),)
     with _on_device(x):
         blur_aware_mask_fwd_kernel[grid](
@@ -566,7 +569,7 @@ def mask_backward(grad_out, x, rows, cols, col_index, row_index, weight, bias, o
     z = x.new_empty((N, F, H, W)) if need_w else empty()
     grad_z = torch.empty((N, F, H, W), dtype=acc, device=x.device) if need_z else empty()
     if N * H * W > 0:
-        cfg = _mask_config(F, C)
+        cfg = _mask_config(F, C, x.dtype)
         grid = (N * H * triton.cdiv(W, cfg["BLOCK_W"]),)
         with _on_device(x):
             blur_aware_mask_bwd_kernel[grid](

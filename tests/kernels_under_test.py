@@ -1,8 +1,11 @@
-"""Compiles every Triton kernel of deblurfast.kernels for one GPU arch, without a GPU.
+"""Compiles every Triton kernel of deblurfast.kernels for one GPU arch, without a GPU,
+and holds each configuration's shared memory against that arch's per-block limit.
 
-Usage: python kernels_under_test.py ARCH   (exit 0: all compiled; 1: failures; 3: unsupported here)
-Run by test_triton_compile.py with TRITON_INTERPRET unset. The kernels and
-their constants come from the modules in triton_compile_cases/.
+Usage: python kernels_under_test.py ARCH   (exit 0: all compiled and fit; 1: failures; 3: unsupported here)
+Run by test_triton_compile.py with TRITON_INTERPRET unset. The kernels and their
+constants come from deblurfast.bench.compile_cases. Prints one line per
+configuration: registers, stack (spill) bytes and shared memory, read from the
+cubin (deblurfast.bench.static).
 """
 
 import importlib
@@ -12,11 +15,10 @@ import sys
 import traceback
 
 import triton
-from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 import deblurfast.kernels
-import triton_compile_cases
+from deblurfast.bench import static
 
 
 def all_kernels():
@@ -32,14 +34,12 @@ def all_kernels():
 
 
 def main(arch: int) -> int:
-    target = GPUTarget("cuda", arch, 32)
-    cases = []
-    for info in pkgutil.iter_modules(triton_compile_cases.__path__):
-        cases += list(importlib.import_module(f"triton_compile_cases.{info.name}").cases())
+    target = static.arch(f"sm_{arch}")
+    cases = static.triton_cases()
     covered = {id(c[1]) for c in cases}
     missing = [k.fn.__name__ for k in all_kernels() if id(k) not in covered]
     if missing:
-        print("kernels without a compile case in tests/triton_compile_cases:", missing)
+        print("kernels without a compile case in deblurfast/bench/compile_cases:", missing)
         return 1
     try:
         probe = cases[0][1]
@@ -47,17 +47,23 @@ def main(arch: int) -> int:
     except TypeError as e:
         print(f"this triton's ASTSource takes other arguments: {e}")
         return 3
-    failures = 0
-    for name, fn, pointers, constexprs in cases:
-        signature = {p.name: ("constexpr" if p.is_constexpr else pointers.get(p.name, "i32")) for p in fn.params}
+    failures, spilling = 0, 0
+    print(f"{'configuration':<58} {'warps':>5} {'regs':>4} {'stack':>6} {'shared':>7}  (sm_{arch}, "
+          f"shared limit {target.shared_per_block} B per block)")
+    for case in cases:
         try:
-            compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=dict(constexprs)),
-                                      target=target)
-            assert compiled.asm.get("cubin"), "no cubin"
+            row = static.triton_row(case, target)
         except Exception:
             failures += 1
-            print(f"FAILED {name} sm_{arch}\n{traceback.format_exc()}")
-    print(f"compiled {len(cases) - failures}/{len(cases)} kernels for sm_{arch}")
+            print(f"FAILED {case[0]} sm_{arch}\n{traceback.format_exc()}")
+            continue
+        over = row["shared"] > target.shared_per_block
+        failures += over
+        spilling += row["stack"] > 0
+        print(f"{case[0]:<58} {row['num_warps']:>5} {row['registers']:>4} {row['stack']:>6} {row['shared']:>7}"
+              + ("  OVER THE SHARED-MEMORY LIMIT" if over else ""))
+    print(f"{spilling} of {len(cases)} configurations have a stack frame (spills)")
+    print(f"compiled {len(cases) - failures}/{len(cases)} kernels for sm_{arch} within its limits")
     return 1 if failures else 0
 
 

@@ -414,6 +414,28 @@ def test_deterministic_mode_is_bit_reproducible(backend, device):
     assert_grads_close(runs[0], want, torch.float32)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_fixed_point_scale_bounds_every_grad_input_sum(dtype):
+    """The deterministic backward's int64 range holds: scale * (the float64 bound on any grad_input
+    sum, |grad_out|_1 * max_o |weight[o]|_1 * max(1, max|mask|)) <= 2**61, from extrema alone."""
+    pytest.importorskip("triton")
+    from deblurfast.kernels import deform_conv2d as kernels
+
+    gen = torch.Generator().manual_seed(0)
+    go = (torch.randn(2, 6, 5, 7, generator=gen) * 3).to(dtype)
+    go[0, 0, 0, 0] = -40.0  # the extreme is negative: max|.| from the minimum
+    weight = torch.randn(6, 4, 3, 3, generator=gen)
+    mask = torch.rand(2, 9, 5, 7, generator=gen) * 2
+    scale = kernels.fixed_point_scale(go, weight, mask)
+    bound = (go.double().abs().sum() * weight.double().abs().flatten(1).sum(1).max()
+             * mask.double().abs().max().clamp(min=1.0))
+    assert scale.dtype == torch.float32 and scale.shape == (1,)
+    assert scale.double() * bound <= kernels.FIXED_POINT_RANGE
+    # and not needlessly loose: within numel * max / L1 of the L1 bound's scale
+    slack = go.numel() * go.double().abs().max() / go.double().abs().sum()
+    assert scale.double() * bound * slack >= kernels.FIXED_POINT_RANGE * (1 - 1e-6)
+
+
 def test_reference_chunks_give_the_same_result(monkeypatch):
     g = dict(PLAIN, h=9, w=5)
     tensors = make(g)

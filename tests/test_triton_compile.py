@@ -1,4 +1,5 @@
-"""Compile the Triton kernels for real GPU targets (sm_80, sm_90) without a GPU.
+"""Compile the Triton kernels for real GPU targets (sm_80, sm_90) without a GPU, and
+hold every configuration's shared memory against the arch's per-block limit.
 
 The interpreter, which runs the Triton tests on CPU, accepts code that the
 compiler rejects; compiling here catches that on a machine without a GPU. It
@@ -27,5 +28,6 @@ def test_kernels_compile_for_gpu(arch):
     )
     if res.returncode == 3:
         pytest.skip(res.stdout.strip().splitlines()[-1])
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    assert "compiled" in res.stdout
+    print(res.stdout)  # registers / stack / shared memory per configuration (pytest -s or -rP shows it)
+    assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-4000:]
+    assert "within its limits" in res.stdout

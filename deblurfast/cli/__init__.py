@@ -9,6 +9,10 @@ import sys
 def _bench(args) -> int:
     from .. import bench
 
+    if args.static:
+        from .bench import static
+
+        return static.run(args.arch, args.out)
     if args.models:
         size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
         rows = bench.run_models(args.device, args.model, size, args.reps, args.out, args.compile)
@@ -79,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--size", help="with --models: frame size HxW (default 720x1280 on GPU, 256x256 on CPU)")
     b.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="also time torch.compile of the reference (default: on for full sweeps, off for --quick)")
+    b.add_argument("--static", action="store_true",
+                   help="static kernel report, no GPU needed: registers, spills, shared memory, occupancy, memory "
+                        "and tensor-core instructions of every Triton and CUDA kernel, and estimated times at the "
+                        "sweep shapes (default --out bench/results/static-sm90)")
+    b.add_argument("--arch", default="sm_90", choices=["sm_80", "sm_90"], help="with --static: the target")
     b.set_defaults(func=_bench)
 
     s = sub.add_parser("backends", help="which backend runs where, or why not",

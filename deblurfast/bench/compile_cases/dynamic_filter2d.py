@@ -14,7 +14,7 @@ ACC = {"fp32": tl.float32, "fp16": tl.float32, "bf16": tl.float32, "fp64": tl.fl
 def cases():
     geometries = [(3, 1, 1, True), (5, 2, 2, False), (7, 1, 0, True), (1, 1, 1, False)]  # (k, dilation, mode, softmax)
     for dtype, (ks, dil, mode, softmax) in itertools.product(PTR, geometries):
-        cfg = {k: v for k, v in df._config(ks, 16, 128).items() if k != "num_warps"}
+        cfg = df._config(ks, 16, 128)
         pad = dil * (ks - 1) // 2
         base = {"KS": ks, "DIL": dil, "PAD": pad, "MODE": mode, "ACC": ACC[dtype], **cfg}
         p, acc = PTR[dtype], ("*fp64" if dtype == "fp64" else "*fp32")

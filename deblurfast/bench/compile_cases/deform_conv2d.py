@@ -18,17 +18,23 @@ def cases():
                   ((3, 2), (2, 1), (1, 0), (2, 1), False, True, 3, 2),
                   ((3, 3), (1, 1), (1, 1), (1, 1), True, False, 16, 16)]
     for dtype, (k, st, pad, dil, has_off, has_mask, cseg, cout_g) in itertools.product(PTR, geometries):
-        cfg = {key: v for key, v in dc._config(cseg, cout_g).items() if key != "num_warps"}
         consts = dict(KW=k[1], SH=st[0], SW=st[1], PH=pad[0], PW=pad[1], DH=dil[0], DW=dil[1], HAS_OFFSET=has_off,
-                      HAS_MASK=has_mask, PRECISION=PRECISION[dtype], DOT=DOT[dtype], **cfg)
+                      HAS_MASK=has_mask, PRECISION=PRECISION[dtype], DOT=DOT[dtype])
         p = PTR[dtype]
         ptrs = {"x": p, "offset": p, "mask": p, "weight": p, "bias": p, "out": p, "go": p,
                 "segs": "*i32", "seg_start": "*i32", "seg_start_og": "*i32", "blocks": "*i32",
                 "gx_scale": "*fp32", "goff": p, "gmask": p, "partial": "*fp32"}
         name = f"{dtype}-k{k[0]}x{k[1]}-off{int(has_off)}-mask{int(has_mask)}"
-        yield f"dc_fwd-{name}", dc.deform_conv2d_fwd_kernel, ptrs, {**consts, "HAS_BIAS": True}
-        for fixed in (False, True):
-            yield (f"dc_bwd_data-{name}-fixed{int(fixed)}", dc.deform_conv2d_bwd_data_kernel,
-                   {**ptrs, "gx": "*i64" if fixed else "*fp32"},
-                   {**consts, "NEED_GX": True, "NEED_GOFF": has_off, "NEED_GMASK": has_mask, "FIXED_POINT": fixed})
-        yield f"dc_bwd_weight-{name}", dc.deform_conv2d_bwd_weight_kernel, ptrs, consts
+        # NCHW (pixel-major tiles) everywhere; channels_last too at the sweep's geometry
+        for pixel_major in (True, False) if k == (3, 3) and has_mask and has_off else (True,):
+            tag = "" if pixel_major else "-cl"
+
+            def cfg(kernel):
+                return {**consts, "PIXEL_MAJOR": pixel_major, **dc._config(cseg, cout_g, kernel, pixel_major)}
+            yield f"dc_fwd-{name}{tag}", dc.deform_conv2d_fwd_kernel, ptrs, {**cfg("fwd"), "HAS_BIAS": True}
+            for fixed in (False, True) if pixel_major else (False,):
+                yield (f"dc_bwd_data-{name}-fixed{int(fixed)}{tag}", dc.deform_conv2d_bwd_data_kernel,
+                       {**ptrs, "gx": "*i64" if fixed else "*fp32"},
+                       {**cfg("bwd_data"), "NEED_GX": True, "NEED_GOFF": has_off, "NEED_GMASK": has_mask,
+                        "FIXED_POINT": fixed})
+            yield f"dc_bwd_weight-{name}{tag}", dc.deform_conv2d_bwd_weight_kernel, ptrs, cfg("bwd_weight")

@@ -33,7 +33,7 @@ def cases():
     for name, (F, C) in itertools.product(PTR, ((64, 128), (192, 192))):
         dtype, p = DTYPES[name], PTR[name]
         acc = "*fp64" if name == "fp64" else "*fp32"
-        cfg = {k: v for k, v in sp._mask_config(F, C).items() if k != "num_warps"}
+        cfg = sp._mask_config(F, C, dtype)
         base = {"DOT": sp._dot(dtype), "ACC": sp._acc(dtype), **cfg}
         tensors = {"x": p, "rows": p, "cols": p, "col_index": "*i32", "row_index": "*i32", "weight": p, "bias": p}
         for has_bias in (True, False):

@@ -1,0 +1,276 @@
+"""A simple time model of the Triton kernels at the sweep shapes of
+shared/specs/benchmarks.md (1x64x720x1280, 3x3, float16), from their compiled
+configurations (deblurfast.bench.static). A static estimate, not a measurement.
+
+Assumptions (each is a stated simplification, to be checked against GPU timings):
+- HBM: the op's bytes_min times what the kernels re-read from DRAM (the L2 is
+  assumed to catch re-reads of a tile a program or its neighbours just read,
+  so DRAM traffic is bytes_min plus the op's own temporaries), at the measured
+  3.0 TB/s copy bandwidth of an H100 SXM.
+- L1/LSU: a warp's global memory instruction costs one wavefront per 128-byte
+  line it touches, one wavefront per SM per clock. A tile whose warp lanes lie
+  along the contiguous axis of the tensor touches ceil(32 * bytes / 128) + 1
+  lines (gathers: unaligned); lanes along a strided axis touch 32 lines. Which
+  tile axis the lanes lie on is read from the TTGIR (threadsPerWarp, order) of
+  the tt.load/tt.store/tt.atomic_rmw of that tile's shape.
+- Issue: the warp instructions executed are the warp memory instructions times
+  the kernel's ratio of SASS instructions to global memory instructions
+  (static counts), at 4 warp instructions per SM per clock.
+- Tensor cores: FLOPs at the measured 790 TFLOP/s (float16/bfloat16).
+- Latency: with fewer than 16 resident warps per SM the memory times scale by
+  16 / warps (too few loads in flight to cover DRAM latency).
+- A kernel takes the largest of these times; an op, the sum over its kernels.
+% of roofline = floor / estimate, floor = max(FLOPs / 990 TFLOP/s, bytes_min / 3.35 TB/s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+HBM_MEASURED = 3.0e12
+HBM_PEAK = 3.35e12
+TC_MEASURED = 790e12
+TC_PEAK = 990e12
+LINE = 128
+WARPS_TO_HIDE_LATENCY = 16
+
+# the sweep shape: batch 1, 64 channels, 720x1280, 3x3, float16
+N, C, H, W, K = 1, 64, 720, 1280, 9
+HW = H * W
+E = 2  # bytes per float16 element
+
+def lane_axis(row: dict, op: str, shape: tuple) -> int | None:
+    """The lane axis of the kernel's access of that op and tile shape (None: not found)."""
+    for a in row["accesses"]:
+        if a["op"] == op and tuple(a["shape"]) == shape:
+            return a["lane_axis"]
+    return None
+
+
+def lines_per_instruction(coalesced: bool, elem_bytes: int, gather: bool = False) -> float:
+    if not coalesced:
+        return 32.0
+    return math.ceil(32 * elem_bytes / LINE) + (1 if gather else 0)
+
+
+@dataclasses.dataclass
+class Stream:
+    """Elements one kernel moves through one access pattern over the whole op."""
+    what: str
+    elements: float
+    elem_bytes: int
+    coalesced: bool
+    gather: bool = False
+
+    vector: int = 1  # elements per lane per instruction
+
+    @property
+    def instructions(self) -> float:  # warp instructions
+        return self.elements / (32 * self.vector)
+
+    @property
+    def wavefronts(self) -> float:
+        return self.instructions * lines_per_instruction(self.coalesced, self.elem_bytes * self.vector, self.gather)
+
+
+def vectorized(row: dict, streams: list[Stream]) -> list[Stream]:
+    """Coalesced non-gather streams at the kernel's widest global access (from the SASS): a kernel whose
+    widest load or store is 128 bits moves 8 float16 per lane per instruction there."""
+    widths = [int(k.rsplit(".", 1)[1]) for k in row if k.startswith(("ld.global.", "st.global."))
+              and k.rsplit(".", 1)[1].isdigit()]
+    bits = max(widths, default=32)
+    return [dataclasses.replace(s, vector=max(1, bits // (8 * s.elem_bytes))) if s.coalesced and not s.gather
+            else s for s in streams]
+
+
+def kernel_time(row: dict, streams: list[Stream], flops: float, arch) -> dict:
+    """The time of one kernel launch from its streams and its compiled row (static.triton_row)."""
+    streams = vectorized(row, streams)
+    instr = sum(s.instructions for s in streams)
+    wavefronts = sum(s.wavefronts for s in streams)
+    mem_static = sum(v for k, v in row.items() if k.startswith(("ld.global", "st.global", "atom.global")))
+    ratio = row["sass_instructions"] / max(mem_static, 1)
+    per_sm_clock = arch.sms * arch.clock_hz
+    latency = max(1.0, WARPS_TO_HIDE_LATENCY / max(row["warps_per_sm"], 1))
+    t = {"lsu_ms": wavefronts / per_sm_clock * latency * 1e3,
+         "issue_ms": instr * ratio / (per_sm_clock * arch.schedulers_per_sm) * 1e3,
+         "tensor_ms": flops / TC_MEASURED * 1e3 if flops else 0.0}
+    return {**t, "ms": max(t.values()), "bound": max(t, key=t.get)[:-3], "wavefronts": wavefronts}
+
+
+def _coalesced_if(row: dict, op: str, shape: tuple, contiguous_axis: int) -> bool:
+    """Whether the tile's warp lanes lie on the tensor's contiguous axis (unknown layout: assume not)."""
+    return lane_axis(row, op, shape) == contiguous_axis
+
+
+def _pixel_tile(row: dict, op: str, P: int, other: int, layout: str) -> bool:
+    """Whether a (pixels x channels) tile is coalesced: a PIXEL_MAJOR kernel accesses it as
+    [channels, pixels], the others as [pixels, channels]; pixels are contiguous in NCHW,
+    channels in channels_last."""
+    pixel_major = row["constexprs"].get("PIXEL_MAJOR", False)
+    shape, pixel_axis = ((other, P), 1) if pixel_major else ((P, other), 0)
+    return _coalesced_if(row, op, shape, pixel_axis if layout == "nchw" else 1 - pixel_axis)
+
+
+def _deform_row(rows: dict, kernel: str, layout: str) -> dict:
+    """The compile case of a deform kernel at 3x3 fp16 with offset and mask, for the layout."""
+    return rows[f"{kernel}-fp16-k3x3-off1-mask1" + ("-fixed0" if kernel == "dc_bwd_data" else "")
+                + ("-cl" if layout == "channels_last" else "")]
+
+
+def deform_forward(rows: dict, layout: str) -> list:
+    """dc_fwd at 64->64 3x3: programs of BLOCK_P pixels x BLOCK_O outputs; per (tap, channel block) a
+    4-corner gather of a pixels x BLOCK_C tile of x and a [BLOCK_C, BLOCK_O] weight tile; one store."""
+    row = _deform_row(rows, "dc_fwd", layout)
+    P, Cb, O = row["constexprs"]["BLOCK_P"], row["constexprs"]["BLOCK_C"], row["constexprs"]["BLOCK_O"]
+    programs = math.ceil(HW / P) * math.ceil(C / O)
+    steps = programs * K * math.ceil(C / Cb)
+    streams = [
+        Stream("x gather (4 corners)", steps * 4 * P * Cb, E, _pixel_tile(row, "tt.load", P, Cb, layout), True),
+        # weight packed [groups, taps, Cin_g, Cout_g] by the launcher: output channels contiguous
+        Stream("weight tile", steps * Cb * O, E, _coalesced_if(row, "tt.load", (Cb, O), 1)),
+        Stream("offset + mask", HW * 27, E, layout == "nchw"),
+        Stream("out", HW * C, E, _pixel_tile(row, "tt.store", P, O, layout)),
+    ]
+    flops = 2 * HW * C * C * K
+    return [("dc_fwd", row, streams, flops)]
+
+
+def deform_backward(rows: dict, layout: str) -> list:
+    """dc_bwd_data (per tap and channel block: the [BLOCK_P, BLOCK_O] grad_out and [BLOCK_O, BLOCK_C]
+    weight tiles re-loaded, 4-corner gather and 4-corner float32 atomics of pixels x BLOCK_C) and
+    dc_bwd_weight (per tap and channel block: gather and grad_out tile per BLOCK_P pixels)."""
+    data = _deform_row(rows, "dc_bwd_data", layout)
+    weight = _deform_row(rows, "dc_bwd_weight", layout)
+    P, Cb, O = data["constexprs"]["BLOCK_P"], data["constexprs"]["BLOCK_C"], data["constexprs"]["BLOCK_O"]
+    steps = math.ceil(HW / P) * K * math.ceil(C / Cb)
+    data_streams = [
+        Stream("grad_out tile (per tap, channel block)", steps * P * O, E, _pixel_tile(data, "tt.load", P, O, layout)),
+        # weight packed [groups, taps, Cout_g, Cin_g] by the launcher: input channels contiguous
+        Stream("weight tile", steps * O * Cb, E, _coalesced_if(data, "tt.load", (O, Cb), 1)),
+        Stream("x gather (4 corners)", steps * 4 * P * Cb, E, _pixel_tile(data, "tt.load", P, Cb, layout), True),
+        # the grad-input buffer: float32 NCHW whatever the layout, atomics as [BLOCK_C, BLOCK_P]
+        Stream("grad_input atomics (4 corners)", steps * 4 * P * Cb, 4,
+               _coalesced_if(data, "tt.atomic_rmw", (Cb, P), 1), True),
+        Stream("offset + mask in, their grads out", HW * 27 * 2, E, layout == "nchw"),
+    ]
+    P, Cb, O = weight["constexprs"]["BLOCK_P"], weight["constexprs"]["BLOCK_C"], weight["constexprs"]["BLOCK_O"]
+    steps = math.ceil(HW / P) * K * math.ceil(C / Cb)
+    weight_streams = [
+        Stream("x gather (4 corners)", steps * 4 * P * Cb, E, _pixel_tile(weight, "tt.load", P, Cb, layout), True),
+        Stream("grad_out tile", steps * P * O, E, _pixel_tile(weight, "tt.load", P, O, layout)),
+        Stream("offset + mask", HW * 27 * math.ceil(C / Cb), E, layout == "nchw"),
+    ]
+    flops = 2 * HW * C * C * K
+    return [("dc_bwd_data", data, data_streams, flops), ("dc_bwd_weight", weight, weight_streams, flops)]
+
+
+def dynamic_filter_forward(rows: dict, layout: str) -> list:
+    """df_fwd k=3: per [BLOCK_C channels, BLOCK_W pixels] program, the [K2P, BLOCK_W] taps (re-loaded and
+    soft-maxed per channel block) and the [K2P, BLOCK_C, BLOCK_W] gather; lanes along W assumed from the TTGIR."""
+    row = rows["df_fwd-fp16-k3-d1-mode1-softmax1"]
+    K2P, Cb, Wb = row["constexprs"]["K2P"], row["constexprs"]["BLOCK_C"], row["constexprs"]["BLOCK_W"]
+    nchw = layout == "nchw"  # channels_last input is made contiguous first: one copy more (below)
+    streams = [
+        Stream("taps (per channel block)", HW * K2P * math.ceil(C / Cb), E,
+               _coalesced_if(row, "tt.load", (K2P, Wb), 1)),
+        Stream("x gather", HW * C * K2P, E, _coalesced_if(row, "tt.load", (K2P, Cb, Wb), 2)),
+        Stream("out", HW * C, E, _coalesced_if(row, "tt.store", (Cb, Wb), 1)),
+    ]
+    if not nchw:
+        streams.append(Stream("channels_last -> NCHW copy", 2 * HW * C, E, True))
+    return [("df_fwd", row, streams, 0.0)]
+
+
+def attention_forward(rows: dict, layout: str) -> list:
+    """ea_ctx_partial ([BLOCK_L, BLOCK_K] key tile, [BLOCK_C, BLOCK_L] value tile) and ea_out (query, gate,
+    out) at C = C2 = 64, L = 720*1280; the maps of [N, C, L] are L apart, positions contiguous."""
+    part = rows["ea_ctx_partial-fp16-C64-C264"]
+    out = rows["ea_out-fp16-C64-C264-gate1"]
+    Cb, Kb, Lb = (part["constexprs"][k] for k in ("BLOCK_C", "BLOCK_K", "BLOCK_L"))
+    n_cb = math.ceil(C / Cb)
+    part_streams = [
+        Stream("key tile", HW * C * n_cb, E, _coalesced_if(part, "tt.load", (Lb, Kb), 0)),
+        Stream("value tile", HW * C, E, _coalesced_if(part, "tt.load", (Cb, Lb), 1)),
+    ]
+    Cb_o, Kb_o, Lb_o = (out["constexprs"][k] for k in ("BLOCK_C", "BLOCK_K", "BLOCK_L"))
+    out_streams = [
+        Stream("query tile", HW * C, E, _coalesced_if(out, "tt.load", (Kb_o, Lb_o), 1)),
+        Stream("gate", HW * C, E, _coalesced_if(out, "tt.load", (Cb_o, Lb_o), 1)),
+        Stream("out", HW * C, E, _coalesced_if(out, "tt.store", (Cb_o, Lb_o), 1)),
+    ]
+    flops = 2 * HW * C * C
+    return [("ea_ctx_partial", part, part_streams, flops), ("ea_out", out, out_streams, flops)]
+
+
+def strip_pool_forward(rows: dict, layout: str) -> list:
+    """strip_reduce (one read of x, rows of BLOCK_W pixels) and strip_spread (one write of the output)."""
+    reduce_row = rows["strip_reduce-fp16-mode0"]
+    spread_row = rows["strip_spread-fp16-mode0"]
+    return [("strip_reduce", reduce_row, [Stream("x", HW * C, E, True)], 0.0),
+            ("strip_spread", spread_row, [Stream("out", HW * C, E, True)], 0.0)]
+
+
+def ba_mask_forward(rows: dict, layout: str) -> list:
+    """blur_aware_mask fwd at F = 64, C = 64: reads x, writes out (z from the small tables)."""
+    fwd = rows["blur_aware_mask_fwd-fp16-F64-bias1"]
+    return [("blur_aware_mask_fwd", fwd, [Stream("x", HW * C, E, True), Stream("out", HW * C, E, True)],
+             2 * HW * C * 64)]
+
+
+def ba_mask_backward(rows: dict, layout: str) -> list:
+    """blur_aware_mask bwd kernel (all gradients): reads grad_out and x; writes grad_x, grad_u, z and
+    float32 grad_z (the tables' and weight's gradients are reduced from them afterwards, not modelled)."""
+    bwd = rows["blur_aware_mask_bwd-fp16-F64-need1111"]
+    return [("blur_aware_mask_bwd", bwd, [Stream("grad_out, x", 2 * HW * C, E, True),
+                                          Stream("grad_x, grad_u", 2 * HW * C, E, True),
+                                          Stream("z", HW * 64, E, True), Stream("grad_z", HW * 64, 4, True)],
+             4 * HW * C * 64)]
+
+
+# (op, layout, model, bytes_min, HBM bytes the kernels move, FLOPs for the roofline floor)
+_DEFORM_MIN = (2 * C + 27) * HW * E
+OPS = [
+    ("deform_conv2d fwd", "nchw", deform_forward, _DEFORM_MIN, _DEFORM_MIN, 2 * HW * C * C * K),
+    ("deform_conv2d fwd", "channels_last", deform_forward, _DEFORM_MIN, _DEFORM_MIN, 2 * HW * C * C * K),
+    # grad_out, x, offset, mask in; grad_x, grad_offset, grad_mask out. Moved: x twice, the float32
+    # grad-input buffer zeroed, accumulated in L2 and written back, then read and cast.
+    ("deform_conv2d bwd", "nchw", deform_backward, (3 * C + 2 * 27) * HW * E,
+     (4 * C + 4 * 27) * HW * E + 3 * HW * C * 4 + HW * C * E, 2 * 2 * HW * C * C * K),
+    ("deform_conv2d bwd", "channels_last", deform_backward, (3 * C + 2 * 27) * HW * E,
+     (4 * C + 4 * 27) * HW * E + 3 * HW * C * 4 + HW * C * E, 2 * 2 * HW * C * C * K),
+    ("dynamic_filter2d fwd", "nchw", dynamic_filter_forward, (2 * C + K) * HW * E, (2 * C + K) * HW * E, 0),
+    ("efficient_attention fwd", "nchw", attention_forward, 5 * C * HW * E, 6 * C * HW * E, 4 * HW * C * C),
+    ("strip_pool fwd", "nchw", strip_pool_forward, 2 * C * HW * E, 2 * C * HW * E, 0),
+    ("blur_aware_mask fwd", "nchw", ba_mask_forward, 2 * C * HW * E, 2 * C * HW * E, 2 * HW * C * 64),
+    # bytes_min: grad_out, x in, grad_x out; moved: + grad_u, z (16-bit) and grad_z (float32) written by the
+    # kernel and read again by the reductions that follow it
+    ("blur_aware_mask bwd kernel", "nchw", ba_mask_backward, 3 * C * HW * E,
+     (3 * C + 2 * C + 2 * 64) * HW * E + 2 * 64 * HW * 4, 4 * HW * C * 64),
+]
+
+
+def estimates(rows: dict, arch) -> list[dict]:
+    """One estimate row per (op, layout) of OPS from the compiled rows {case: row}."""
+    out = []
+    for op, layout, model, bytes_min, bytes_moved, flops in OPS:
+        try:
+            kernels = model(rows, layout)
+        except KeyError:  # a kernel of the op was not compiled (bench.static --only, or a failed compile)
+            continue
+        parts = [{"kernel": name, "case": row["case"], **kernel_time(row, streams, kflops, arch)}
+                 for name, row, streams, kflops in kernels]
+        hbm_ms = bytes_moved / HBM_MEASURED * 1e3
+        kernels_ms = sum(p["ms"] for p in parts)
+        est = max(hbm_ms, kernels_ms)
+        floor = max(flops / TC_PEAK, bytes_min / HBM_PEAK) * 1e3
+        out.append({
+            "op": op, "layout": layout, "shape": f"{N}x{C}x{H}x{W} 3x3 fp16", "bytes_min": bytes_min,
+            "bytes_moved": bytes_moved, "hbm_ms": hbm_ms, "estimate_ms": est, "floor_ms": floor,
+            "pct_roofline": 100 * floor / est, "bound": "hbm" if hbm_ms >= kernels_ms else
+            "+".join(f"{p['kernel']}:{p['bound']}" for p in parts),
+            "kernels": parts, "coalesced": {f"{name}: {s.what}": s.coalesced for name, _, streams, _ in kernels
+                                            for s in streams},
+        })
+    return out

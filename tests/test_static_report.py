@@ -1,0 +1,180 @@
+"""The static kernel report's instruments (deblurfast.bench.static, static_model): the cubin and
+SASS readers on a real compiled kernel, the occupancy arithmetic, and the time model's response
+to where warp lanes lie. The whole report (`deblurfast bench --static`) compiles every case and
+is too slow for CI; test_triton_compile.py runs the same compile and checks over all of them."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from deblurfast.bench import static, static_model
+
+pytest.importorskip("triton")
+
+# A small kernel and large ones: strip_reduce_finish (a reduction over partials); deform_conv2d's
+# forward (an implicit GEMM on tensor cores with a 4-corner gather) for NCHW and channels_last, and
+# its input backward (gathers and atomics), the hot path at the op sweep's 64 -> 64 3x3 float16.
+SMALL, LARGE = "strip_reduce_finish-fp32", "dc_fwd-fp16-k3x3-off1-mask1"
+LARGE_CL, LARGE_BWD = LARGE + "-cl", "dc_bwd_data-fp16-k3x3-off1-mask1-fixed0"
+
+_ROWS = """
+import json, sys
+from deblurfast.bench import static
+target = static.arch("sm_90")
+cases = {c[0]: c for c in static.triton_cases()}
+rows = {}
+for name in sys.argv[1:]:
+    compiled = static.compile_triton(cases[name], target)
+    usage, sass = static.read_cubin(compiled.asm["cubin"])
+    rows[name] = {"row": static.triton_row(cases[name], target), "metadata_shared": compiled.metadata.shared,
+                  "usage": usage, "sass": sass, "ptx": compiled.asm["ptx"]}
+print(json.dumps(rows))
+"""
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    try:
+        static.cuobjdump()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, "-c", _ROWS, SMALL, LARGE, LARGE_CL, LARGE_BWD], capture_output=True,
+                         text=True, env=env)
+    assert res.returncode == 0, res.stderr[-4000:]
+    return json.loads(res.stdout.splitlines()[-1])
+
+
+def test_every_kernel_function_in_the_cubin_is_read(compiled):
+    for name, c in compiled.items():
+        kernel = c["row"]["kernel"]
+        usage = static.parse_resource_usage(c["usage"])
+        assert list(usage) == [kernel]
+        assert 0 < usage[kernel]["registers"] <= 255
+        sass = static.sass_stats(c["sass"])
+        assert list(sass) == [kernel]
+        # every SASS instruction line of the function is counted once, NOPs and the final self-branch aside
+        lines = [ln for ln in c["sass"].splitlines() if ln.strip().startswith("/*") and "*/" in ln
+                 and ln.split("*/", 1)[1].strip() and not ln.split("*/", 1)[1].strip().startswith("/*")]
+        real = [ln for ln in lines if " NOP" not in ln]
+        assert sass[kernel]["instructions"] == len(real) - 1
+
+
+def test_memory_instructions_match_the_ptx(compiled):
+    """The SASS global loads/stores by width agree with the PTX's ld.global/st.global by width
+    (ptxas keeps every global access of these kernels: no vector merging across PTX instructions)."""
+    for name, c in compiled.items():
+        row, ptx = c["row"], c["ptx"]
+        for kind in ("ld", "st"):
+            sass_total = sum(v for k, v in row.items() if k.startswith(f"{kind}.global."))
+            ptx_total = sum(1 for ln in ptx.splitlines() if f"{kind}.global." in ln)
+            assert sass_total == ptx_total, (name, kind, sass_total, ptx_total)
+
+
+def test_large_kernel_reads_as_the_issue_found_it(compiled):
+    """dc_fwd fp16: tensor-core (wgmma) instructions, 16-bit scalar gathers, and the 4-warp program's
+    registers limit the SM to few CTAs; the occupancy follows from the register count."""
+    row = compiled[LARGE]["row"]
+    assert row["tensor.HGMMA"] > 0
+    assert row["ld.global.16"] > 0
+    assert row["shared"] == compiled[LARGE]["metadata_shared"] + static.parse_resource_usage(
+        compiled[LARGE]["usage"])[row["kernel"]]["static_shared"]
+    expect = static.occupancy(row["registers"], row["shared"], row["num_warps"], static.arch("sm_90"))
+    assert row["ctas_per_sm"] == expect["ctas_per_sm"]
+
+
+def _tiles(row, op, shape):
+    return [a for a in row["accesses"] if a["op"] == op and a["shape"] == list(shape)]
+
+
+def test_deform_hot_tiles_put_warp_lanes_on_the_contiguous_axis(compiled):
+    """From the TTGIR: for NCHW (PIXEL_MAJOR) the 4-corner gathers are [BLOCK_C, BLOCK_P] tiles and the
+    output store [BLOCK_O, BLOCK_P], lanes along the pixels (axis 1); for channels_last the gathers are
+    [BLOCK_P, BLOCK_C], lanes along the channels (axis 1); the grad-input atomics (an NCHW buffer) are
+    [BLOCK_C, BLOCK_P], lanes along the pixels."""
+    fwd, cl, bwd = (compiled[name]["row"] for name in (LARGE, LARGE_CL, LARGE_BWD))
+    assert fwd["constexprs"]["PIXEL_MAJOR"] and bwd["constexprs"]["PIXEL_MAJOR"]
+    assert not cl["constexprs"]["PIXEL_MAJOR"]
+
+    def tiles(row):
+        return (row["constexprs"][k] for k in ("BLOCK_P", "BLOCK_C", "BLOCK_O"))
+    for row, pixels_last in ((fwd, True), (cl, False), (bwd, True)):
+        P, Cb, _ = tiles(row)
+        gathers = _tiles(row, "tt.load", (Cb, P) if pixels_last else (P, Cb))
+        assert len(gathers) >= 4 and all(a["lane_axis"] == 1 for a in gathers), (row["case"], row["accesses"])
+    P, _, O = tiles(fwd)
+    stores = _tiles(fwd, "tt.store", (O, P))
+    assert stores and all(a["lane_axis"] == 1 for a in stores)
+    P, Cb, _ = tiles(bwd)
+    atomics = _tiles(bwd, "tt.atomic_rmw", (Cb, P))
+    assert len(atomics) == 4 and all(a["lane_axis"] == 1 for a in atomics)
+
+
+def test_fixed_hot_path_configurations_keep_no_stack_frame(compiled):
+    """deform_conv2d's NCHW float16 forward and input backward spilled 1,216 and 3,520 B per thread
+    before their tiles went pixel-major (and the backward's channel blocks to 16)."""
+    for name in (LARGE, LARGE_BWD):
+        assert compiled[name]["row"]["stack"] == 0, name
+
+
+def test_occupancy_arithmetic():
+    sm90 = static.arch("sm_90")
+    # 255 registers: 8192 per warp (rounded to 256), 65536 / (8192 * 4 warps) = 2 CTAs, 8 warps
+    assert static.occupancy(255, 0, 4, sm90)["warps_per_sm"] == 8
+    assert static.occupancy(255, 0, 4, sm90)["limited_by"] == "registers"
+    # 32 registers, 4 warps: 16 CTAs by warps (64 / 4), 16 by registers; never more than 64 warps
+    assert static.occupancy(32, 0, 4, sm90)["warps_per_sm"] == 64
+    # shared memory: (232448 + 1024) per CTA leaves room for one CTA, 2 at 100 KB
+    assert static.occupancy(32, 232448, 4, sm90)["ctas_per_sm"] == 1
+    assert static.occupancy(32, 100 * 1024, 4, sm90)["ctas_per_sm"] == 2
+    assert static.occupancy(32, 100 * 1024, 4, sm90)["limited_by"] == "shared"
+    with pytest.raises(ValueError, match="arch: expected one of"):
+        static.arch("sm_75")
+
+
+@pytest.mark.parametrize("opcode, kind", [
+    ("LDG.E.128.CONSTANT", "ld.global.128"), ("LDG.E.U16", "ld.global.16"), ("LDG.E.64", "ld.global.64"),
+    ("LDG.E", "ld.global.32"), ("LDG.E.LTC128B.U16.CONSTANT", "ld.global.16"), ("STG.E.U16", "st.global.16"),
+    ("STG.E.128", "st.global.128"), ("RED.E.ADD.F32.FTZ.RN.STRONG.GPU", "atom.global.32"),
+    ("RED.E.ADD.64.STRONG.GPU", "atom.global.64"), ("ATOMG.E.ADD.F64.RN.STRONG.GPU", "atom.global.64"),
+    ("HGMMA.64x64x16.F32", "tensor.HGMMA"), ("HMMA.16816.F32", "tensor.HMMA"), ("STL", "st.local"),
+    ("LDL.64", "ld.local"), ("FFMA", None), ("LDS.128", None),
+])
+def test_sass_opcodes_are_classified_by_width(opcode, kind):
+    assert static.classify(opcode) == kind
+
+
+def test_blocked_layout_lane_axis():
+    ttgir = ("#blocked = #ttg.blocked<{sizePerThread = [1, 1], threadsPerWarp = [1, 32], warpsPerCTA = [4, 1], "
+             "order = [1, 0]}>\n#blocked1 = #ttg.blocked<{sizePerThread = [1, 1], threadsPerWarp = [32, 1], "
+             "warpsPerCTA = [1, 4], order = [0, 1]}>\n"
+             "    %5 = tt.load %4, %3 : tensor<64x32x!tt.ptr<f16>, #blocked> loc(#loc)\n"
+             "    tt.store %7, %6 : tensor<64x64x!tt.ptr<f16>, #blocked1> loc(#loc)\n")
+    got = static.accesses(ttgir)
+    assert got == [{"op": "tt.load", "shape": [64, 32], "type": "f16", "lane_axis": 1},
+                   {"op": "tt.store", "shape": [64, 64], "type": "f16", "lane_axis": 0}]
+
+
+def _row(lane_axis, warps_per_sm=64):
+    return {"case": "x", "sass_instructions": 100, "ld.global.16": 10, "warps_per_sm": warps_per_sm,
+            "accesses": [{"op": "tt.load", "shape": [64, 32], "lane_axis": lane_axis}]}
+
+
+def test_model_charges_strided_lanes_a_line_each():
+    """A gather whose lanes lie along the strided axis costs 32 lines per warp instruction, against
+    ceil(32 * 2 B / 128 B) + 1 = 2 along the contiguous one; too few warps stretch memory time."""
+    sm90 = static.arch("sm_90")
+    times = {}
+    for axis in (0, 1):
+        coalesced = static_model.lane_axis(_row(axis), "tt.load", (64, 32)) == 0
+        stream = static_model.Stream("x", 1e9, 2, coalesced, gather=True)
+        times[axis] = static_model.kernel_time(_row(axis), [stream], 0.0, sm90)
+    assert times[1]["wavefronts"] == 16 * times[0]["wavefronts"]
+    assert times[1]["lsu_ms"] == pytest.approx(16 * times[0]["lsu_ms"])
+    few = static_model.kernel_time(_row(0, warps_per_sm=8), [static_model.Stream("x", 1e9, 2, True, True)], 0.0, sm90)
+    assert few["lsu_ms"] == pytest.approx(2 * times[0]["lsu_ms"])
+    assert static_model.lane_axis(_row(0), "tt.load", (32, 64)) is None
+
