@@ -10,7 +10,7 @@ def _bench(args) -> int:
     from .. import bench
 
     if args.static:
-        from .bench import static
+        from ..bench import static
 
         return static.run(args.arch, args.out)
     if args.models:
