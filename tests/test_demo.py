@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+from deblurfast import weights
 from deblurfast.cli import demo
 from deblurfast._files import atomic_path, write_text
 from deblurfast.models import num_parameters
@@ -14,10 +15,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_bundled_weights_match_their_card():
-    card = demo.default_card()
-    model = demo.default_model()  # strict load: every key and shape of the card's configuration
+    card = weights.default_card()
+    model = weights.default_model()  # strict load: every key and shape of the card's configuration
     assert num_parameters(model) == card["parameters"]
-    size = os.path.getsize(os.path.join(os.path.dirname(demo.__file__), "weights", card["weights"]))
+    size = os.path.getsize(os.path.join(os.path.dirname(weights.__file__), card["weights"]))
     assert size <= 20 * 2**20
     for key in ("data", "training", "heldout"):
         assert card[key], key
@@ -93,11 +94,11 @@ def test_card_heldout_scores_are_reproduced(tmp_path):
     from deblurfast.train.data import sample_images
     from deblurfast.train.default_weights import HELDOUT, heldout_scores
 
-    card = demo.default_card()
+    card = weights.default_card()
     assert tuple(card["data"]["heldout_images"]) == HELDOUT
     paths = sample_images(str(tmp_path), names=HELDOUT)
     images = {os.path.splitext(os.path.basename(p))[0]: read_image(p) for p in paths}
-    scores = heldout_scores(demo.default_model(), images, "cpu")
+    scores = heldout_scores(weights.default_model(), images, "cpu")
     for key in ("psnr_blurred", "psnr_deblurred"):
         assert abs(scores[key] - card["heldout"][key]) < 0.01, key
     for key in ("ssim_blurred", "ssim_deblurred"):
