@@ -1,0 +1,32 @@
+"""The one-buffer form of strip_pool's output that the Triton and C++ backends write:
+[N, C, H*K + K*W] with K = sum(sizes), per plane the v maps [H, K] then the h maps [K, W]."""
+
+from __future__ import annotations
+
+from typing import List
+
+import torch
+
+from .reference import strip_pool_reference
+
+
+def pool_buffer_reference(x: torch.Tensor, sizes: List[int]) -> torch.Tensor:
+    """The buffer computed by the reference (differentiable)."""
+    N, C = x.shape[:2]
+    pooled = strip_pool_reference(x, tuple(sizes))
+    v = torch.cat([v for v, _ in pooled], dim=3).reshape(N, C, -1)
+    h = torch.cat([h for _, h in pooled], dim=2).reshape(N, C, -1)
+    return torch.cat([v, h], dim=2)
+
+
+def pool_buffer_views(buf: torch.Tensor, shape, sizes) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """[(v_n, h_n)] as views of the buffer: v_n [N, C, H, n] (row stride K), h_n [N, C, n, W]."""
+    N, C, H, W = shape
+    K = sum(sizes)
+    v = buf[..., : H * K].view(N, C, H, K)
+    h = buf[..., H * K :].view(N, C, K, W)
+    out, off = [], 0
+    for n in sizes:
+        out.append((v[..., off : off + n], h[:, :, off : off + n, :]))
+        off += n
+    return out
