@@ -166,7 +166,7 @@ at::Tensor efficient_attention_cpu(const at::Tensor& value_in, const at::Tensor&
     using T = scalar_t;
     at::Tensor ctx, kmax, ksum;
     context<T>(s, v.const_data_ptr<T>(), k.const_data_ptr<T>(), opt, ctx, kmax, ksum);
-    if (gate_in.has_value() && gate_in->defined()) ctx.mul_(gate_in->unsqueeze(2));
+    if (gate_in.has_value() && gate_in->defined()) ctx.mul_(gate_in->detach().unsqueeze(2));  // detached: out= GEMMs refuse tensors that require grad
     const T* qp = q.const_data_ptr<T>();
     T* op = out.mutable_data_ptr<T>();
     const int64_t blocks = (s.Lout + kBlock - 1) / kBlock;
@@ -214,7 +214,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> efficient_attention_b
             *gop = go.const_data_ptr<T>();
     at::Tensor ctx, kmax, ksum;
     context<T>(s, vp, kp, opt, ctx, kmax, ksum);
-    const at::Tensor gate = has_gate ? gate_in->unsqueeze(2) : at::Tensor();
+    const at::Tensor gate = has_gate ? gate_in->detach().unsqueeze(2) : at::Tensor();
     const at::Tensor A = has_gate ? ctx * gate : ctx;  // out = A @ softmax(query)
     const bool want_A = want_v || want_k || want_g;
     // Output positions: the query's gradient, and chunk partials of grad_A = grad_out @ softmax(query)^T.

@@ -281,6 +281,11 @@ at::Tensor wrap(const void* data, at::IntArrayRef sizes, at::IntArrayRef strides
   return at::from_blob(const_cast<void*>(data), sizes, strides, opt);
 }
 
+// weight as [C, F] for at::mm_out, detached: an out= GEMM refuses an argument that requires grad.
+at::Tensor gemm_weight(const at::Tensor& weight, const MaskShape& s) {
+  return weight.reshape({s.C, s.F}).contiguous().detach();
+}
+
 // The tile's z [F, P] (P = rows * W pixels from row y0 of image n).
 template <typename T>
 void mask_tile_z(const MaskShape& s, const T* row_table, const T* col_table, const int64_t* ci, const int64_t* ri,
@@ -310,7 +315,7 @@ at::Tensor blur_aware_mask_cpu(const at::Tensor& x_in, const at::Tensor& row_tab
   const MaskShape s = mask_shape(op, x_in, row_table_in, col_table_in, weight_in, bias_in, col_index, row_index);
   const auto ci = index_values(op, "col_index", col_index, s.KA), ri = index_values(op, "row_index", row_index, s.KB);
   const at::Tensor x = x_in.contiguous(), rt = row_table_in.contiguous(), ct = col_table_in.contiguous(),
-                   w = weight_in.reshape({s.C, s.F}).contiguous();
+                   w = gemm_weight(weight_in, s);
   const at::Tensor b = bias_in.has_value() && bias_in->defined() ? bias_in->contiguous() : at::Tensor();
   at::Tensor out = at::empty(x.sizes(), x.options());
   if (out.numel() == 0) return out;
@@ -367,7 +372,7 @@ blur_aware_mask_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x_in,
   const at::Tensor none_x = col_index.new_empty({0}), none_y = row_index.new_empty({0});
   if (grad_out.numel() == 0 || !(want_x || want_z || want_w || want_b)) return {gx, grt, gct, gw, gb, none_x, none_y};
   const at::Tensor x = x_in.contiguous(), rt = row_table_in.contiguous(), ct = col_table_in.contiguous(),
-                   w = weight_in.reshape({s.C, s.F}).contiguous(), go = grad_out.contiguous();
+                   w = gemm_weight(weight_in, s), go = grad_out.contiguous();
   const at::Tensor b = has_bias ? bias_in->contiguous() : at::Tensor();
   const int64_t tiles = s.N * s.tiles_per_image, Pmax = s.rows_per_tile * s.W;
   // Per-tile partial sums of the weight and bias gradients, added in tile order at the end; the
