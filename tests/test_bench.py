@@ -70,6 +70,32 @@ def test_compile_peer_refusal_is_reported(tmp_path):
     assert "fwd_ms_median" not in row and row["status"].startswith("not run: inductor")
 
 
+def test_onnxruntime_deform_peer_matches_the_reference():
+    # a one-node DeformConv model (3 offset groups, stride 2, channels_last input), checked against the
+    # float64 reference by run_case and timed forward only
+    import pytest
+    import torch
+
+    pytest.importorskip("onnxruntime")
+    from deblurfast.bench import core, ops
+
+    cpu = torch.device("cpu")
+    case = ops.deform_case(1, 6, 9, 11, 3, layout="channels_last")
+    make = case.make
+
+    def strided(device, dtype):
+        x, offset, weight, bias, _, padding, dilation, mask = make(device, dtype)
+        offset = torch.cat([offset[:, :, ::2, ::2]] * 3, 1)
+        return x, offset, weight, bias, 2, padding, dilation, torch.cat([mask[:, :, ::2, ::2]] * 3, 1)
+
+    case.make = strided
+    rows = {r["backend"]: r for r in ops.run_case(case, cpu, torch.float64, 1, core.environment(cpu))}
+    row = rows["onnxruntime DeformConv"]
+    assert row["status"] == "ok (forward only)", row["status"]
+    assert row["max_err_fwd"] < 1e-12 and "fwd_ms_median" in row and "fwd_bwd_ms_median" not in row
+    assert rows["cpu"]["status"] == "ok" and "fwd_bwd_ms_median" in rows["cpu"]
+
+
 def test_model_bench_times_every_candidate_and_the_stream(tmp_path):
     import torch
     from torch import nn

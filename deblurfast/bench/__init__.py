@@ -13,22 +13,23 @@ from .plots import plot_rows
 
 
 def run_ops(quick: bool, device: str | None = None, dtypes: list[str] | None = None, reps: int | None = None,
-            out_dir: str | None = None, compile_peer: bool | None = None) -> list[dict]:
-    """Benchmarks every op (see deblurfast.bench.ops.cases); prints a line per result
-    and a markdown table; writes <out_dir>/ops-{quick,full}-<device>.{jsonl,md}."""
+            out_dir: str | None = None, compile_peer: bool | None = None, peers: bool = False) -> list[dict]:
+    """Benchmarks every op (see deblurfast.bench.ops.cases, or ops.peer_cases with peers=True);
+    prints a line per result and a markdown table; writes <out_dir>/ops-{quick,full,peers}-<device>.{jsonl,md}."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("deblurfast bench: --device cuda but no CUDA device is visible")
     names = dtypes or (["float32", "float16", "bfloat16"] if dev.type == "cuda" else ["float32"])
     reps = reps or (20 if dev.type == "cuda" else 5)
-    compile_peer = (not quick) if compile_peer is None else compile_peer
+    compile_peer = (not quick and not peers) if compile_peer is None else compile_peer
     env = environment(dev)
-    print(f"deblurfast bench ({'quick' if quick else 'full'}) on {env['device']} ({dev.type}), "
+    suite = "peers" if peers else "quick" if quick else "full"
+    print(f"deblurfast bench ({suite}) on {env['device']} ({dev.type}), "
           f"torch {env['torch']}, triton {env['triton']}, commit {env['commit']}, {reps} timed runs each",
           flush=True)
     rows = []
-    stem = f"ops-{'quick' if quick else 'full'}-{dev.type}"
-    for case in ops.cases(dev, quick):
+    stem = f"ops-{suite}-{dev.type}"
+    for case in ops.peer_cases() if peers else ops.cases(dev, quick):
         for name in names:
             case_rows = ops.run_case(case, dev, getattr(torch, name), reps, env, compile_peer)
             for r in case_rows:

@@ -21,12 +21,37 @@ def pool_buffer_reference(x: torch.Tensor, sizes: List[int]) -> torch.Tensor:
 
 def pool_buffer_views(buf: torch.Tensor, shape, sizes) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """[(v_n, h_n)] as views of the buffer: v_n [N, C, H, n] (row stride K), h_n [N, C, n, W]."""
+    views = _BufferViews.apply(buf, tuple(shape), tuple(sizes))
+    return [(views[2 * i], views[2 * i + 1]) for i in range(len(sizes))]
+
+
+def _views(buf: torch.Tensor, shape, sizes) -> list[torch.Tensor]:
     N, C, H, W = shape
     K = sum(sizes)
     v = buf[..., : H * K].view(N, C, H, K)
     h = buf[..., H * K :].view(N, C, K, W)
     out, off = [], 0
     for n in sizes:
-        out.append((v[..., off : off + n], h[:, :, off : off + n, :]))
+        out += [v[..., off : off + n], h[:, :, off : off + n, :]]
         off += n
     return out
+
+
+class _BufferViews(torch.autograd.Function):
+    """The views, with a backward that writes every view's gradient into one buffer (autograd's own
+    backward of 2 * len(sizes) slices fills and adds a buffer-sized tensor per slice, which cost more
+    than the pooling kernel)."""
+
+    @staticmethod
+    def forward(ctx, buf, shape, sizes):
+        ctx.shape, ctx.sizes, ctx.buf_shape = shape, sizes, buf.shape
+        return tuple(_views(buf, shape, sizes))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        like = next(g for g in grads if g is not None)
+        grad_buf = like.new_zeros(ctx.buf_shape)
+        for view, g in zip(_views(grad_buf, ctx.shape, ctx.sizes), grads):
+            if g is not None:
+                view.copy_(g)
+        return grad_buf, None, None
