@@ -38,9 +38,9 @@ def _views(buf: torch.Tensor, shape, sizes) -> list[torch.Tensor]:
 
 
 class _BufferViews(torch.autograd.Function):
-    """The views, with a backward that writes every view's gradient into one buffer (autograd's own
-    backward of 2 * len(sizes) slices fills and adds a buffer-sized tensor per slice, which cost more
-    than the pooling kernel)."""
+    """The views, with a backward that concatenates the views' gradients into one buffer (autograd's
+    own backward of 2 * len(sizes) slices fills and adds a buffer-sized tensor per slice, which cost
+    more than the pooling kernel)."""
 
     @staticmethod
     def forward(ctx, buf, shape, sizes):
@@ -49,9 +49,12 @@ class _BufferViews(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
+        # out of place (cat), so that the backward is itself differentiable (double backward)
+        N, C, H, W = ctx.shape
         like = next(g for g in grads if g is not None)
-        grad_buf = like.new_zeros(ctx.buf_shape)
-        for view, g in zip(_views(grad_buf, ctx.shape, ctx.sizes), grads):
-            if g is not None:
-                view.copy_(g)
-        return grad_buf, None, None
+        shapes = [s for n in ctx.sizes for s in ((N, C, H, n), (N, C, n, W))]
+        grads = [g if g is not None else like.new_zeros(s) for g, s in zip(grads, shapes)]
+        K = sum(ctx.sizes)
+        v = torch.cat(grads[0::2], dim=3).reshape(N, C, H * K)
+        h = torch.cat(grads[1::2], dim=2).reshape(N, C, K * W)
+        return torch.cat([v, h], dim=2), None, None
