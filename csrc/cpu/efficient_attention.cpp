@@ -71,6 +71,13 @@ at::Tensor wrap(const void* data, at::IntArrayRef sizes, at::IntArrayRef strides
   return at::from_blob(const_cast<void*>(data), sizes, strides, opt);
 }
 
+// x = exp(x) for n elements, by torch's vectorized kernel (one thread: called inside parallel_for).
+template <typename T>
+void exp_inplace(T* x, int64_t n, const at::TensorOptions& opt) {
+  at::Tensor t = wrap(x, {n}, {1}, opt);
+  at::exp_(t);
+}
+
 // ctx [N, C, C2] = value @ softmax_over_positions(key)^T, and the key's max [N, C2] and sum of
 // exp(key - max) [N, C2].
 template <typename T>
@@ -98,8 +105,13 @@ void context(const AttentionShape& s, const T* v, const T* k, const at::TensorOp
           rescale |= scale[c2] != T(1);
           tm[c2] = bm;
           T* er = e.data() + c2 * B;
+          for (int64_t i = 0; i < B; ++i) er[i] = kr[i] - bm;
+        }
+        exp_inplace(e.data(), s.C2 * B, opt);
+        for (int64_t c2 = 0; c2 < s.C2; ++c2) {
+          const T* er = e.data() + c2 * B;
           T se = 0;
-          for (int64_t i = 0; i < B; ++i) se += (er[i] = std::exp(kr[i] - bm));
+          for (int64_t i = 0; i < B; ++i) se += er[i];
           ts[c2] = ts[c2] * scale[c2] + se;
         }
         if (rescale)
@@ -137,15 +149,20 @@ void context(const AttentionShape& s, const T* v, const T* k, const at::TensorOp
 
 // sq [C2, B] = softmax over the C2 maps of query columns [j0, j0 + B) of image n.
 template <typename T>
-void query_softmax(const AttentionShape& s, const T* q, int64_t n, int64_t j0, int64_t B, T* sq) {
+void query_softmax(const AttentionShape& s, const T* q, int64_t n, int64_t j0, int64_t B, T* sq,
+                   const at::TensorOptions& opt) {
   const T* qn = q + n * s.C2 * s.Lout + j0;
   std::vector<T> mx(B, -std::numeric_limits<T>::infinity()), sm(B, T(0));
   for (int64_t c2 = 0; c2 < s.C2; ++c2)
     for (int64_t j = 0; j < B; ++j) mx[j] = std::max(mx[j], qn[c2 * s.Lout + j]);
   for (int64_t c2 = 0; c2 < s.C2; ++c2)
-    for (int64_t j = 0; j < B; ++j) sm[j] += (sq[c2 * B + j] = std::exp(qn[c2 * s.Lout + j] - mx[j]));
+    for (int64_t j = 0; j < B; ++j) sq[c2 * B + j] = qn[c2 * s.Lout + j] - mx[j];
+  exp_inplace(sq, s.C2 * B, opt);
   for (int64_t c2 = 0; c2 < s.C2; ++c2)
-    for (int64_t j = 0; j < B; ++j) sq[c2 * B + j] /= sm[j];
+    for (int64_t j = 0; j < B; ++j) sm[j] += sq[c2 * B + j];
+  for (int64_t j = 0; j < B; ++j) sm[j] = T(1) / sm[j];
+  for (int64_t c2 = 0; c2 < s.C2; ++c2)
+    for (int64_t j = 0; j < B; ++j) sq[c2 * B + j] *= sm[j];
 }
 
 std::vector<int64_t> output_shape(const at::Tensor& value, const at::Tensor& query) {
@@ -174,7 +191,7 @@ at::Tensor efficient_attention_cpu(const at::Tensor& value_in, const at::Tensor&
       std::vector<T> sq(s.C2 * kBlock);
       for (int64_t task = begin; task < end; ++task) {
         const int64_t n = task / blocks, j0 = (task % blocks) * kBlock, B = std::min(kBlock, s.Lout - j0);
-        query_softmax(s, qp, n, j0, B, sq.data());
+        query_softmax(s, qp, n, j0, B, sq.data(), opt);
         at::Tensor o = wrap(op + n * s.C * s.Lout + j0, {s.C, B}, {s.Lout, 1}, opt);
         at::mm_out(o, ctx[n], wrap(sq.data(), {s.C2, B}, {B, 1}, opt));
       }
@@ -227,7 +244,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> efficient_attention_b
         const int64_t n = task / chunks, i0 = (task % chunks) * per_chunk, i1 = std::min(s.Lout, i0 + per_chunk);
         for (int64_t j0 = i0; j0 < i1; j0 += kBlock) {
           const int64_t B = std::min(kBlock, i1 - j0);
-          query_softmax(s, qp, n, j0, B, sq.data());
+          query_softmax(s, qp, n, j0, B, sq.data(), opt);
           const at::Tensor g = wrap(gop + n * s.C * s.Lout + j0, {s.C, B}, {s.Lout, 1}, opt);
           const at::Tensor sqt = wrap(sq.data(), {s.C2, B}, {B, 1}, opt);
           if (want_A) {
@@ -263,8 +280,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> efficient_attention_b
         const int64_t n = task / blocks, i0 = (task % blocks) * kBlock, B = std::min(kBlock, s.Lin - i0);
         for (int64_t c2 = 0; c2 < s.C2; ++c2) {
           const T* kr = kp + (n * s.C2 + c2) * s.Lin + i0;
-          const T M = mp[n * s.C2 + c2], S = sp[n * s.C2 + c2];
-          for (int64_t i = 0; i < B; ++i) sk[c2 * B + i] = std::exp(kr[i] - M) / S;
+          const T M = mp[n * s.C2 + c2];
+          for (int64_t i = 0; i < B; ++i) sk[c2 * B + i] = kr[i] - M;
+        }
+        exp_inplace(sk.data(), s.C2 * B, opt);
+        for (int64_t c2 = 0; c2 < s.C2; ++c2) {
+          const T inv = T(1) / sp[n * s.C2 + c2];
+          for (int64_t i = 0; i < B; ++i) sk[c2 * B + i] *= inv;
         }
         const at::Tensor skt = wrap(sk.data(), {s.C2, B}, {B, 1}, opt);
         if (gvp) {

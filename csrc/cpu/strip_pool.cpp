@@ -303,9 +303,16 @@ void mask_tile_z(const MaskShape& s, const T* row_table, const T* col_table, con
   }
 }
 
+// u [C, P] = sigmoid(u + bias[c]), by torch's vectorized kernel (one thread: called inside parallel_for).
 template <typename T>
-inline T sigmoid(T u) {
-  return T(1) / (T(1) + std::exp(-u));
+void sigmoid_inplace(at::Tensor& u, const T* bias) {
+  if (bias) {
+    T* up = u.mutable_data_ptr<T>();
+    const int64_t C = u.size(0), P = u.size(1);
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t q = 0; q < P; ++q) up[c * P + q] += bias[c];
+  }
+  at::sigmoid_(u);
 }
 
 at::Tensor blur_aware_mask_cpu(const at::Tensor& x_in, const at::Tensor& row_table_in, const at::Tensor& col_table_in,
@@ -335,11 +342,11 @@ at::Tensor blur_aware_mask_cpu(const at::Tensor& x_in, const at::Tensor& row_tab
         mask_tile_z(s, rtp, ctp, ci.data(), ri.data(), n, y0, rows, z.data());
         at::Tensor ut = wrap(u.data(), {s.C, P}, {P, 1}, opt);
         at::mm_out(ut, wt, wrap(z.data(), {s.F, P}, {P, 1}, opt));
+        sigmoid_inplace(ut, bp);
         for (int64_t c = 0; c < s.C; ++c) {
           const int64_t base = ((n * s.C + c) * s.H + y0) * s.W;
-          const T bc = bp ? bp[c] : T(0);
-          const T* uc = u.data() + c * P;
-          for (int64_t q = 0; q < P; ++q) op_[base + q] = xp[base + q] * sigmoid(uc[q] + bc);
+          const T* sc = u.data() + c * P;
+          for (int64_t q = 0; q < P; ++q) op_[base + q] = xp[base + q] * sc[q];
         }
       }
     });
@@ -398,18 +405,19 @@ blur_aware_mask_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x_in,
         at::Tensor ut = wrap(u.data(), {s.C, P}, {P, 1}, opt);
         at::mm_out(ut, w, zt);
         // u becomes the gradient of u in place; x's gradient is written on the way
+        sigmoid_inplace(ut, bp);
         for (int64_t c = 0; c < s.C; ++c) {
           const int64_t base = ((n * s.C + c) * s.H + y0) * s.W;
-          const T bc = bp ? bp[c] : T(0);
           T* uc = u.data() + c * P;
-          T bsum = 0;
-          for (int64_t q = 0; q < P; ++q) {
-            const T sg = sigmoid(uc[q] + bc), g = gop[base + q];
-            if (gxp) gxp[base + q] = g * sg;
-            uc[q] = g * xp[base + q] * sg * (T(1) - sg);
-            bsum += uc[q];
+          const T* g = gop + base;
+          if (gxp)
+            for (int64_t q = 0; q < P; ++q) gxp[base + q] = g[q] * uc[q];
+          for (int64_t q = 0; q < P; ++q) uc[q] = g[q] * xp[base + q] * uc[q] * (T(1) - uc[q]);
+          if (gbp) {
+            T bsum = 0;
+            for (int64_t q = 0; q < P; ++q) bsum += uc[q];
+            gbp[tile * s.C + c] = bsum;
           }
-          if (gbp) gbp[tile * s.C + c] = bsum;
         }
         if (want_w) {
           at::Tensor part = gw_parts[tile];
