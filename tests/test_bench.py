@@ -21,7 +21,7 @@ def test_bench_quick_runs_every_op_and_writes_results(tmp_path):
     ran = [r for r in rows if "fwd_ms_median" in r]
     assert {r["op"] for r in ran} == set(OPS)  # at least the reference of every op ran
     for r in ran:
-        assert r["status"] == "ok", r
+        assert r["status"] in ("ok", "ok (forward only)"), r  # forward only: onnxruntime's DeformConv
         assert r["fwd_ms_median"] > 0 and r["max_err_fwd"] < 1e-3
         for key in ("device", "torch", "commit", "dtype", "layout", "shape"):
             assert key in r
@@ -133,9 +133,9 @@ def test_ba_block_case_compares_the_fused_block_with_the_authors_chain():
     rows = ops.run_case(case, cpu, torch.float32, 1, core.environment(cpu))
     by = {r["backend"]: r for r in rows}
     assert by["reference"]["status"] == "ok" and by["reference"]["max_err_grad"] < 1e-4
-    assert by["cpu"]["status"] == "not implemented for blur_aware_mask"
+    assert by["cpu"]["status"] == "ok" and by["cpu"]["max_err_grad"] < 1e-4, by["cpu"]  # the fused path, C++
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):  # the fused path, on the interpreter
         assert by["triton"]["status"] == "ok", by["triton"]
     x, *params = case.make(cpu, torch.float64)
-    fused, authors = case.run(x, *params, backend="triton,reference"), case.run(x, *params, backend="reference")
+    fused, authors = case.run(x, *params, backend="cpu"), case.run(x, *params, backend="reference")
     torch.testing.assert_close(fused, authors)
