@@ -26,6 +26,27 @@ TORCH_LIBRARY(deblurfast, m) {
       "deform_conv2d_backward(Tensor grad_output, Tensor input, Tensor? offset, Tensor weight, Tensor? bias, "
       "Tensor? mask, int[2] stride, int[2] padding, int[2] dilation, bool[5] output_mask) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // ops.md §4. strip_pool returns one buffer [N, C, H*K + K*W] (K = sum(sizes)): per plane the v maps
+  // [H, K] (size n's bins at columns [sum of the sizes before n, + n)), then the h maps [K, W].
+  m.def("strip_pool(Tensor x, int[] sizes) -> Tensor");
+  m.def("strip_pool_backward(Tensor grad_buf, Tensor x, int[] sizes, bool[1] output_mask) -> Tensor[]");
+  m.def("strip_expand(Tensor v, Tensor h, int H, int W) -> Tensor");
+  m.def(
+      "strip_expand_backward(Tensor grad_out, Tensor v, Tensor h, int H, int W, bool[2] output_mask) "
+      "-> (Tensor, Tensor)");
+  m.def(
+      "blur_aware_mask(Tensor x, Tensor row_table, Tensor col_table, Tensor weight, Tensor? bias, "
+      "Tensor col_index, Tensor row_index) -> Tensor");
+  // The index tensors take no gradient: their slots are empty tensors.
+  m.def(
+      "blur_aware_mask_backward(Tensor grad_out, Tensor x, Tensor row_table, Tensor col_table, Tensor weight, "
+      "Tensor? bias, Tensor col_index, Tensor row_index, bool[7] output_mask) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // ops.md §3.
+  m.def("efficient_attention(Tensor value, Tensor key, Tensor query, Tensor? gate) -> Tensor");
+  m.def(
+      "efficient_attention_backward(Tensor grad_output, Tensor value, Tensor key, Tensor query, Tensor? gate, "
+      "bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 // A plain extension module: importing deblurfast._C loads the library above.

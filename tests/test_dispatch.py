@@ -84,8 +84,8 @@ def test_backend_must_be_a_string():
 
 
 def test_not_implemented_backend_is_explained():
-    with pytest.raises(BackendError, match="cpu: not implemented for efficient_attention"):
-        deblurfast.efficient_attention(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), backend="cpu")
+    with pytest.raises(BackendError, match="cuda: not implemented for efficient_attention"):
+        deblurfast.efficient_attention(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), backend="cuda")
 
 
 def test_backends_table(capsys):

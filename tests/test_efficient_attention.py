@@ -103,6 +103,19 @@ def test_positions_split_across_programs(backend, device):
     assert_matches_reference(backend, device, (value, key, query, g), oracle=True)
 
 
+@pytest.mark.parametrize("backend,device", [p for p in BACKENDS if p.values[0] == "cpu"])
+def test_cpu_chunks_and_blocks(backend, device):
+    # 9100 positions: the C++ kernel's context pass takes 3 chunks of 6 blocks (512 positions), its
+    # gradient of gate * ctx 3 chunks over the output positions. Keys rise along the positions in
+    # map 0 and fall in map 1, so the running max grows inside a chunk (partials are rescaled) and
+    # differs between chunks (the combine rescales them).
+    require_backend("efficient_attention", backend, device, torch.float64)
+    value, key, query, g = make(1, 5, 3, (70, 130), (91, 100))
+    ramp = torch.linspace(0, 80, 9100, dtype=torch.float64).reshape(1, 1, 70, 130)
+    key = 3 * key + ramp * torch.tensor([1.0, -1.0, 0.0], dtype=torch.float64).reshape(1, 3, 1, 1)
+    assert_matches_reference(backend, device, (value, key, 4 * query, g))
+
+
 @pytest.mark.parametrize("backend,device", BACKENDS)
 def test_huge_logits_do_not_overflow(backend, device):
     require_backend("efficient_attention", backend, device, torch.float32)
@@ -254,7 +267,9 @@ def test_opcheck(backend, device, gate):
     require_backend("efficient_attention", backend, device, torch.float32)
     value, key, query, g = make(2, 4, 3, (4, 5), (3, 3), gate, torch.float32, device)
     args = (leaf(value), leaf(key), leaf(query), leaf(g) if gate else None)
-    torch.library.opcheck(torch.ops.deblurfast.efficient_attention_triton.default, args)
+    op = {"triton": torch.ops.deblurfast.efficient_attention_triton,
+          "cpu": torch.ops.deblurfast.efficient_attention}[backend]
+    torch.library.opcheck(op.default, args)
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)

@@ -25,7 +25,8 @@
 namespace deblurfast {
 namespace {
 
-constexpr int64_t kTileBudgetBytes = int64_t(48) << 20;  // all threads' tile buffers together
+constexpr int64_t kTileBudgetBytes = int64_t(48) << 20;  // backward: all threads' tile buffers together
+constexpr int64_t kForwardTileBytes = int64_t(1) << 20;  // forward: one thread's tile buffers
 
 // Where one (offset group, tap, pixel) samples: in-plane offsets of the 4
 // bilinear corners (-1: outside, reads 0), the fractional position and the mask.
@@ -118,6 +119,57 @@ void tile_columns(const DeformConv2dShape& s, const T* xn, const Sample<T>* geo,
   }
 }
 
+// The forward's form of a Sample: the bilinear weights already times the mask, and which corners lie
+// inside the image (bit c: corner c); `base` is corner 0's in-plane offset (y0 * W + x0).
+template <typename T>
+struct Corners {
+  int64_t base;
+  T w[4];
+  int32_t inside;
+};
+
+constexpr int32_t kAllCorners = 15;
+
+template <typename T>
+Corners<T> corners_of(const Sample<T>& smp, int64_t W) {
+  Corners<T> r;
+  corner_weights(smp, r.w);
+  for (T& w : r.w) w *= smp.m;
+  r.inside = 0;
+  r.base = 0;
+  for (int c = 3; c >= 0; --c)
+    if (smp.corner[c] >= 0) {
+      r.inside |= 1 << c;
+      r.base = smp.corner[c] - (c / 2) * W - c % 2;
+    }
+  return r;
+}
+
+// cols[(c*K + t)*P + q] for channels [c0, c1) from the tile's corners (geo[(g*K + t)*P + q]): the
+// 4-corner read without branches where all corners are inside, the checked one near the borders.
+template <typename T>
+void tile_columns_fast(const DeformConv2dShape& s, const T* xn, const Corners<T>* geo, int64_t P, int64_t c0,
+                       int64_t c1, T* cols) {
+  const int64_t K = s.taps(), HW = s.H * s.W, Cg = s.cin_per_offset_group(), W = s.W;
+  for (int64_t c = c0; c < c1; ++c) {
+    const T* plane = xn + c * HW;
+    const Corners<T>* gc = geo + (c / Cg) * K * P;
+    T* dst = cols + c * K * P;
+    for (int64_t tq = 0; tq < K * P; ++tq) {
+      const Corners<T>& r = gc[tq];
+      if (r.inside == kAllCorners) {
+        const T* p = plane + r.base;
+        dst[tq] = r.w[0] * p[0] + r.w[1] * p[1] + r.w[2] * p[W] + r.w[3] * p[W + 1];
+      } else {
+        T v = 0;
+        for (int k = 0; k < 4; ++k)
+          if (r.inside & (1 << k)) v += r.w[k] * plane[r.base + (k / 2) * W + k % 2];
+        dst[tq] = v;
+      }
+    }
+  }
+}
+
 at::Tensor wrap(const void* data, at::IntArrayRef sizes, at::IntArrayRef strides, const at::TensorOptions& opt) {
   return at::from_blob(const_cast<void*>(data), sizes, strides, opt);
 }
@@ -127,18 +179,20 @@ void forward_kernel(const T* x, const T* offset, const T* mask, const T* weight,
                     const DeformConv2dShape& s, const at::TensorOptions& opt) {
   const int64_t K = s.taps(), HoWo = s.out_pixels(), CinK = s.Cin * K;
   const int64_t Cg_out = s.cout_per_group(), CgK = s.cin_per_group() * K;
-  const int64_t threads = at::get_num_threads();
-  const int64_t bytes_per_pixel = sizeof(T) * (CinK + s.Cout) + sizeof(Sample<T>) * s.offset_groups * K;
-  const int64_t P = tile_pixels(bytes_per_pixel, threads, HoWo);
+  const int64_t bytes_per_pixel = sizeof(T) * (CinK + s.Cout) + sizeof(Corners<T>) * s.offset_groups * K;
+  // Each thread's tile (columns, GEMM result, corners) stays near its L2, so the columns are
+  // written and read by the GEMM in cache.
+  const int64_t P = std::max<int64_t>(1, std::min(HoWo, kForwardTileBytes / bytes_per_pixel));
   const int64_t tiles_per_image = (HoWo + P - 1) / P;
   const Geometry<T> geometry{s, offset, mask};
   at::parallel_for(0, s.N * tiles_per_image, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> cols(CinK * P), acc(s.Cout * P);
-    std::vector<Sample<T>> geo(s.offset_groups * K * P);
+    std::vector<Corners<T>> geo(s.offset_groups * K * P);
     for (int64_t tile = begin; tile < end; ++tile) {
       const int64_t n = tile / tiles_per_image, p0 = (tile % tiles_per_image) * P, Pt = std::min(P, HoWo - p0);
-      tile_geometry(geometry, n, p0, Pt, geo.data());
-      tile_columns(s, x + n * s.Cin * s.H * s.W, geo.data(), Pt, 0, s.Cin, cols.data());
+      for (int64_t gt = 0; gt < s.offset_groups * K; ++gt)
+        for (int64_t q = 0; q < Pt; ++q) geo[gt * Pt + q] = corners_of(geometry(n, gt / K, gt % K, p0 + q), s.W);
+      tile_columns_fast(s, x + n * s.Cin * s.H * s.W, geo.data(), Pt, 0, s.Cin, cols.data());
       for (int64_t wg = 0; wg < s.groups; ++wg) {  // acc[o, q] = weight[o, :] . cols[:, q] per weight group
         at::Tensor a = wrap(acc.data() + wg * Cg_out * Pt, {Cg_out, Pt}, {Pt, 1}, opt);
         at::mm_out(a, wrap(weight + wg * Cg_out * CgK, {Cg_out, CgK}, {CgK, 1}, opt),

@@ -31,23 +31,24 @@ def not_run_here(rows: list[dict]) -> str | None:
 
 
 def run_ops(quick: bool, device: str | None = None, dtypes: list[str] | None = None, reps: int | None = None,
-            out_dir: str | None = None, compile_peer: bool | None = None) -> list[dict]:
-    """Benchmarks every op (see deblurfast.bench.ops.cases) under a progress bar; prints a
-    markdown table of what ran and a line naming what cannot run here; writes every row,
-    refusals included, to <out_dir>/ops-{quick,full}-<device>.{jsonl,md}."""
+            out_dir: str | None = None, compile_peer: bool | None = None, peers: bool = False) -> list[dict]:
+    """Benchmarks every op (see deblurfast.bench.ops.cases, or ops.peer_cases with peers=True) under a
+    progress bar; prints a markdown table of what ran and a line naming what cannot run here; writes
+    every row, refusals included, to <out_dir>/ops-{quick,full,peers}-<device>.{jsonl,md}."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("deblurfast bench: --device cuda but no CUDA device is visible")
     names = dtypes or (["float32", "float16", "bfloat16"] if dev.type == "cuda" else ["float32"])
     reps = reps or (20 if dev.type == "cuda" else 5)
-    compile_peer = (not quick) if compile_peer is None else compile_peer
+    compile_peer = (not quick and not peers) if compile_peer is None else compile_peer
     env = environment(dev)
-    print(f"deblurfast bench ({'quick' if quick else 'full'}) on {env['device']} ({dev.type}), "
+    suite = "peers" if peers else "quick" if quick else "full"
+    print(f"deblurfast bench ({suite}) on {env['device']} ({dev.type}), "
           f"torch {env['torch']}, triton {env['triton']}, commit {env['commit']}, {reps} timed runs each",
           flush=True)
     rows = []
-    stem = f"ops-{'quick' if quick else 'full'}-{dev.type}"
-    cases = ops.cases(dev, quick)
+    stem = f"ops-{suite}-{dev.type}"
+    cases = ops.peer_cases() if peers else ops.cases(dev, quick)
     bar = progress(total=len(cases) * len(names), desc="bench", unit="cases")
     for case in cases:
         for name in names:

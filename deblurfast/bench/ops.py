@@ -35,6 +35,8 @@ class OpCase:
     peers: dict[str, Callable] = field(default_factory=dict)  # name -> fn(*args)
     compile_refusal: dict[str, str] = field(default_factory=dict)  # device type -> why the compile peer is not run
     static_checks: bool = False  # the backends' checks see no arguments (`run` takes other ones than the op)
+    forward_only: tuple[str, ...] = ()  # peers without a backward (timed forward only)
+    time_reference: bool = True  # False: the reference is the correctness baseline only (too slow to time)
 
 
 def _gen(seed=0):
@@ -49,6 +51,50 @@ def _torchvision_deform(x, offset, weight, bias, stride, padding, dilation, mask
     import torchvision
 
     return torchvision.ops.deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask)
+
+
+class OnnxruntimeDeformConv:
+    """onnxruntime's DeformConv (opset 19) as a peer: a one-node model per geometry, run on the
+    CPU with as many intra-op threads as torch uses. Forward only (onnxruntime has no backward)."""
+
+    def __init__(self):
+        self.sessions = {}
+
+    def session(self, x, offset, weight, bias, mask, stride, padding, dilation):
+        import onnx
+        import onnxruntime
+        from onnx import TensorProto, helper
+
+        key = (tuple(x.shape), tuple(offset.shape), tuple(weight.shape), bias is not None, mask is not None, x.dtype,
+               stride, padding, dilation)
+        if key not in self.sessions:
+            elem = {torch.float32: TensorProto.FLOAT, torch.float64: TensorProto.DOUBLE}[x.dtype]
+            names = ["X", "W", "offset", "B" if bias is not None else "", "mask" if mask is not None else ""]
+            shapes = {"X": x.shape, "W": weight.shape, "offset": offset.shape, "B": getattr(bias, "shape", None),
+                      "mask": getattr(mask, "shape", None)}
+            inputs = [helper.make_tensor_value_info(nm, elem, list(shapes[nm])) for nm in names if nm]
+            n, _, h, w = x.shape
+            ho, wo = offset.shape[2:]
+            node = helper.make_node(
+                "DeformConv", names, ["Y"], kernel_shape=list(weight.shape[2:]), strides=[stride] * 2,
+                pads=[padding] * 4, dilations=[dilation] * 2, group=x.shape[1] // weight.shape[1],
+                offset_group=offset.shape[1] // (2 * weight.shape[2] * weight.shape[3]))
+            output = helper.make_tensor_value_info("Y", elem, [n, weight.shape[0], ho, wo])
+            model = helper.make_model(helper.make_graph([node], "deform_conv", inputs, [output]),
+                                      opset_imports=[helper.make_opsetid("", 19)])
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()
+            options.inter_op_num_threads = 1
+            self.sessions[key] = onnxruntime.InferenceSession(model.SerializeToString(), options,
+                                                              providers=["CPUExecutionProvider"])
+        return self.sessions[key]
+
+    def __call__(self, x, offset, weight, bias, stride, padding, dilation, mask):
+        sess = self.session(x, offset, weight, bias, mask, stride, padding, dilation)
+        feeds = {"X": x, "W": weight, "offset": offset, "B": bias, "mask": mask}
+        # NCHW numpy views (a channels_last input is copied, as a user of onnxruntime would have to)
+        feeds = {k: v.detach().contiguous().numpy() for k, v in feeds.items() if v is not None}
+        return torch.from_numpy(sess.run(None, feeds)[0])
 
 
 def deform_case(n, c, h, w, k, label="", layout="NCHW", cout=None):
@@ -71,12 +117,21 @@ def deform_case(n, c, h, w, k, label="", layout="NCHW", cout=None):
         peers["torchvision"] = _torchvision_deform
     except ImportError:
         pass
+    forward_only = ()
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+
+        peers["onnxruntime DeformConv"] = OnnxruntimeDeformConv()
+        forward_only = ("onnxruntime DeformConv",)
+    except ImportError:
+        pass
     shape = f"{n}x{c}x{h}x{w} {k}x{k} {c}->{cout}" + (f" {label}" if label else "")
     # measured with torch 2.13: inductor's CPU code generation for the 5x5 reference graph did not
     # finish in 20 minutes (sympy simplification in its tiling selection)
     refusal = {"cpu": "not run: inductor's CPU codegen of this graph takes > 20 min (torch 2.13)"} if k * k > 9 else {}
     return OpCase("deform_conv2d", shape, make, ops.deform_conv2d, 2.0 * n * c * cout * k * k * h * w, layout, peers,
-                  refusal)
+                  refusal, forward_only=forward_only)
 
 
 def _unfold_dynamic_filter(x, kernel, kernel_size, dilation, padding_mode, normalize):
@@ -215,6 +270,18 @@ def cases(device: torch.device, quick: bool) -> list[OpCase]:
     ]
 
 
+def peer_cases() -> list[OpCase]:
+    """The CPU peer comparison of issue 16: deform_conv2d at its three shapes beside torchvision and
+    onnxruntime's DeformConv, and every other op at its 1/4-resolution CPU shape."""
+    deform = [deform_case(1, 64, 180, 320, 3), deform_case(1, 128, 90, 160, 3, "ASPDC"),
+              deform_case(1, 128, 45, 80, 5, "SAPHNet PDF")]
+    for case in deform:  # its targets are ratios to the peers; the full sweep times the reference
+        case.time_reference = False
+    return [*deform, dynamic_filter_case(1, 64, 180, 320),
+            attention_case(1, 64, 32, 180, 320), strip_pool_case(1, 64, 180, 320),
+            strip_expand_case(1, 64, 180, 320, 7, 7), blur_aware_mask_case(1, 128, 64, 180, 320, "BANet")]
+
+
 def _flatten(out) -> list[torch.Tensor]:
     if isinstance(out, torch.Tensor):
         return [out]
@@ -273,20 +340,27 @@ def run_case(case: OpCase, device: torch.device, dtype: torch.dtype, reps: int, 
         row = {"op": case.op, "shape": case.shape, "dtype": str(dtype).replace("torch.", ""),
                "layout": case.layout, "backend": name, **env}
         rows.append(row)
+        if name == "reference" and not case.time_reference:
+            why = "not timed here (correctness baseline only)"
         if why is not None:
             row["status"] = why
             continue
+        backward = name not in case.forward_only
         try:
-            outs, grads = _fwd_bwd(fn, args, cot)
+            if backward:
+                outs, grads = _fwd_bwd(fn, args, cot)
+            else:
+                with torch.no_grad():
+                    outs, grads = [o.to(device) for o in _flatten(fn(*args))], []
         except Exception as e:  # one broken candidate must not hide the others
             row["status"] = f"error: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
             continue
-        results, expected = outs + grads, ref_out + ref_grads
+        results, expected = outs + grads, ref_out + (ref_grads if backward else [])
         fails = [m for i, (o, r) in enumerate(zip(results, expected))
                  if (m := check_close(o, r, dtype, (lowp[0] + lowp[1])[i] if lowp else None))]
         row["max_err_fwd"] = max((max_abs_error(o, r) for o, r in zip(outs, ref_out)), default=0.0)
         row["max_err_grad"] = max((max_abs_error(g, r) for g, r in zip(grads, ref_grads)), default=0.0)
-        row["status"] = "ok" if not fails else "TOLERANCE EXCEEDED: " + fails[0]
+        row["status"] = ("ok" if backward else "ok (forward only)") if not fails else "TOLERANCE EXCEEDED: " + fails[0]
         row["bytes_min"] = sum(t.numel() * t.element_size() for t in tensors + outs)
         row["flops"] = case.flops
 
@@ -294,9 +368,10 @@ def run_case(case: OpCase, device: torch.device, dtype: torch.dtype, reps: int, 
             with torch.no_grad():
                 return fn(*args)
 
-        runnable[name] = (row, fwd, lambda fn=fn: _fwd_bwd(fn, args, cot))
+        runnable[name] = (row, fwd, (lambda fn=fn: _fwd_bwd(fn, args, cot)) if backward else None)
     for key, pick in (("fwd", 1), ("fwd_bwd", 2)):
-        for name, ts in time_interleaved({n: v[pick] for n, v in runnable.items()}, device, reps).items():
+        timed = {n: v[pick] for n, v in runnable.items() if v[pick] is not None}
+        for name, ts in time_interleaved(timed, device, reps).items():
             runnable[name][0].update(summarize(ts, key))
     for name, (row, fwd, bwd) in runnable.items():
         ms = row["fwd_ms_median"]
@@ -304,7 +379,8 @@ def run_case(case: OpCase, device: torch.device, dtype: torch.dtype, reps: int, 
         row["fwd_tflops"] = row["flops"] / (ms / 1e3) / 1e12
         row["fwd_roofline_pct"] = roofline_percent(env["device"], dtype, row["flops"], row["bytes_min"], ms)
         row["fwd_peak_extra_bytes"], row["memory_measured_by"] = peak_extra_memory(fwd, device)
-        row["fwd_bwd_peak_extra_bytes"], _ = peak_extra_memory(bwd, device)
+        if bwd is not None:
+            row["fwd_bwd_peak_extra_bytes"], _ = peak_extra_memory(bwd, device)
         sync(device)
     return rows
 

@@ -18,7 +18,7 @@ def _bench(args) -> int:
         rows = bench.run_models(args.device, args.model, size, args.reps, args.out, args.compile)
         bad = [r for r in rows if r["status"] != "ok"]
         return 1 if bad else 0
-    rows = bench.run_ops(args.quick, args.device, args.dtype, args.reps, args.out, args.compile)
+    rows = bench.run_ops(args.quick, args.device, args.dtype, args.reps, args.out, args.compile, args.peers)
     bad = [r for r in rows if r["status"].startswith(("TOLERANCE", "error"))]
     if bad:
         print(f"\n{len(bad)} backend result(s) failed their correctness check", file=sys.stderr)
@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--quick", action="store_true",
                    help="short correctness-and-speed run of every op (default: the full sweep of "
                         "shared/specs/benchmarks.md on a GPU, 1/4-resolution shapes on CPU)")
+    b.add_argument("--peers", action="store_true",
+                   help="deform_conv2d at the three shapes of issue 16 beside torchvision and onnxruntime's "
+                        "DeformConv, and the other ops at their CPU shapes (no torch.compile peer by default)")
     b.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when visible, else cpu")
     b.add_argument("--dtype", action="append", choices=["float32", "float16", "bfloat16", "float64"],
                    help="repeatable; default float32 on CPU, float32/float16/bfloat16 on CUDA")

@@ -9,6 +9,7 @@ import torch
 from ..._checks import ArgumentError, autocast_inputs, check_like, check_shape, check_tensor
 from ...dispatch import FLOAT_DTYPES, Impl, Op
 from .._fx import fx_leaf
+from .extension import efficient_attention_compiled
 from .reference import efficient_attention_reference
 from .triton_op import efficient_attention_triton
 
@@ -30,6 +31,7 @@ OP = Op(
     "efficient_attention",
     {
         "reference": Impl(efficient_attention_reference, FLOAT_DTYPES),
+        "cpu": Impl(efficient_attention_compiled, (torch.float32, torch.float64), compiled_op="efficient_attention"),
         "triton": Impl(efficient_attention_triton, FLOAT_DTYPES, check=_triton_limits),
     },
 )

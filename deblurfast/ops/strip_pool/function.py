@@ -8,12 +8,16 @@ from ..._checks import (ArgumentError, ArgumentTypeError, as_int, autocast_input
                         check_tensor, promote_inputs)
 from ...dispatch import FLOAT_DTYPES, Impl, Op
 from .._fx import fx_leaf
+from .extension import blur_aware_mask_compiled, strip_expand_compiled, strip_pool_compiled
 from .reference import blur_aware_mask_reference, strip_expand_reference, strip_pool_reference
 from .triton_op import blur_aware_mask_triton, strip_expand_triton, strip_pool_triton
 
 # Limits of the Triton kernels (deblurfast/kernels/strip_pool.py).
 TRITON_MAX_SIZES = 8  # passed as eight scalars
 TRITON_MAX_BINS = 64  # the bins of all sizes are one tile axis
+
+
+CPU_DTYPES = (torch.float32, torch.float64)
 
 
 def _plane_limit(H: int, W: int) -> str | None:
@@ -52,6 +56,7 @@ POOL_OP = Op(
     "strip_pool",
     {
         "reference": Impl(strip_pool_reference, FLOAT_DTYPES),
+        "cpu": Impl(strip_pool_compiled, CPU_DTYPES, compiled_op="strip_pool"),
         "triton": Impl(strip_pool_triton, FLOAT_DTYPES, check=_triton_pool_limits),
     },
 )
@@ -59,6 +64,7 @@ EXPAND_OP = Op(
     "strip_expand",
     {
         "reference": Impl(strip_expand_reference, FLOAT_DTYPES),
+        "cpu": Impl(strip_expand_compiled, CPU_DTYPES, compiled_op="strip_expand"),
         "triton": Impl(strip_expand_triton, FLOAT_DTYPES, check=_triton_expand_limits),
     },
 )
@@ -66,6 +72,7 @@ MASK_OP = Op(
     "blur_aware_mask",
     {
         "reference": Impl(blur_aware_mask_reference, FLOAT_DTYPES),
+        "cpu": Impl(blur_aware_mask_compiled, CPU_DTYPES, compiled_op="blur_aware_mask"),
         "triton": Impl(blur_aware_mask_triton, FLOAT_DTYPES, check=_triton_mask_limits),
     },
 )

@@ -6,10 +6,11 @@ from typing import List, Optional, Tuple
 import torch
 
 from ..._registration import register_backward
-from .reference import blur_aware_mask_reference, strip_expand_reference, strip_pool_reference
+from .buffer import pool_buffer_reference, pool_buffer_views
+from .reference import blur_aware_mask_reference, strip_expand_reference
 
 
-# -- strip_pool: one output buffer [N, C, H*K + K*W] holding every pooled map (see kernels.strip_pool) ---
+# -- strip_pool: one output buffer holding every pooled map (see .buffer) ---------------------------------
 
 
 @torch.library.custom_op("deblurfast::strip_pool_triton", mutates_args=())
@@ -40,31 +41,12 @@ def _(grad_buf, x, sizes, output_mask):
     return [x.new_empty(x.shape if output_mask[0] else (0,))]
 
 
-def _strip_pool_buffer_reference(x: torch.Tensor, sizes: List[int]) -> torch.Tensor:
-    """The op's buffer from the reference: the v maps [H, K], then the h maps [K, W], per plane."""
-    N, C = x.shape[:2]
-    pooled = strip_pool_reference(x, tuple(sizes))
-    v = torch.cat([v for v, _ in pooled], dim=3).reshape(N, C, -1)
-    h = torch.cat([h for _, h in pooled], dim=2).reshape(N, C, -1)
-    return torch.cat([v, h], dim=2)
-
-
 register_backward(strip_pool_triton_op, strip_pool_triton_backward, num_tensors=1,
-                  reference=_strip_pool_buffer_reference)
+                  reference=pool_buffer_reference)
 
 
 def strip_pool_triton(x: torch.Tensor, sizes: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """[(v_n, h_n)] as views of the op's buffer: v_n [N, C, H, n] (row stride K), h_n [N, C, n, W]."""
-    N, C, H, W = x.shape
-    K = sum(sizes)
-    buf = strip_pool_triton_op(x, list(sizes))
-    v = buf[..., : H * K].view(N, C, H, K)
-    h = buf[..., H * K :].view(N, C, K, W)
-    out, off = [], 0
-    for n in sizes:
-        out.append((v[..., off : off + n], h[:, :, off : off + n, :]))
-        off += n
-    return out
+    return pool_buffer_views(strip_pool_triton_op(x, list(sizes)), x.shape, sizes)
 
 
 # -- strip_expand ------------------------------------------------------------------------------------------
