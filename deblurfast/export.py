@@ -1,0 +1,140 @@
+"""ONNX export of the networks with standard operators only (docs/export.md).
+
+    from deblurfast import export, models
+    export.to_onnx(models.create("saphnet"), "saphnet.onnx", height=256, width=256)
+
+The graph's input is the model's own input (N, 3, H, W) float32 in its convention (channel order,
+value range: deblurfast.models.registry.IOConvention), with dynamic N, H and W unless
+dynamic=False; H and W stay multiples of the convention's `multiple`, recorded in the graph's
+metadata with the rest of the convention. The output is the model's main image. Each deblurfast
+op becomes the standard ONNX operators of its translation (deblurfast/ops/<op>/onnx_export.py):
+deform_conv2d a DeformConv node (opset 19).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import torch
+from torch import nn
+
+from ._errors import ArgumentError, ArgumentTypeError
+from ._files import atomic_path
+from .dispatch import tracing_for_export
+from .models.registry import IOConvention
+
+# Graph metadata keys (metadata_props); the values are strings.
+METADATA_PREFIX = "deblurfast."
+# The largest H and W the dynamic axes promise (symbolic shapes need a bound; 8K video fits).
+MAX_SIZE = 8192
+
+
+class MainImage(nn.Module):
+    """The model with its output reduced to the main image (io.output of a tuple/list output)."""
+
+    def __init__(self, model: nn.Module, output: int | None):
+        super().__init__()
+        self.model, self.output = model, output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.model(x)
+        return y if self.output is None else y[self.output]
+
+
+def _convention(model) -> IOConvention:
+    if not isinstance(model, nn.Module):
+        raise ArgumentTypeError(f"to_onnx: model must be a torch.nn.Module, got {type(model).__name__}")
+    io = getattr(model, "io", None)
+    if not isinstance(io, IOConvention):
+        raise ArgumentError("to_onnx: model has no IOConvention `io`; build it with deblurfast.models.create(name)")
+    return io
+
+
+def _size(name: str, value, io: IOConvention) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(f"to_onnx: {name} must be an int, got {type(value).__name__}")
+    if value < io.min_size or value % io.multiple:
+        raise ArgumentError(f"to_onnx: {name} must be a multiple of {io.multiple} and at least {io.min_size} "
+                            f"(the model's size multiple and minimum), got {value}")
+    return value
+
+
+def metadata(model: nn.Module, io: IOConvention, dynamic: bool) -> dict[str, str]:
+    """What a runtime needs to feed the graph: the model's name and image convention."""
+    values = {
+        "model": getattr(model, "model_name", type(model).__name__),
+        "channel_order": io.channel_order,
+        "value_range": json.dumps(list(io.value_range)),
+        "multiple": str(io.multiple),
+        "min_size": str(io.min_size),
+        "pad_mode": io.pad_mode,
+        "clamp": json.dumps(io.clamp),
+        "dynamic_axes": json.dumps(dynamic),
+    }
+    return {METADATA_PREFIX + k: v for k, v in values.items()}
+
+
+def _dynamic_shapes(io: IOConvention):
+    """N free; H and W free multiples of io.multiple, at least io.min_size (torch.export Dims)."""
+    Dim = torch.export.Dim
+    low = -(-io.min_size // io.multiple)
+    if io.multiple == 1:
+        h, w = Dim("height", min=max(low, 2), max=MAX_SIZE), Dim("width", min=max(low, 2), max=MAX_SIZE)
+    else:
+        h = io.multiple * Dim("height_blocks", min=max(low, 1), max=MAX_SIZE // io.multiple)
+        w = io.multiple * Dim("width_blocks", min=max(low, 1), max=MAX_SIZE // io.multiple)
+    return {"x": {0: Dim("batch", min=1), 2: h, 3: w}}
+
+
+def to_onnx(model: nn.Module, path: str, *, height: int, width: int, dynamic: bool = True,
+            opset: int | None = None) -> str:
+    """Writes `model` (built by deblurfast.models.create) as an ONNX file at `path`; returns `path`.
+
+    Args:
+        model: the network; exported in eval mode on the CPU in float32 (a copy: `model` is unchanged).
+        path: the .onnx file, written atomically (no partial file on failure).
+        height, width: the example input's size (multiples of the model's size multiple).
+        dynamic: dynamic batch, height and width (True) or the example's fixed shape.
+        opset: the ONNX opset (None: 19, the first with DeformConv; at least 19).
+    """
+    from .ops._onnx import ONNX_OPSET, translation_table  # onnxscript is optional: needed only here
+
+    io = _convention(model)
+    height, width = _size("height", height, io), _size("width", width, io)
+    opset = ONNX_OPSET if opset is None else opset
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < ONNX_OPSET:
+        raise ArgumentError(f"to_onnx: opset must be an int >= {ONNX_OPSET} (DeformConv), got {opset!r}")
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise ArgumentError(f"to_onnx: path must be a file path, got {path!r}")
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise ArgumentError(f"to_onnx: cannot write {path!r}: its folder {folder!r} is not a writable directory")
+
+    wrapped = MainImage(copy.deepcopy(model), io.output).eval().to("cpu", torch.float32)
+    x = torch.zeros(1, 3, height, width)
+    with torch.no_grad(), tracing_for_export():
+        program = torch.onnx.export(
+            wrapped, (x,), dynamo=True, opset_version=opset, input_names=["image"], output_names=["output"],
+            dynamic_shapes=_dynamic_shapes(io) if dynamic else None,
+            custom_translation_table=translation_table(), verbose=False,
+        )
+    proto = program.model_proto
+    for key, value in metadata(model, io, dynamic).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    import onnx
+
+    with atomic_path(path) as tmp:
+        onnx.save_model(proto, tmp)
+    return path
+
+
+def read_metadata(path: str) -> dict[str, str]:
+    """The deblurfast metadata of an exported file, without the prefix."""
+    import onnx
+
+    proto = onnx.load(path, load_external_data=False)
+    return {p.key[len(METADATA_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(METADATA_PREFIX)}
