@@ -88,6 +88,20 @@ def _dynamic_shapes(io: IOConvention):
     return {"x": {0: Dim("batch", min=1), 2: h, 3: w}}
 
 
+def onnx_model(module: nn.Module, args: tuple, dynamic_shapes=None, opset: int | None = None, **names):
+    """`module` traced on `args` as an onnx.ModelProto: torch.onnx.export (dynamo) with every
+    deblurfast op recorded as one node and replaced by its standard-op translation.
+    dynamic_shapes: torch.export's, or None for the shapes of `args`; names: input_names, output_names."""
+    from .ops._onnx import ONNX_OPSET, translation_table  # onnxscript is optional: needed only here
+
+    with torch.no_grad(), tracing_for_export():
+        program = torch.onnx.export(
+            module, args, dynamo=True, opset_version=ONNX_OPSET if opset is None else opset,
+            dynamic_shapes=dynamic_shapes, custom_translation_table=translation_table(), verbose=False, **names,
+        )
+    return program.model_proto
+
+
 def to_onnx(model: nn.Module, path: str, *, height: int, width: int, dynamic: bool = True,
             opset: int | None = None) -> str:
     """Writes `model` (built by deblurfast.models.create) as an ONNX file at `path`; returns `path`.
@@ -99,7 +113,7 @@ def to_onnx(model: nn.Module, path: str, *, height: int, width: int, dynamic: bo
         dynamic: dynamic batch, height and width (True) or the example's fixed shape.
         opset: the ONNX opset (None: 19, the first with DeformConv; at least 19).
     """
-    from .ops._onnx import ONNX_OPSET, translation_table  # onnxscript is optional: needed only here
+    from .ops._onnx import ONNX_OPSET
 
     io = _convention(model)
     height, width = _size("height", height, io), _size("width", width, io)
@@ -114,14 +128,8 @@ def to_onnx(model: nn.Module, path: str, *, height: int, width: int, dynamic: bo
         raise ArgumentError(f"to_onnx: cannot write {path!r}: its folder {folder!r} is not a writable directory")
 
     wrapped = MainImage(copy.deepcopy(model), io.output).eval().to("cpu", torch.float32)
-    x = torch.zeros(1, 3, height, width)
-    with torch.no_grad(), tracing_for_export():
-        program = torch.onnx.export(
-            wrapped, (x,), dynamo=True, opset_version=opset, input_names=["image"], output_names=["output"],
-            dynamic_shapes=_dynamic_shapes(io) if dynamic else None,
-            custom_translation_table=translation_table(), verbose=False,
-        )
-    proto = program.model_proto
+    proto = onnx_model(wrapped, (torch.zeros(1, 3, height, width),), _dynamic_shapes(io) if dynamic else None,
+                       opset, input_names=["image"], output_names=["output"])
     for key, value in metadata(model, io, dynamic).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
