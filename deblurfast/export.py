@@ -123,9 +123,11 @@ def to_onnx(model: nn.Module, path: str, *, height: int, width: int, dynamic: bo
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise ArgumentError(f"to_onnx: path must be a file path, got {path!r}")
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise ArgumentError(f"to_onnx: cannot write {path!r}: its folder {folder!r} is not a writable directory")
+    folder = os.path.dirname(os.path.abspath(path))  # created if missing, under its nearest existing ancestor
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise ArgumentError(f"to_onnx: cannot write {path!r}: it is a folder, or {folder!r} is not a writable directory")
 
     wrapped = MainImage(copy.deepcopy(model), io.output).eval().to("cpu", torch.float32)
     proto = onnx_model(wrapped, (torch.zeros(1, 3, height, width),), _dynamic_shapes(io) if dynamic else None,
@@ -146,3 +148,44 @@ def read_metadata(path: str) -> dict[str, str]:
 
     proto = onnx.load(path, load_external_data=False)
     return {p.key[len(METADATA_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(METADATA_PREFIX)}
+
+
+DEFAULT_SIZE = 256  # the CLI's example size (rounded up to the model's multiple)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", help="network name (deblurfast models lists them)")
+    parser.add_argument("-o", "--output", required=True, help="the .onnx file to write (written atomically)")
+    parser.add_argument("--weights", help="checkpoint of MODEL to load (any official container format, or .safetensors)")
+    parser.add_argument("--height", type=int, help=f"example height (default {DEFAULT_SIZE}, rounded up to the "
+                        "model's size multiple); with --static the only height the graph takes")
+    parser.add_argument("--width", type=int, help=f"example width (default {DEFAULT_SIZE}, rounded up likewise)")
+    parser.add_argument("--static", action="store_true", help="fixed batch 1 and the example's H and W "
+                        "(default: dynamic batch, height and width)")
+    parser.add_argument("--opset", type=int, help="ONNX opset (default 19, the first with DeformConv)")
+
+
+def run(args) -> int:
+    """`deblurfast export`: one line per problem on stderr and exit status 2, no partial file."""
+    import sys
+
+    from .models import CheckpointError, create, load_pretrained
+    from .models.registry import model_entry
+
+    try:
+        io = model_entry(args.model).io
+        model = create(args.model)
+        if args.weights:
+            load_pretrained(model, args.weights)
+        else:
+            print(f"warning: no --weights given: {args.model} is exported with random initialization", file=sys.stderr)
+        default = -(-max(DEFAULT_SIZE, io.min_size) // io.multiple) * io.multiple
+        height = default if args.height is None else args.height
+        width = default if args.width is None else args.width
+        to_onnx(model, args.output, height=height, width=width, dynamic=not args.static, opset=args.opset)
+    except (CheckpointError, OSError, ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output} ({args.model}, input (N, 3, H, W) float32 {io.channel_order} in "
+          f"{list(io.value_range)}, H and W multiples of {io.multiple})", file=sys.stderr)
+    return 0
