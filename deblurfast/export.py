@@ -27,6 +27,12 @@ from .models.registry import IOConvention
 
 # Graph metadata keys (metadata_props); the values are strings.
 METADATA_PREFIX = "deblurfast."
+# Registered networks to_onnx refuses, and why.
+NOT_EXPORTED = {
+    "aspdc_reblur": "it reblurs a (blurred, sharp) pair for ASPDC's training loss, two images in, where an "
+                    "exported graph takes one image to deblur (its dynamic_filter2d has a translation: "
+                    "deblurfast.export.onnx_model(model, (blurred, sharp)) traces it)",
+}
 # The largest H and W the dynamic axes promise (symbolic shapes need a bound; 8K video fits).
 MAX_SIZE = 8192
 
@@ -49,6 +55,9 @@ def _convention(model) -> IOConvention:
     io = getattr(model, "io", None)
     if not isinstance(io, IOConvention):
         raise ArgumentError("to_onnx: model has no IOConvention `io`; build it with deblurfast.models.create(name)")
+    name = getattr(model, "model_name", None)
+    if name in NOT_EXPORTED:
+        raise ArgumentError(f"to_onnx: {name} is not exported: {NOT_EXPORTED[name]}")
     return io
 
 

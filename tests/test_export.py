@@ -171,3 +171,10 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
 def test_not_a_registry_model(tmp_path):
     with pytest.raises(ArgumentError, match="no IOConvention"):
         export.to_onnx(nn.Conv2d(3, 3, 1), str(tmp_path / "x.onnx"), height=8, width=8)
+
+
+def test_reblur_network_is_refused(tmp_path):
+    # aspdc_reblur reblurs (blurred, sharp) pairs for training; it is not a one-image deblurring network.
+    with pytest.raises(ArgumentError, match=r"aspdc_reblur is not exported: it reblurs a \(blurred, sharp\) pair"):
+        export.to_onnx(create("aspdc_reblur", channels=(4, 6, 8, 8)), str(tmp_path / "x.onnx"), height=16, width=16)
+    assert os.listdir(tmp_path) == []
