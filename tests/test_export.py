@@ -49,7 +49,7 @@ def perturbed(model: nn.Module, seed: int) -> nn.Module:
 def sizes(io: IOConvention) -> list[tuple[int, int]]:
     """The export example's size, then another H and W (both multiples of the model's multiple)."""
     m = io.multiple
-    first = -(-max(16, io.min_size) // m) * m
+    first = -(-max(16, 2 * m, io.min_size) // m) * m  # two multiples at least: an axis of 1 block would be fixed
     return [(first, first + m), (first + 2 * m, first)]
 
 
