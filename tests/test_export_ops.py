@@ -168,3 +168,20 @@ def test_blur_aware_mask_translation():
     args = (x, row_table, col_table, weight, bias)
     _, [[got]] = run_onnx(Call(op), args)
     check(got, lambda *a: op(*a, fn=blur_aware_mask_reference), args, "blur_aware_mask")
+
+
+def test_every_op_is_one_opaque_node_while_exporting():
+    # Whatever a call asks for (here the reference, which runs anywhere), tracing for export records
+    # the op's GRAPH_BACKEND custom op, which every translation table entry covers.
+    from deblurfast import dispatch
+    from deblurfast.ops._onnx import translation_table
+
+    cpu = torch.device("cpu")
+    table = translation_table()
+    for op in dispatch.OPS.values():
+        assert op.select("reference", cpu, torch.float32) is op.impls["reference"].fn
+        with dispatch.tracing_for_export():
+            fn = op.select("reference", cpu, torch.float32)
+        assert fn is op.impls[dispatch.GRAPH_BACKEND].fn, op.name
+        qualnames = {str(k.name()) for k in table}
+        assert any(q.startswith(f"deblurfast::{op.name}") for q in qualnames), f"{op.name} has no translation"
