@@ -46,6 +46,8 @@ def translation_table() -> dict:
     return table
 
 
-def int64s(op, *values: int):
-    """A 1-D int64 constant (shapes, indices)."""
+def int64s(*values: int):
+    """A 1-D int64 constant (shapes, indices) in a translation."""
+    from onnxscript import opset19 as op
+
     return op.Constant(value_ints=list(values))

@@ -10,8 +10,8 @@ from .._onnx import int64s, onnx_translation
 
 def _output_extent(size, kernel: int, stride: int, padding: int, dilation: int):
     """(size + 2p - d(k-1) - 1) // s + 1 of a 1-D int64 size tensor (the reference's output_size)."""
-    span = op.Sub(op.Add(size, int64s(op, 2 * padding)), int64s(op, dilation * (kernel - 1) + 1))
-    return op.Add(op.Div(span, int64s(op, stride)), int64s(op, 1))
+    span = op.Sub(op.Add(size, int64s(2 * padding)), int64s(dilation * (kernel - 1) + 1))
+    return op.Add(op.Div(span, int64s(stride)), int64s(1))
 
 
 @onnx_translation("deblurfast::deform_conv2d_triton", "deblurfast::deform_conv2d")
@@ -30,7 +30,7 @@ def deform_conv2d_onnx(input, offset, weight, bias, mask, stride, padding, dilat
                 _output_extent(op.Shape(input, start=2, end=3), kh, stride[0], padding[0], dilation[0]),
                 _output_extent(op.Shape(input, start=3, end=4), kw, stride[1], padding[1], dilation[1]),
                 axis=0)
-        offset_shape = op.Concat(op.Shape(input, start=0, end=1), int64s(op, 2 * offset_groups * taps), extents,
+        offset_shape = op.Concat(op.Shape(input, start=0, end=1), int64s(2 * offset_groups * taps), extents,
                                  axis=0)
         offset = op.Expand(op.CastLike(op.Constant(value_float=0.0), input), offset_shape)
     return op.DeformConv(

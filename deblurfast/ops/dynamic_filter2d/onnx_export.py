@@ -18,18 +18,18 @@ def dynamic_filter2d_onnx(input, kernel, kernel_size, dilation, padding_mode, so
     channels, groups = input.shape[1], kernel.shape[1] // taps
     pad = d * (k - 1) // 2
     batch, size = op.Shape(input, start=0, end=1), op.Shape(input, start=2)  # [N], [H, W]
-    w = op.Reshape(kernel, op.Concat(batch, int64s(op, groups, 1, taps), size, axis=0))  # (N, G, 1, k*k, H, W)
+    w = op.Reshape(kernel, op.Concat(batch, int64s(groups, 1, taps), size, axis=0))  # (N, G, 1, k*k, H, W)
     if softmax:
         w = op.Softmax(w, axis=3)
     x = input
     if pad:
-        x = op.Pad(input, int64s(op, 0, 0, pad, pad, 0, 0, pad, pad), mode=PAD_MODES[padding_mode])
+        x = op.Pad(input, int64s(0, 0, pad, pad, 0, 0, pad, pad), mode=PAD_MODES[padding_mode])
     windows = []
     for t in range(taps):
-        start = int64s(op, (t // k) * d, (t % k) * d)
-        window = op.Slice(x, start, op.Add(start, size), int64s(op, 2, 3))  # (N, C, H, W)
-        windows.append(op.Unsqueeze(window, int64s(op, 2)))
+        start = int64s((t // k) * d, (t % k) * d)
+        window = op.Slice(x, start, op.Add(start, size), int64s(2, 3))  # (N, C, H, W)
+        windows.append(op.Unsqueeze(window, int64s(2)))
     stacked = op.Reshape(op.Concat(*windows, axis=2),
-                         op.Concat(batch, int64s(op, groups, channels // groups, taps), size, axis=0))
-    out = op.ReduceSum(op.Mul(stacked, w), int64s(op, 3), keepdims=0)  # (N, G, C/G, H, W)
-    return op.Reshape(out, op.Concat(batch, int64s(op, channels), size, axis=0))
+                         op.Concat(batch, int64s(groups, channels // groups, taps), size, axis=0))
+    out = op.ReduceSum(op.Mul(stacked, w), int64s(3), keepdims=0)  # (N, G, C/G, H, W)
+    return op.Reshape(out, op.Concat(batch, int64s(channels), size, axis=0))

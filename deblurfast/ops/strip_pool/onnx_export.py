@@ -16,12 +16,12 @@ def _range(length):
 
 def _bins(length, sizes):
     """(membership (L, K) 0/1 int64, counts (K,) int64) of the adaptive bins of every n in sizes."""
-    positions = op.Unsqueeze(_range(length), int64s(op, 1))  # (L, 1)
+    positions = op.Unsqueeze(_range(length), int64s(1))  # (L, 1)
     members, counts = [], []
     for n in sizes:
-        b = int64s(op, *range(n))
-        start = op.Div(op.Mul(b, length), int64s(op, n))
-        end = op.Div(op.Add(op.Mul(op.Add(b, int64s(op, 1)), length), int64s(op, n - 1)), int64s(op, n))
+        b = int64s(*range(n))
+        start = op.Div(op.Mul(b, length), int64s(n))
+        end = op.Div(op.Add(op.Mul(op.Add(b, int64s(1)), length), int64s(n - 1)), int64s(n))
         members.append(op.And(op.GreaterOrEqual(positions, start), op.Less(positions, end)))  # (L, n)
         counts.append(op.Sub(end, start))
     return op.Concat(*members, axis=1), op.Concat(*counts, axis=0)
@@ -34,8 +34,8 @@ def strip_pool_onnx(x, sizes):
     row_member, row_count = _bins(op.Shape(x, start=2, end=3), sizes)  # (H, K), (K,)
     v = op.Div(op.MatMul(x, op.CastLike(col_member, x)), op.CastLike(col_count, x))  # (N, C, H, K)
     h = op.Div(op.MatMul(op.CastLike(op.Transpose(row_member, perm=[1, 0]), x), x),
-               op.CastLike(op.Unsqueeze(row_count, int64s(op, 1)), x))  # (N, C, K, W)
-    flat = int64s(op, 0, 0, -1)
+               op.CastLike(op.Unsqueeze(row_count, int64s(1)), x))  # (N, C, K, W)
+    flat = int64s(0, 0, -1)
     return op.Concat(op.Reshape(v, flat), op.Reshape(h, flat), axis=2)
 
 
@@ -55,6 +55,6 @@ def strip_expand_onnx(v, h, H, W):
 @onnx_translation("deblurfast::blur_aware_mask_triton")
 def blur_aware_mask_onnx(x, row_table, col_table, weight, bias, col_index, row_index):
     z = op.Relu(op.Add(op.Gather(row_table, col_index, axis=3), op.Gather(col_table, row_index, axis=2)))
-    kernel = op.Reshape(weight, int64s(op, weight.shape[0], weight.shape[1], 1, 1))
+    kernel = op.Reshape(weight, int64s(weight.shape[0], weight.shape[1], 1, 1))
     u = op.Conv(z, kernel, bias) if bias is not None else op.Conv(z, kernel)
     return op.Mul(x, op.Sigmoid(u))
