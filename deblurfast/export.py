@@ -136,7 +136,8 @@ def to_onnx(model: nn.Module, path: str, *, height: int, width: int, dynamic: bo
     while not os.path.exists(folder):
         folder = os.path.dirname(folder)
     if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise ArgumentError(f"to_onnx: cannot write {path!r}: it is a folder, or {folder!r} is not a writable directory")
+        raise ArgumentError(
+            f"to_onnx: cannot write {path!r}: it is a folder, or {folder!r} is not a writable directory")
 
     wrapped = MainImage(copy.deepcopy(model), io.output).eval().to("cpu", torch.float32)
     proto = onnx_model(wrapped, (torch.zeros(1, 3, height, width),), _dynamic_shapes(io) if dynamic else None,
@@ -165,7 +166,8 @@ DEFAULT_SIZE = 256  # the CLI's example size (rounded up to the model's multiple
 def add_arguments(parser) -> None:
     parser.add_argument("model", help="network name (deblurfast models lists them)")
     parser.add_argument("-o", "--output", required=True, help="the .onnx file to write (written atomically)")
-    parser.add_argument("--weights", help="checkpoint of MODEL to load (any official container format, or .safetensors)")
+    parser.add_argument("--weights",
+                        help="checkpoint of MODEL to load (any official container format, or .safetensors)")
     parser.add_argument("--height", type=int, help=f"example height (default {DEFAULT_SIZE}, rounded up to the "
                         "model's size multiple); with --static the only height the graph takes")
     parser.add_argument("--width", type=int, help=f"example width (default {DEFAULT_SIZE}, rounded up likewise)")

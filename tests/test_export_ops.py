@@ -135,7 +135,8 @@ def test_strip_pool_translation_non_dividing_bins():
     sizes = (1, 3, 5, 7)
 
     def flat(pooled):  # the maps side by side, as one output
-        return torch.cat([torch.cat([v.flatten(2) for v, _ in pooled], 2), torch.cat([h.flatten(2) for _, h in pooled], 2)], 2)
+        v = torch.cat([v.flatten(2) for v, _ in pooled], 2)
+        return torch.cat([v, torch.cat([h.flatten(2) for _, h in pooled], 2)], 2)
 
     module = Call(lambda x: flat(strip_pool(x, sizes)))
     args, other = (torch.randn(2, 3, 11, 13, generator=g),), (torch.randn(1, 3, 17, 8, generator=g),)
