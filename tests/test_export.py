@@ -47,10 +47,11 @@ def perturbed(model: nn.Module, seed: int) -> nn.Module:
 
 
 def sizes(io: IOConvention) -> list[tuple[int, int]]:
-    """The export example's size, then another H and W (both multiples of the model's multiple)."""
+    """The export example's size, then H and W about twice and 1.5 times it (multiples of the model's
+    multiple): nothing of the traced size may stay fixed in the graph."""
     m = io.multiple
     first = -(-max(16, 2 * m, io.min_size) // m) * m  # two multiples at least: an axis of 1 block would be fixed
-    return [(first, first + m), (first + 2 * m, first)]
+    return [(first, first + m), (2 * first + m, first + first // 2 + m)]
 
 
 @pytest.fixture(scope="module", params=list(NETWORKS))
