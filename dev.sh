@@ -71,6 +71,9 @@ setup() {
   need pytest pytest
   need xdist pytest-xdist
   need tqdm tqdm                # progress bars of deblur, train, bench
+  need onnx onnx                # `deblurfast export` and its tests
+  need onnxscript onnxscript    # the ops' ONNX translations (torch.onnx.export, dynamo)
+  need onnxruntime 'onnxruntime>=1.31'  # runs DeformConv on CPU: the export tests and the bench peer
   want av av                    # video files in `deblurfast deblur`
   want matplotlib matplotlib    # benchmark plots
   want skimage scikit-image     # sample images; an independent implementation the metrics are tested against

@@ -68,6 +68,23 @@ def use_backend(spec: str) -> Iterator[None]:
         _state.stack = outer
 
 
+# While deblurfast.export traces a model, every op is recorded as this backend's one opaque custom
+# op, whatever the call asks for: nothing runs, and the op's ONNX translation (registered beside it,
+# deblurfast/ops/<op>/onnx_export.py) replaces the node. Every op has this backend.
+GRAPH_BACKEND = "triton"
+
+
+@contextlib.contextmanager
+def tracing_for_export() -> Iterator[None]:
+    """Within the block, every op selects GRAPH_BACKEND without checking that it can run."""
+    outer = getattr(_state, "exporting", False)
+    _state.exporting = True
+    try:
+        yield
+    finally:
+        _state.exporting = outer
+
+
 def current_backend() -> str:
     """The request an op called without `backend=` uses now."""
     stack = getattr(_state, "stack", ())
@@ -159,6 +176,8 @@ class Op:
 
     def select(self, spec: str | None, device: torch.device, dtype: torch.dtype, *args) -> Callable:
         """The implementation to run, per the request `spec` (None: current_backend())."""
+        if getattr(_state, "exporting", False):
+            return self.impls[GRAPH_BACKEND].fn
         spec = current_backend() if spec is None else spec
         names: list[str] = []
         for part in parse_backend(spec):

@@ -451,3 +451,18 @@ def test_mask_op_rejects_out_of_range_indices():
     bad_row[0] = -1  # an in-place change bumps the version: checked again
     with pytest.raises(ValueError, match=r"row_index values must be in \[0, 2\), got values from -1 to 1"):
         blur_aware_mask(x, row_table, good_col, col_table, bad_row, weight, bias)
+
+
+def test_reference_path_pools_as_the_authors_layers_bit_for_bit():
+    # The reference path pools with strip_pool (one exact node in an ONNX export); in eager it must
+    # equal the authors' AdaptiveAvgPool2d layers exactly, at sizes 3, 5 and 7 do not divide.
+    from deblurfast.ops import strip_pool
+
+    torch.manual_seed(0)
+    ba = BlurAwareAttention(8, backend="reference")
+    for H, W in [(11, 13), (17, 8), (123, 45)]:
+        x = torch.randn(2, 8, H, W)
+        pooled = strip_pool(x, (1, 3, 5, 7), backend="reference")
+        for (v, h), ph, pw in zip(pooled, (ba.pool_1_h, ba.pool_3_h, ba.pool_5_h, ba.pool_7_h),
+                                  (ba.pool_1_w, ba.pool_3_w, ba.pool_5_w, ba.pool_7_w)):
+            assert torch.equal(v, ph(x)) and torch.equal(h, pw(x))

@@ -480,3 +480,13 @@ def test_paper_size_256():
         out = m(torch.rand(1, 3, 256, 256))
     assert [tuple(o.shape) for o in out] == [(1, 3, 64, 64), (1, 3, 128, 128), (1, 3, 256, 256)]
     assert all(torch.isfinite(o).all() for o in out)
+
+
+def test_level_sizes_round_as_python_in_integers():
+    # Integer arithmetic (symbolic sizes export), equal to Python's round(H * 0.5**k), ties to even.
+    from deblurfast.models.attentive_msnet import _round_halved
+
+    for n in range(0, 600):
+        for k in range(5):
+            assert _round_halved(n, k) == round(n * 0.5**k), (n, k)
+    assert narrow(num_scales=3).level_sizes(36, 20) == [(9, 5), (18, 10), (36, 20)]

@@ -5,6 +5,8 @@ network on a 720x1280 frame, batch 1, run the ways users run it —
 - eager fp16 / bf16 with channels_last,
 - torch.compile(mode="max-autotune") of the reference,
 - the deblurfast engine (fused kernels, channels_last, 16-bit, CUDA graphs),
+- onnxruntime on the network exported by deblurfast.export (CPU provider; the CUDA
+  provider on a GPU when installed),
 
 with median / p90 latency, frames per second, peak memory and the largest
 deviation from the fp32 reference output (in [0, 1] image units); for the
@@ -19,6 +21,9 @@ candidates are left out (they are GPU paths).
 from __future__ import annotations
 
 import copy
+import dataclasses
+import os
+import tempfile
 import time
 from typing import Callable
 
@@ -41,6 +46,33 @@ def _call(model) -> Callable:
     return lambda x: entry.call(model, x)
 
 
+def onnxruntime_runner(model, device: torch.device) -> tuple[Callable, str] | None:
+    """fn(x) running `model` exported by deblurfast.export in onnxruntime (the CUDA provider for a
+    CUDA device when installed, else the CPU one) and the provider's name; None without
+    onnxruntime or for a GPU without its CUDA provider. Host copies of x and of the output are
+    part of each call (what a user feeding torch tensors does)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    from ..export import to_onnx
+
+    provider = "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
+    if provider not in ort.get_available_providers():
+        return None
+    io = model.io
+    side = -(-max(32, io.min_size) // io.multiple) * io.multiple
+    with tempfile.TemporaryDirectory(prefix="deblurfast-bench-") as folder:
+        path = to_onnx(model, os.path.join(folder, f"{model.model_name}.onnx"), height=side, width=side)
+        session = ort.InferenceSession(path, providers=[provider])
+
+    def run(x):
+        (y,) = session.run(None, {"image": x.cpu().numpy()})
+        return torch.from_numpy(y).to(x.device)
+
+    return run, provider
+
+
 def candidates(name: str, device: torch.device, include_compile: bool) -> dict[str, Callable]:
     """name -> fn(x) returning the output image in [0, 1] for the padded fp32 input x."""
     torch.manual_seed(0)
@@ -60,6 +92,13 @@ def candidates(name: str, device: torch.device, include_compile: bool) -> dict[s
                    for dt in (torch.float16, torch.bfloat16)}
     else:
         engines = {"fp32": Engine(copy.deepcopy(reference), device=device, dtype=None)}
+    if model_entry(name).inputs == 1:  # a reblurring net's pair is not exported (docs/export.md)
+        runner = onnxruntime_runner(reference, device)
+        if runner is not None:
+            fn, provider = runner
+            tag = "" if provider == "CPUExecutionProvider" else f" {provider}"
+            main_image = dataclasses.replace(io, output=None)  # the graph's output is the main image
+            out[f"onnxruntime (exported){tag}"] = lambda x, f=fn: main_image.from_model(f(x))
     for tag, engine in engines.items():
         if model_entry(name).inputs > 1:  # the engine runs single-image models: time its accelerated model
             out[f"deblurfast engine {tag}"] = lambda x, e=engine: io.from_model(_call(e.model)(x.to(e.dtype)))

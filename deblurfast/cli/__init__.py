@@ -38,6 +38,12 @@ def _deblur(args) -> int:
     return deblur.run(args)
 
 
+def _export(args) -> int:
+    from . import export
+
+    return export.run(args)
+
+
 def _models(args) -> int:
     from .models import print_models
 
@@ -120,6 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     dm.add_argument("--image", help="use this sharp RGB image instead of the bundled one")
     dm.add_argument("--reps", type=int, default=10, help="timed runs (default: %(default)s)")
     dm.set_defaults(func=_demo)
+
+    e = sub.add_parser("export", help="export a network to ONNX (standard operators; DeformConv for DCN)",
+                       description="Write MODEL as an ONNX file (opset 19, standard operators only) whose input is "
+                       "the model's own (N, 3, H, W) float32 image, with dynamic N, H and W unless --static; the "
+                       "graph's metadata records the size multiple and the image convention (docs/export.md).")
+    from .export import add_arguments as add_export_arguments
+
+    add_export_arguments(e)
+    e.set_defaults(func=_export)
 
     m = sub.add_parser("models", help="list the models with parameters and GFLOPs at 720p",
                        description="List every model with its paper, parameter count, input conventions and "

@@ -144,7 +144,9 @@ def d0_mask_mmcv(mask: torch.Tensor, h: int, w: int, batch_independent: bool = F
     if batch_independent:
         return F.pad(mask.reshape(N, K * P), (0, span - K * P)).reshape(N, K, h, w)
     flat = F.pad(mask.reshape(N * K * P), (0, span - K * P))  # length (N-1)*K*P + K*h*w
-    return flat.unfold(0, span, K * P).reshape(N, K, h, w)  # overlapping windows, one per sample
+    # Overlapping windows, one per sample, gathered (Tensor.unfold does not export with dynamic sizes).
+    starts = torch.arange(N, device=mask.device) * (K * P)
+    return flat[starts[:, None] + torch.arange(span, device=mask.device)].reshape(N, K, h, w)
 
 
 class ZeroOffsetBranch(nn.Module):

@@ -72,7 +72,8 @@ def _legacy_axis(n_in: int, n_out: int, device) -> tuple[torch.Tensor, torch.Ten
     """Source indices j0, j1 and weights for one axis, in TF's float32 arithmetic. Built on `device`
     from the sizes alone: no host data is copied per forward, so the model can be captured into a
     CUDA graph (a blocking host-to-device copy is illegal during capture)."""
-    scale = float(np.float32(n_in) / np.float32(n_out))  # a float32 value: the product below stays float32
+    # The float32 quotient as a tensor, so that sizes may be symbolic (ONNX export with dynamic axes).
+    scale = torch.full((), n_in, dtype=torch.float32, device=device) / n_out
     src = torch.arange(n_out, dtype=torch.float32, device=device) * scale
     j0 = src.floor()
     lam = src - j0
@@ -87,7 +88,7 @@ def tf_legacy_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     v[j0] + (v[j1] - v[j0]) * frac, j1 clamped to the last index; width first, then height, as TF."""
     if x.dim() < 2:
         raise ValueError(f"tf_legacy_resize: x must have at least 2 dimensions (..., H, W), got {tuple(x.shape)}")
-    h_out, w_out = int(size[0]), int(size[1])
+    h_out, w_out = size  # not int(): a symbolic size (export) must stay symbolic
     h_in, w_in = x.shape[-2:]
     if h_out < 1 or w_out < 1:
         raise ValueError(f"tf_legacy_resize: size must be positive, got {size}")
@@ -99,6 +100,13 @@ def tf_legacy_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     rows = left + (right - left) * lx.to(x.dtype)
     top, bottom = rows.index_select(-2, y0), rows.index_select(-2, y1)
     return top + (bottom - top) * ly.to(x.dtype)[:, None]
+
+
+def _round_halved(n: int, k: int) -> int:
+    """round(n * 0.5**k) as Python rounds it (half to even) for an int n >= 0."""
+    d = 2**k
+    q, r = n // d, n % d
+    return q + 1 if 2 * r > d or (2 * r == d and q % 2 == 1) else q
 
 
 def tf_same_pads(n: int, kernel_size: int, stride: int) -> tuple[int, int]:
@@ -290,9 +298,10 @@ class AttentiveMSNet(nn.Module):
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
     def level_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
-        """(h_i, w_i) of every level, coarse to fine: Python round(H * 0.5**(S-1-i))."""
-        scales = [0.5 ** (self.num_scales - 1 - i) for i in range(self.num_scales)]
-        return [(int(round(height * s)), int(round(width * s))) for s in scales]
+        """(h_i, w_i) of every level, coarse to fine: Python round(H * 0.5**(S-1-i)), ties to even,
+        in integer arithmetic (so that sizes may be symbolic: ONNX export with dynamic axes)."""
+        levels = [self.num_scales - 1 - i for i in range(self.num_scales)]
+        return [(_round_halved(height, k), _round_halved(width, k)) for k in levels]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if x.dim() != 4 or x.shape[1] != self.in_channels:

@@ -236,14 +236,21 @@ class Level(nn.Module):
         self.cla = CrossLevelAttention(kw["channels"], kw["maps"], backend="reference") if cla else None
 
 
+def _halves(x: torch.Tensor, dim: int) -> list[torch.Tensor]:
+    """x.chunk(2, dim) of an even size, as two slices (chunk of a dynamic size exports as a split
+    that ONNX constant folding rejects)."""
+    half = x.shape[dim] // 2
+    return [x.narrow(dim, 0, half), x.narrow(dim, half, half)]
+
+
 def _split(x: torch.Tensor, dim: int) -> torch.Tensor:
     """Cuts every image of the batch in two along `dim`; the first halves, then the second ones."""
-    return torch.cat(x.chunk(2, dim=dim), dim=0)
+    return torch.cat(_halves(x, dim), dim=0)
 
 
 def _stitch(x: torch.Tensor, dim: int) -> torch.Tensor:
     """Inverse of _split."""
-    return torch.cat(x.chunk(2, dim=0), dim=dim)
+    return torch.cat(_halves(x, 0), dim=dim)
 
 
 class SAPHNet(nn.Module):

@@ -148,9 +148,11 @@ class BlurAwareAttention(nn.Module):
     def _reference(self, x: torch.Tensor):
         """The authors' BA_Block forward (banet.md §3), plain PyTorch."""
         h, w = x.shape[-2:]
-        x_h = [self.pool_1_h(x), self.pool_3_h(x), self.pool_5_h(x), self.pool_7_h(x)]
-        x_w = [self.pool_1_w(x), self.pool_3_w(x), self.pool_5_w(x), self.pool_7_w(x)]
-        g_h, g_w = self._strip_convs(x_h, x_w)
+        # The pool_n_h / pool_n_w layers' adaptive average pools, all sizes in one op: the same
+        # PyTorch pooling in eager, and one exact node in an ONNX export with dynamic H and W (torch's
+        # own export of a non-dividing adaptive pool is fixed to the traced size).
+        pooled = strip_pool(x, SIZES, backend="reference")
+        g_h, g_w = self._strip_convs([v for v, _ in pooled], [t for _, t in pooled])
         y = [g_h[0].expand(-1, -1, h, w) + g_w[0].expand(-1, -1, h, w)]
         y += [self._expand(a, (h, w)) + self._expand(b, (h, w)) for a, b in zip(g_h[1:], g_w[1:])]
         z = self.relu(self.fuse_conv(torch.cat(y, 1)))
