@@ -64,12 +64,21 @@ def _demo(args) -> int:
     return 0
 
 
+def _command(sub, name: str, func, help: str, description: str, add_arguments=None) -> argparse.ArgumentParser:
+    """One sub-command: its parser, the arguments its module declares, and the function it runs."""
+    p = sub.add_parser(name, help=help, description=description)
+    if add_arguments is not None:
+        add_arguments(p)
+    p.set_defaults(func=func)
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deblurfast", description="Fused kernels for motion-deblurring networks.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    b = sub.add_parser(
-        "bench",
+    b = _command(
+        sub, "bench", _bench,
         help="benchmark every op's backends against the reference",
         description="Time every backend of every op, and the peers users would otherwise run (the eager "
         "reference, torch.compile of it, torchvision, the authors' unfold code), and check each one's forward and "
@@ -97,59 +106,47 @@ def main(argv: list[str] | None = None) -> int:
                         "and tensor-core instructions of every Triton and CUDA kernel, and estimated times at the "
                         "sweep shapes (default --out bench/results/static-sm90)")
     b.add_argument("--arch", default="sm_90", choices=["sm_80", "sm_90"], help="with --static: the target")
-    b.set_defaults(func=_bench)
 
-    s = sub.add_parser("backends", help="which backend runs where, or why not",
-                       description="Print every op x backend with the devices and dtypes it runs, or why not.")
-    s.set_defaults(func=_backends)
+    _command(sub, "backends", _backends, help="which backend runs where, or why not",
+             description="Print every op x backend with the devices and dtypes it runs, or why not.")
 
     from .convert import DESCRIPTION as CONVERT_DESCRIPTION, configure_parser as configure_convert
 
     configure_convert(sub.add_parser("convert", help="convert the authors' TensorFlow checkpoint to safetensors "
                                      "(no TensorFlow needed)", description=CONVERT_DESCRIPTION))
 
-    d = sub.add_parser("deblur", help="deblur an image, a folder of images or a video",
-                       description="Deblur an image, a folder of images (recursively, keeping names) or a video "
-                       "(keeping frame rate and audio). Never overwrites an input; unreadable files are reported and "
-                       "skipped.")
-    from .deblur import add_arguments
+    from ..train.trainer import add_arguments as add_train_arguments
+    from .deblur import add_arguments as add_deblur_arguments
+    from .export import add_arguments as add_export_arguments
 
-    add_arguments(d)
-    d.set_defaults(func=_deblur)
+    _command(sub, "deblur", _deblur, help="deblur an image, a folder of images or a video",
+             description="Deblur an image, a folder of images (recursively, keeping names) or a video (keeping frame "
+             "rate and audio). Never overwrites an input; unreadable files are reported and skipped.",
+             add_arguments=add_deblur_arguments)
 
-    dm = sub.add_parser("demo", help="deblur a synthetically blurred image with the bundled model",
-                        description="Blur the bundled sharp image (held out from training) with a synthetic camera "
+    dm = _command(sub, "demo", _demo, help="deblur a synthetically blurred image with the bundled model",
+                  description="Blur the bundled sharp image (held out from training) with a synthetic camera "
                         "shake, deblur it with the bundled default weights through the engine, write the images and "
                         "print PSNR/SSIM before and after and the latency.")
     dm.add_argument("--out", default="demo", help="folder for the images (default: %(default)s)")
     dm.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when visible, else cpu")
     dm.add_argument("--image", help="use this sharp RGB image instead of the bundled one")
     dm.add_argument("--reps", type=int, default=10, help="timed runs (default: %(default)s)")
-    dm.set_defaults(func=_demo)
 
-    e = sub.add_parser("export", help="export a network to ONNX (standard operators; DeformConv for DCN)",
-                       description="Write MODEL as an ONNX file (opset 19, standard operators only) whose input is "
-                       "the model's own (N, 3, H, W) float32 image, with dynamic N, H and W unless --static; the "
-                       "graph's metadata records the size multiple and the image convention (docs/export.md).")
-    from .export import add_arguments as add_export_arguments
+    _command(sub, "export", _export, help="export a network to ONNX (standard operators; DeformConv for DCN)",
+             description="Write MODEL as an ONNX file (opset 19, standard operators only) whose input is the model's "
+             "own (N, 3, H, W) float32 image, with dynamic N, H and W unless --static; the graph's metadata records "
+             "the size multiple and the image convention (docs/export.md).", add_arguments=add_export_arguments)
 
-    add_export_arguments(e)
-    e.set_defaults(func=_export)
-
-    m = sub.add_parser("models", help="list the models with parameters and GFLOPs at 720p",
-                       description="List every model with its paper, parameter count, input conventions and "
-                       "GFLOPs of one 720x1280 frame (convolutions and matrix products, counted on the meta device).")
+    m = _command(sub, "models", _models, help="list the models with parameters and GFLOPs at 720p",
+                 description="List every model with its paper, parameter count, input conventions and GFLOPs of one "
+                 "720x1280 frame (convolutions and matrix products, counted on the meta device).")
     m.add_argument("--no-gflops", dest="gflops", action="store_false", help="skip the FLOP count")
-    m.set_defaults(func=_models)
 
-    t = sub.add_parser("train", help="train a model (fused or reference layers, AMP, DDP through torchrun)",
-                       description="Train any deblurfast model from a YAML file and/or flags. Checkpoints are written "
-                       "atomically to OUT/last.pt; --resume continues bit-for-bit. For several processes launch with "
-                       "torchrun --nproc_per_node N -m deblurfast.cli train ...")
-    from ..train.trainer import add_arguments as add_train_arguments
-
-    add_train_arguments(t)
-    t.set_defaults(func=_train)
+    _command(sub, "train", _train, help="train a model (fused or reference layers, AMP, DDP through torchrun)",
+             description="Train any deblurfast model from a YAML file and/or flags. Checkpoints are written "
+             "atomically to OUT/last.pt; --resume continues bit-for-bit. For several processes launch with "
+             "torchrun --nproc_per_node N -m deblurfast.cli train ...", add_arguments=add_train_arguments)
 
     args = parser.parse_args(argv)
     return args.func(args)
