@@ -144,6 +144,21 @@ def test_fused_float32(backend, device, layout):
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
+def test_fused_under_inference_mode(backend, device):
+    """Index tables built under torch.inference_mode have no version counter: still checked, same result."""
+    require(backend, device, torch.float32)
+    m = make_module(8, 4, torch.float32, device)
+    m.fused, m.backend = True, backend
+    x = torch.randn(2, 8, 10, 11, device=device)
+    with torch.no_grad():
+        want = m(x)
+    with torch.inference_mode():
+        got = m(x)
+        again = m(x)  # the tables cached by the first inference call
+    assert torch.equal(got, want) and torch.equal(again, want)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_fused_low_precision(backend, device, dtype):
     require(backend, device, dtype)

@@ -29,3 +29,10 @@ def test_relative_links_lead_to_files():
 def test_the_benchmark_page_has_the_generated_part():
     text = open(report.PAGE, encoding="utf-8").read()
     assert text.count(report.START) == 1 and text.count(report.END) == 1
+
+
+def test_the_readme_heldout_table_is_generated_from_the_committed_result():
+    text = open(report.README, encoding="utf-8").read()
+    assert text.count(report.HELDOUT_START) == 1 and text.count(report.HELDOUT_END) == 1
+    body = text.split(report.HELDOUT_START, 1)[1].split(report.HELDOUT_END, 1)[0].strip()
+    assert body == report.render_heldout(report.HELDOUT).strip()  # `python -m deblurfast.bench.report` wrote it

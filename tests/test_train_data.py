@@ -421,3 +421,148 @@ def test_synthetic_crops_use_real_context(sharp_folder):
     crop = gen.render(recipe, D.crop_window(img, 100 - R, 200 - R, 32 + 2 * R, 48 + 2 * R) / 255.0)
     assert np.abs(crop - whole[100:132, 200:248]).max() <= 1 / 255 + 1e-6
     assert D.build_dataset("synthetic", folder, crop=32, seed=1)[1]["blur"].shape == (3, 32, 32)
+
+
+# -- blur families, degradations and procedural scenes -------------------------------------------------------
+
+
+def tent_rendered_segment(length, angle, size, samples=4000):
+    """Loop-level oracle of a straight-motion PSF: the segment's path integral, by the midpoint rule
+    on `samples` pieces, of each pixel's bilinear tent max(0, 1 - |dx|) x max(0, 1 - |dy|); normalised."""
+    r = size // 2
+    out = np.zeros((size, size))
+    for i in range(samples):
+        t = ((i + 0.5) / samples - 0.5) * length
+        x, y = t * np.cos(angle), t * np.sin(angle)
+        for row in range(size):
+            wy = 1.0 - abs(row - r - y)
+            if wy <= 0:
+                continue
+            for col in range(size):
+                wx = 1.0 - abs(col - r - x)
+                if wx > 0:
+                    out[row, col] += wx * wy
+    return out / out.sum()
+
+
+@pytest.mark.parametrize("length,angle", [(3.0, 0.0), (7.5, 0.6), (14.0, 2.2), (25.0, -1.1)])
+def test_linear_motion_psf_has_the_asked_length_and_angle(length, angle):
+    k = D.linear_motion_psf(length, angle)
+    assert k.shape[0] == k.shape[1] and k.shape[0] % 2 == 1 and k.min() >= 0
+    assert k.sum() == pytest.approx(1.0, abs=1e-12)
+    oracle = tent_rendered_segment(length, angle, k.shape[0])
+    assert np.abs(k - oracle).max() < 0.005 * k.max()  # sub-pixel rendering, 16 pieces per pixel of path
+    # second moments: the major axis is the motion, its variance that of a uniform segment (+ the tent's)
+    r = k.shape[0] // 2
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    mean = np.array([(k * xx).sum(), (k * yy).sum()])
+    assert np.abs(mean).max() < 1e-9  # centred: the blur does not shift the image
+    cov = np.array([[(k * xx * xx).sum(), (k * xx * yy).sum()], [(k * xx * yy).sum(), (k * yy * yy).sum()]])
+    values, vectors = np.linalg.eigh(cov)
+    major = vectors[:, 1]
+    assert abs(abs(major[0] * np.cos(angle) + major[1] * np.sin(angle)) - 1.0) < 1e-3  # the asked angle
+    # the asked length: a uniform segment's variance L^2 / 12 plus the bilinear splat's 1/6 along the path
+    assert np.sqrt(12 * (values[1] - 1 / 6)) == pytest.approx(length, rel=0.03)
+    assert np.array_equal(D.linear_motion_psf(0.0, 1.0), np.ones((1, 1)))
+    with pytest.raises(ValueError, match="length must be >= 0"):
+        D.linear_motion_psf(-1.0, 0.0)
+
+
+@pytest.mark.parametrize("radius", [0.6, 1.5, 2.5])
+def test_defocus_psf_is_the_disc_area(radius):
+    k = D.defocus_psf(radius)
+    assert k.sum() == pytest.approx(1.0, abs=1e-12)
+    r, n = k.shape[0] // 2, 8
+    oracle = np.zeros_like(k)
+    for row in range(k.shape[0]):
+        for col in range(k.shape[1]):
+            for i in range(n):
+                for j in range(n):
+                    y, x = row - r + (i + 0.5) / n - 0.5, col - r + (j + 0.5) / n - 0.5
+                    oracle[row, col] += y * y + x * x <= radius * radius
+    assert np.allclose(k, oracle / oracle.sum(), atol=1e-12)
+    assert np.allclose(k, k[::-1]) and np.allclose(k, k.T)
+
+
+def test_blur_families_are_drawn_with_their_weights_and_are_deterministic():
+    gen = D.BlurFamilyGenerator()
+    recipes = [gen.sample(D.sample_rng(5, 0, i)) for i in range(400)]
+    counts = {f: sum(r.family == f for r in recipes) for f in D.BLUR_FAMILIES}
+    for family, weight in gen.config.families:
+        assert abs(counts[family] / 400 - weight) < 0.07, (family, counts)
+    again = gen.sample(D.sample_rng(5, 0, 7))
+    first = recipes[7]
+    assert first.family == again.family and first.noise_seed == again.noise_seed
+    assert all(np.array_equal(a, b) for a, b in zip(first.kernels, again.kernels))
+    for r in recipes:
+        assert all(k.sum() == pytest.approx(1.0) for k in r.kernels)
+        if r.family == "varying":
+            assert len(r.kernels) > 1 and r.centres.shape == (len(r.kernels), 2)
+        elif r.family == "linear":
+            assert 2.9 <= np.sqrt(12 * (np.linalg.eigvalsh(_cov(r.kernels[0]))[1] - 1 / 6)) <= 25.5
+        elif r.family == "sharp":
+            assert r.kernels[0].shape == (1, 1)
+        assert 1.8 <= r.gamma <= 2.4 and r.noise_sigma <= 0.015
+        assert r.jpeg_quality is None or 60 <= r.jpeg_quality <= 95
+
+
+def _cov(k):
+    r = k.shape[0] // 2
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    return np.array([[(k * xx * xx).sum(), (k * xx * yy).sum()], [(k * xx * yy).sum(), (k * yy * yy).sum()]])
+
+
+def test_saturated_highlights_clip_in_blur_and_target():
+    gen = D.BlurFamilyGenerator()
+    recipe = D.BlurRecipe([D.linear_motion_psf(6.0, 0.0)], gamma=2.2, gain=3.0)
+    R = recipe.radius
+    img = np.full((20 + 2 * R, 40 + 2 * R, 3), 0.2)
+    img[:, 20 + R:] = 0.9  # a bright half: saturated after the gain
+    blur = gen.render(recipe, img)
+    sharp = gen.sharp_target(recipe, (img[R:-R, R:-R] * 255).round().astype(np.uint8))
+    assert sharp.dtype == np.float32 and np.all(sharp[:, 25:] == 1.0)  # clipped in the target too
+    assert np.all(blur[:, 30:] == 1.0) and blur[:, 5].max() < 1.0
+    # brighter than the linear-light average of 0.2 and 0.9 before the clip: highlights stay saturated
+    assert np.allclose(blur[:, 10], sharp[:, 10], atol=1 / 255)
+    plain = D.BlurRecipe([np.ones((1, 1))])
+    stored = (img[R:-R, R:-R] * 255).round().astype(np.uint8)
+    assert gen.sharp_target(plain, stored) is stored  # no gain: exactly the stored pixels
+
+
+def test_shot_noise_and_jpeg_are_deterministic_per_recipe():
+    gen = D.BlurFamilyGenerator()
+    img = D.scene(np.random.default_rng(4), 48, 48) / 255.0
+    recipe = D.BlurRecipe([np.ones((1, 1))], gamma=2.2, poisson_peak=500.0, noise_seed=3, jpeg_quality=70)
+    a, b = gen.render(recipe, img), gen.render(recipe, img)
+    assert np.array_equal(a, b)
+    clean = gen.render(D.BlurRecipe([np.ones((1, 1))], gamma=2.2), img)
+    assert 0.005 < np.abs(a - clean).mean() < 0.1
+    jpeg = D.jpeg_roundtrip((clean * 255).round().astype(np.uint8), 70)
+    assert jpeg.shape == (48, 48, 3) and jpeg.dtype == np.uint8 and not np.array_equal(jpeg, (clean * 255).round())
+
+
+def test_scenes_are_deterministic_per_seed_and_varied():
+    a = D.scene(np.random.default_rng(11), 64, 80)
+    assert a.shape == (64, 80, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, D.scene(np.random.default_rng(11), 64, 80))
+    others = [D.scene(np.random.default_rng(s), 64, 80) for s in range(12, 16)]
+    assert all(np.abs(a.astype(int) - o).mean() > 10 for o in others)
+    assert all(len(np.unique(o.reshape(-1, 3), axis=0)) > 20 for o in [a] + others)  # not flat
+    with pytest.raises(ValueError, match="height and width"):
+        D.scene(np.random.default_rng(0), 0, 5)
+
+
+def test_dataset_mixes_scenes_and_photos_deterministically(sharp_folder):
+    folder, _ = sharp_folder
+    ds = D.SyntheticBlurDataset(folder, crop=48, seed=3, generator=D.BlurFamilyGenerator(), scenes=0.5, repeat=8)
+    samples = [ds[i] for i in range(len(ds))]
+    names = [s["name"] for s in samples]
+    assert any(n.startswith("scene-") for n in names) and any(n.endswith(".png") for n in names)
+    again = ds[5]
+    assert torch.equal(again["blur"], samples[5]["blur"]) and torch.equal(again["sharp"], samples[5]["sharp"])
+    ds.set_epoch(1)
+    assert not torch.equal(ds[5]["blur"], samples[5]["blur"])
+    for s in samples:
+        assert s["blur"].shape == s["sharp"].shape == (3, 48, 48)
+    with pytest.raises(ValueError, match="scenes must be a fraction"):
+        D.SyntheticBlurDataset(folder, crop=48, scenes=1.5)

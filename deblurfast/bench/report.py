@@ -1,13 +1,14 @@
-"""The benchmark tables of docs/benchmarks.md, generated from committed results
-(bench/results/<device>/*.jsonl), never typed by hand: `python -m deblurfast.bench.report`
-rewrites the part of that page between the `<!-- bench:start -->` and `<!-- bench:end -->` markers."""
+"""The tables of the docs, generated from committed results, never typed by hand:
+`python -m deblurfast.bench.report` rewrites the part of docs/benchmarks.md between the
+`<!-- bench:start -->` and `<!-- bench:end -->` markers (bench/results/<device>/*.jsonl), and the
+part of README.md between `<!-- heldout:start -->` and `<!-- heldout:end -->` (the bundled model's
+held-out benchmark by blur family, bench/results/cpu/heldout-default.json)."""
 
 from __future__ import annotations
 
 import glob
 import json
 import os
-import sys
 
 from .._files import write_text
 from .core import markdown_table
@@ -15,6 +16,7 @@ from .models import COLUMNS as MODEL_COLUMNS
 from .ops import COLUMNS as OP_COLUMNS
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+HELDOUT_START, HELDOUT_END = "<!-- heldout:start -->", "<!-- heldout:end -->"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -44,24 +46,47 @@ def render(results_dir: str) -> str:
     return "\n\n".join(parts)
 
 
+def render_heldout(path: str) -> str:
+    """The held-out table of an evaluation result file, with what it was measured with."""
+    from ..train.evaluate import table
+
+    with open(path) as f:
+        result = json.load(f)
+    m = result["meta"]
+    return (f"`{os.path.relpath(path, ROOT)}`: {m['model']} (weights {m['weights_sha256_16']}), {m['device']} "
+            f"({m['hardware']}), torch {m['torch']}, commit {m.get('commit')}; {len(m['photos'])} held-out photos + "
+            f"{m['scenes_per_size']} held-out scenes at {' and '.join(f'{s} px' for s in m['sizes'])}.\n\n"
+            + table(result))
+
+
 PAGE = os.path.join(ROOT, "docs", "benchmarks.md")
+README = os.path.join(ROOT, "README.md")
+HELDOUT = os.path.join(ROOT, "bench", "results", "cpu", "heldout-default.json")
 
 
-def update_page(page: str = PAGE, results_dir: str = os.path.join(ROOT, "bench", "results")) -> bool:
-    """Rewrites the generated part of the page; returns whether it changed."""
+def _rewrite(page: str, start: str, end: str, body: str) -> bool:
     with open(page) as f:
         text = f.read()
-    if START not in text or END not in text:
-        raise SystemExit(f"{page} lacks the {START} / {END} markers")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{render(results_dir)}\n{END}{tail}"
+    if start not in text or end not in text:
+        raise SystemExit(f"{page} lacks the {start} / {end} markers")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    new = f"{head}{start}\n{body}\n{end}{tail}"
     if new != text:
         write_text(page, new)
     return new != text
 
 
+def update_page(page: str = PAGE, results_dir: str = os.path.join(ROOT, "bench", "results")) -> bool:
+    """Rewrites the generated part of the page; returns whether it changed."""
+    return _rewrite(page, START, END, render(results_dir))
+
+
+def update_readme(page: str = README, result: str = HELDOUT) -> bool:
+    """Rewrites the README's held-out table from the committed evaluation; returns whether it changed."""
+    return _rewrite(page, HELDOUT_START, HELDOUT_END, render_heldout(result))
+
+
 if __name__ == "__main__":
-    page = sys.argv[1] if len(sys.argv) > 1 else PAGE
-    changed = update_page(*sys.argv[1:])
-    print(f"{os.path.relpath(page)} updated" if changed else f"{os.path.relpath(page)} already up to date")
+    for path, changed in ((PAGE, update_page()), (README, update_readme())):
+        print(f"{os.path.relpath(path)} updated" if changed else f"{os.path.relpath(path)} already up to date")

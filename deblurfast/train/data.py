@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..media import IMAGE_EXTENSIONS, list_images, read_image, write_image
+from .scenes import scene
 
 # -- determinism ----------------------------------------------------------------------------------
 
@@ -170,10 +171,10 @@ def gopro_pairs(root: str, split: str = "train", blur_folder: str = "blur") -> l
                 and _images_in(os.path.join(base, b)):
             return folder_pairs(os.path.join(base, b), os.path.join(base, s))
     pairs = []
-    for scene in sorted(os.listdir(base)):
-        bdir, sdir = os.path.join(base, scene, blur_folder), os.path.join(base, scene, "sharp")
+    for folder in sorted(os.listdir(base)):
+        bdir, sdir = os.path.join(base, folder, blur_folder), os.path.join(base, folder, "sharp")
         if os.path.isdir(bdir) and os.path.isdir(sdir):
-            pairs += [Pair(os.path.join(bdir, n), os.path.join(sdir, n), f"{scene}/{n}") for n in _images_in(bdir)]
+            pairs += [Pair(os.path.join(bdir, n), os.path.join(sdir, n), f"{folder}/{n}") for n in _images_in(bdir)]
     if not pairs:
         raise FileNotFoundError(f"GoPro: no pairs under {base}: expected <scene>/{blur_folder}/ + <scene>/sharp/ "
                                 f"folders, or flat input/ + target/ (or {blur_folder}/ + sharp/) folders")
@@ -467,6 +468,11 @@ class BlurRecipe:
     noise_sigma: float = 0.0
     noise_seed: int = 0
     trajectories: list = field(default_factory=list)
+    family: str = "shake"  # the blur family it was drawn from (BlurFamilyGenerator)
+    gamma: float | None = None  # overrides the generator's gamma (None: the generator's)
+    gain: float = 1.0  # exposure gain in linear light before the blur; > 1 saturates highlights
+    poisson_peak: float | None = None  # photons at white: shot noise (None: none)
+    jpeg_quality: int | None = None  # JPEG-compress the blurred image at this quality (None: no)
 
     @property
     def radius(self) -> int:
@@ -510,14 +516,21 @@ class MotionBlurGenerator:
         recipe.noise_seed = int(rng.integers(2**63))
         return recipe
 
+    def _gamma(self, recipe: BlurRecipe) -> float | None:
+        return recipe.gamma if recipe.gamma is not None else self.config.gamma
+
     def render(self, recipe: BlurRecipe, padded: np.ndarray) -> np.ndarray:
         """Blurs `padded` (H + 2R, W + 2R, C) float in [0, 1], R = recipe.radius (the context around
-        the output), into the (H, W, C) float32 blurred image in [0, 1]."""
+        the output), into the (H, W, C) float32 blurred image in [0, 1]: to linear light (gamma),
+        exposure gain, blur, clip (saturated highlights stay saturated), back to gamma, shot and
+        Gaussian noise, 8-bit quantization, JPEG."""
         c = self.config
         R = recipe.radius
+        gamma = self._gamma(recipe)
         x = np.asarray(padded, dtype=np.float64)
-        if c.gamma is not None:
-            x = np.power(np.clip(x, 0.0, 1.0), c.gamma)
+        if gamma is not None:
+            x = np.power(np.clip(x, 0.0, 1.0), gamma)
+        x = x * recipe.gain
         H, W = x.shape[0] - 2 * R, x.shape[1] - 2 * R
         if H < 1 or W < 1:
             raise ValueError(f"render: the padded image {x.shape[:2]} is smaller than the blur margin 2x{R}")
@@ -526,23 +539,178 @@ class MotionBlurGenerator:
         for i, blurred in enumerate(convolve_valid_many(x, recipe.kernels)):
             out += blurred if masks is None else masks[i][..., None] * blurred
         out = np.clip(out, 0.0, 1.0)
-        if c.gamma is not None:
-            out = np.power(out, 1.0 / c.gamma)
+        noise = np.random.default_rng(recipe.noise_seed)
+        if recipe.poisson_peak is not None:  # shot noise is counted in linear light
+            out = np.clip(noise.poisson(out * recipe.poisson_peak) / recipe.poisson_peak, 0.0, 1.0)
+        if gamma is not None:
+            out = np.power(out, 1.0 / gamma)
         if recipe.noise_sigma > 0:
-            out = out + recipe.noise_sigma * np.random.default_rng(recipe.noise_seed).standard_normal(out.shape)
+            out = out + recipe.noise_sigma * noise.standard_normal(out.shape)
         out = np.clip(out, 0.0, 1.0)
-        if c.quantize:
+        if c.quantize or recipe.jpeg_quality is not None:
             out = np.round(out * 255.0) / 255.0
+        if recipe.jpeg_quality is not None:
+            out = jpeg_roundtrip((out * 255.0).astype(np.uint8), recipe.jpeg_quality) / 255.0
         return out.astype(np.float32)
+
+    def sharp_target(self, recipe: BlurRecipe, sharp: np.ndarray) -> np.ndarray:
+        """The sharp image that matches `render`'s blur of it: the stored pixels (as float32 in
+        [0, 1]) unless the recipe raises the exposure, which clips highlights in the target too."""
+        if recipe.gain == 1.0:
+            return sharp
+        gamma = self._gamma(recipe)
+        x = _unit(sharp)
+        lin = np.power(x, gamma) if gamma is not None else x
+        lin = np.clip(lin * recipe.gain, 0.0, 1.0)
+        x = np.round((np.power(lin, 1.0 / gamma) if gamma is not None else lin) * 255.0) / 255.0
+        return x.astype(np.float32)
 
     def blur(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """A random blur of a whole (H, W, 3) image (uint8, or float in [0, 1]), reflected at the
         borders; float32 (H, W, 3) in [0, 1]."""
-        recipe = self.sample(rng)
+        return self.blur_with(self.sample(rng), image)
+
+    def blur_with(self, recipe: BlurRecipe, image: np.ndarray) -> np.ndarray:
+        """`recipe` applied to a whole image, reflected at the borders (see blur)."""
         R = recipe.radius
         H, W = image.shape[:2]
         region = crop_window(image, -R, -R, H + 2 * R, W + 2 * R)
         return self.render(recipe, _unit(region))
+
+
+def linear_motion_psf(length: float, angle: float) -> np.ndarray:
+    """The PSF of a straight motion of `length` pixels at `angle` radians (x right, y down),
+    centred, rendered sub-pixel: the path is cut into 16 pieces per pixel, each piece's midpoint
+    splatted bilinearly (trajectory_psf: the midpoint rule for the path integral of the pixels'
+    bilinear footprints); odd square, float64, sum 1. length 0: the identity (1 x 1)."""
+    if not length >= 0:
+        raise ValueError(f"linear_motion_psf: length must be >= 0, got {length!r}")
+    if length == 0:
+        return np.ones((1, 1))
+    n = max(2, int(math.ceil(16 * length)))
+    t = ((np.arange(n) + 0.5) / n - 0.5) * length
+    return trajectory_psf(np.stack([t * math.cos(angle), t * math.sin(angle)], axis=1))
+
+
+def defocus_psf(radius: float, supersample: int = 8) -> np.ndarray:
+    """A uniform disc of `radius` pixels (a defocused lens), each pixel weighted by the fraction of
+    its area inside the disc (supersample^2 points per pixel); odd square, float64, sum 1."""
+    if not radius > 0:
+        raise ValueError(f"defocus_psf: radius must be > 0, got {radius!r}")
+    r = int(math.ceil(radius))
+    offsets = (np.arange(supersample) + 0.5) / supersample - 0.5
+    grid = np.arange(-r, r + 1)
+    y = (grid[:, None, None, None] + offsets[None, None, :, None])
+    x = (grid[None, :, None, None] + offsets[None, None, None, :])
+    inside = (y * y + x * x <= radius * radius).mean(axis=(2, 3))
+    if inside.sum() == 0:  # a radius under half a sample spacing: the centre pixel
+        inside[r, r] = 1.0
+    return inside / inside.sum()
+
+
+def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> the same image JPEG-encoded at `quality` and decoded (4:2:0, as cameras)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=int(quality))
+    buffer.seek(0)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+BLUR_FAMILIES = ("linear", "shake", "varying", "defocus", "sharp")
+
+
+@dataclass(frozen=True)
+class BlurFamilyConfig(MotionBlurConfig):
+    """Ranges of BlurFamilyGenerator; the MotionBlurConfig fields drive the camera-shake
+    trajectories (also inside spatially varying blur)."""
+
+    families: tuple = (("linear", 0.4), ("shake", 0.25), ("varying", 0.2), ("defocus", 0.1), ("sharp", 0.05))
+    linear_length: tuple[float, float] = (3.0, 25.0)
+    defocus_radius: tuple[float, float] = (0.5, 2.5)
+    static_region_probability: float = 0.25  # a region of a varying blur that does not move
+    region_smoothness: tuple[float, float] = (0.1, 0.5)  # mask sigma per region spacing (small: sharp borders)
+    gamma_range: tuple[float, float] = (1.8, 2.4)  # per-sample display gamma (linear light)
+    highlight_probability: float = 0.2  # chance of an exposure gain that saturates highlights
+    highlight_gain: tuple[float, float] = (1.2, 3.0)
+    noise: tuple[float, float] = (0.0, 0.015)  # Gaussian sigma
+    poisson_probability: float = 0.5
+    poisson_peak: tuple[float, float] = (300.0, 3000.0)  # photons at white (log-uniform)
+    jpeg_probability: float = 0.3
+    jpeg_quality: tuple[int, int] = (60, 95)
+
+
+class BlurFamilyGenerator(MotionBlurGenerator):
+    """Blur that users meet: each sample is one family of BLUR_FAMILIES, drawn with the weights of
+    `config.families`: linear motion (3-25 px, any angle, sub-pixel), camera shake (random-walk
+    trajectories), spatially varying (regions blurred by different linear or shake kernels, some
+    static, blended by smooth masks), mild defocus, or none ("sharp"). Then degradations: a random
+    gamma (blur in linear light), saturated highlights, shot and Gaussian noise, JPEG."""
+
+    def __init__(self, config: BlurFamilyConfig | dict | None = None, **overrides):
+        config = BlurFamilyConfig(**config) if isinstance(config, dict) else (config or BlurFamilyConfig())
+        self.config = replace(config, **overrides) if overrides else config
+        names = [name for name, _ in self.config.families]
+        unknown = set(names) - set(BLUR_FAMILIES)
+        if unknown:
+            raise ValueError(f"BlurFamilyGenerator: unknown families {sorted(unknown)}; known: {BLUR_FAMILIES}")
+        weights = np.array([w for _, w in self.config.families], dtype=np.float64)
+        if (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError(f"BlurFamilyGenerator: family weights must be >= 0 with a positive sum, got {weights}")
+        self._names, self._p = names, weights / weights.sum()
+
+    def linear_kernel(self, rng: np.random.Generator) -> np.ndarray:
+        return linear_motion_psf(rng.uniform(*self.config.linear_length), rng.uniform(0, 2 * math.pi))
+
+    def family_kernels(self, family: str, rng: np.random.Generator) -> BlurRecipe:
+        """The kernels (and masks) of one family, without degradations."""
+        c = self.config
+        if family == "linear":
+            return BlurRecipe([self.linear_kernel(rng)], family=family)
+        if family == "shake":
+            kernel, traj = self.kernel(rng)
+            return BlurRecipe([kernel], trajectories=[traj], family=family)
+        if family == "defocus":
+            return BlurRecipe([defocus_psf(rng.uniform(*c.defocus_radius))], family=family)
+        if family == "sharp":
+            return BlurRecipe([np.ones((1, 1))], family=family)
+        gy = gx = 1
+        while gy * gx == 1:
+            gy, gx = (int(v) for v in rng.integers(1, c.regions + 1, size=2))
+        kernels = []
+        for _ in range(gy * gx):
+            u = rng.random()
+            if u < c.static_region_probability:
+                kernels.append(np.ones((1, 1)))
+            elif u < 0.5 + c.static_region_probability / 2:
+                kernels.append(self.linear_kernel(rng))
+            else:
+                kernels.append(self.kernel(rng)[0])
+        iy, ix = np.meshgrid(np.arange(gy), np.arange(gx), indexing="ij")
+        jitter = rng.uniform(-0.25, 0.25, size=(gy * gx, 2))
+        centres = np.stack([(iy.ravel() + 0.5 + jitter[:, 0]) / gy, (ix.ravel() + 0.5 + jitter[:, 1]) / gx], axis=1)
+        smooth = rng.uniform(*c.region_smoothness)
+        return BlurRecipe(kernels, centres=centres, spread=(smooth / gy, smooth / gx), family=family)
+
+    def degrade(self, recipe: BlurRecipe, rng: np.random.Generator) -> BlurRecipe:
+        """Draws the recipe's degradations (gamma, highlights, noise, JPEG)."""
+        c = self.config
+        recipe.gamma = float(rng.uniform(*c.gamma_range))
+        recipe.gain = float(rng.uniform(*c.highlight_gain)) if rng.random() < c.highlight_probability else 1.0
+        peak = math.exp(rng.uniform(math.log(c.poisson_peak[0]), math.log(c.poisson_peak[1])))
+        recipe.poisson_peak = peak if rng.random() < c.poisson_probability else None
+        recipe.noise_sigma = float(rng.uniform(*c.noise))
+        recipe.noise_seed = int(rng.integers(2**63))
+        recipe.jpeg_quality = int(rng.integers(c.jpeg_quality[0], c.jpeg_quality[1] + 1)) \
+            if rng.random() < c.jpeg_probability else None
+        return recipe
+
+    def sample(self, rng: np.random.Generator) -> BlurRecipe:
+        family = self._names[int(rng.choice(len(self._names), p=self._p))]
+        return self.degrade(self.family_kernels(family, rng), rng)
 
 
 def _unit(image: np.ndarray) -> np.ndarray:
@@ -562,10 +730,12 @@ class SyntheticBlurDataset(torch.utils.data.Dataset):
     files: a subset of the folder's images (paths relative to it); default all, recursively.
     cache: keep decoded images in memory (per process).
     repeat: samples per image and epoch (sample i shows image i % len(files)); each has its own
-    crop, augmentation and blur, so a few images still give many distinct pairs per epoch."""
+    crop, augmentation and blur, so a few images still give many distinct pairs per epoch.
+    scenes: the fraction of samples that show a procedural scene (deblurfast.train.scenes) drawn
+    from the sample's generator instead of a photo (needs a crop)."""
 
     def __init__(self, folder: str, crop=None, augment: bool = True, seed: int = 0, generator=None,
-                 files: list[str] | None = None, cache: bool = False, repeat: int = 1):
+                 files: list[str] | None = None, cache: bool = False, repeat: int = 1, scenes: float = 0.0):
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"SyntheticBlurDataset: {folder} is not a folder")
         self.folder = folder
@@ -579,6 +749,9 @@ class SyntheticBlurDataset(torch.utils.data.Dataset):
         if not isinstance(repeat, int) or repeat < 1:
             raise ValueError(f"SyntheticBlurDataset: repeat must be a positive int, got {repeat!r}")
         self.repeat = repeat
+        if not 0.0 <= float(scenes) <= 1.0 or (scenes and crop is None):
+            raise ValueError(f"SyntheticBlurDataset: scenes must be a fraction in [0, 1] (with a crop), got {scenes!r}")
+        self.scenes = float(scenes)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -601,17 +774,24 @@ class SyntheticBlurDataset(torch.utils.data.Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"SyntheticBlurDataset: index {index} out of range for {len(self)} samples")
         rng = sample_rng(self.seed, epoch, index)
-        img = self._image(index)
-        if self.augment:
-            img = dihedral(img, random_dihedral(rng, square=True))
-        H, W = img.shape[:2]
-        ch, cw = self.crop if self.crop is not None else (H, W)
-        top, left = random_crop_origin(img.shape, (ch, cw), rng) if self.crop is not None else (0, 0)
         recipe = self.generator.sample(rng)
         R = recipe.radius
-        sharp = crop_window(img, top, left, ch, cw)
-        blur = self.generator.render(recipe, _unit(crop_window(img, top - R, left - R, ch + 2 * R, cw + 2 * R)))
-        return {"blur": to_tensor(blur), "sharp": to_tensor(sharp), "name": self.files[index % len(self.files)]}
+        if self.scenes and rng.random() < self.scenes:
+            ch, cw = self.crop
+            region = scene(rng, ch + 2 * R, cw + 2 * R)
+            name = f"scene-{self.seed}-{epoch}-{index}"
+        else:
+            img = self._image(index)
+            if self.augment:
+                img = dihedral(img, random_dihedral(rng, square=True))
+            H, W = img.shape[:2]
+            ch, cw = self.crop if self.crop is not None else (H, W)
+            top, left = random_crop_origin(img.shape, (ch, cw), rng) if self.crop is not None else (0, 0)
+            region = crop_window(img, top - R, left - R, ch + 2 * R, cw + 2 * R)
+            name = self.files[index % len(self.files)]
+        sharp = self.generator.sharp_target(recipe, region[R:R + ch, R:R + cw])
+        blur = self.generator.render(recipe, _unit(region))
+        return {"blur": to_tensor(blur), "sharp": to_tensor(sharp), "name": name}
 
 
 # -- sample images ----------------------------------------------------------------------------------------
@@ -675,9 +855,9 @@ def build_dataset(kind: str, root: str, crop=None, train: bool = True, seed: int
 
 
 __all__ = [
-    "BlurRecipe", "DATASET_KINDS", "HIDE_TEST_FOLDERS", "MotionBlurConfig", "MotionBlurGenerator", "Pair",
+    "BLUR_FAMILIES", "BlurFamilyConfig", "BlurFamilyGenerator", "BlurRecipe", "DATASET_KINDS", "HIDE_TEST_FOLDERS", "MotionBlurConfig", "MotionBlurGenerator", "Pair",
     "PairedDataset", "SAMPLE_IMAGES", "SyntheticBlurDataset", "blend_masks", "build_dataset", "camera_trajectory",
-    "convolve_valid", "crop_window", "dihedral", "folder_pairs", "gopro_pairs", "hide_pairs", "paired_augment",
+    "convolve_valid", "crop_window", "defocus_psf", "jpeg_roundtrip", "linear_motion_psf", "dihedral", "folder_pairs", "gopro_pairs", "hide_pairs", "paired_augment",
     "paired_random_crop", "random_crop_origin", "random_dihedral", "realblur_list", "realblur_pairs",
-    "reflect_indices", "sample_images", "sample_rng", "to_tensor", "trajectory_psf",
+    "reflect_indices", "sample_images", "sample_rng", "scene", "to_tensor", "trajectory_psf",
 ]

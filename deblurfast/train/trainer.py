@@ -57,6 +57,8 @@ class TrainConfig:
     fused: bool = _option(True, "train with deblurfast's fused kernels (accelerate); --no-fused: the reference "
                           "layers")
     backend: str = _option("auto", "kernel backend request of the fused layers, e.g. cpu,reference")
+    channels_last: bool | None = _option(None, "train the fused model in channels_last (default: on CUDA; on CPU "
+                                         "it also speeds up PyTorch's convolutions)")
     # data
     data: str | None = _option(None, "dataset root (a folder of sharp images for --data-kind synthetic)")
     data_kind: str = _option("synthetic", "dataset layout", "data_kinds")
@@ -232,7 +234,8 @@ class Trainer:
         if cfg.weights:
             load_pretrained(model, cfg.weights)
         if cfg.fused:
-            accelerate(model, backend=cfg.backend, channels_last=self.device.type == "cuda")
+            channels_last = self.device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+            accelerate(model, backend=cfg.backend, channels_last=channels_last)
         self.model = model.to(self.device).train()
         self.module = self.model  # unwrapped (checkpoints, validation)
         if self.world > 1:
@@ -406,6 +409,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file of training options, keys named like the flags with _ for - "
                    "(flags override it)")
     p.add_argument("--resume", help="OUT/last.pt of an interrupted run: continue it bit-for-bit up to --steps")
+    p.add_argument("--evaluate", action="store_true",
+                   help="instead of training: the held-out benchmark by blur family (deblurfast.train.evaluate) of "
+                   "the bundled model, or of --model/--model-config with --weights")
+    p.add_argument("--evaluate-output", metavar="FILE", help="write the evaluation (JSON, per case and family) here")
+    p.add_argument("--evaluate-images", metavar="DIR", help="where the held-out photos are written "
+                   "(default: ~/.cache/deblurfast/images)")
+    p.add_argument("--evaluate-subset", type=int, nargs=2, metavar=("PHOTOS", "SCENES"),
+                   help="evaluate only the first PHOTOS photos and SCENES scenes at the smaller size")
     defaults = TrainConfig()
     named_choices = {"models": list_models(), "data_kinds": DATASET_KINDS}
     for f in dataclasses.fields(TrainConfig):
@@ -447,6 +458,10 @@ def config_from_args(args) -> TrainConfig:
 
 
 def main(args) -> int:
+    if getattr(args, "evaluate", False):
+        from .evaluate import run_command
+
+        return run_command(args)
     try:  # the set-up's errors are the user's (a file, an option): one line each
         cfg = config_from_args(args)
         trainer = Trainer(cfg)

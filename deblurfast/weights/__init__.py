@@ -23,11 +23,16 @@ def default_card() -> dict:
         return json.load(f)
 
 
+def weights_path():
+    """A context manager giving the bundled weights' file path."""
+    return _file(default_card()["weights"])
+
+
 def default_model() -> torch.nn.Module:
     """The bundled default model with its trained weights."""
     card = default_card()
     model = create(card["model"], **card["model_config"])
-    with _file(card["weights"]) as path:
+    with weights_path() as path:
         return load_pretrained(model, str(path))
 
 

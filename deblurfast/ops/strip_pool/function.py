@@ -149,13 +149,15 @@ def _index_values(op: str, name: str, t: torch.Tensor, bound: int) -> None:
     Triton forward (no read leaves the tables) and its gradient is dropped, the reference raises."""
     if torch.compiler.is_compiling() or (t.is_cuda and torch.cuda.is_current_stream_capturing()):
         return
-    stamp = (t._version, bound)
-    if getattr(t, "_deblurfast_checked", None) == stamp or t.numel() == 0:
+    # Inference tensors have no version counter: they are checked on every call.
+    stamp = None if t.is_inference() else (t._version, bound)
+    if (stamp is not None and getattr(t, "_deblurfast_checked", None) == stamp) or t.numel() == 0:
         return
     lo, hi = int(t.min()), int(t.max())
     if lo < 0 or hi >= bound:
         raise ArgumentError(f"{op}: {name} values must be in [0, {bound}), got values from {lo} to {hi}")
-    t._deblurfast_checked = stamp
+    if stamp is not None:
+        t._deblurfast_checked = stamp
 
 
 def _index(op: str, name: str, t, length: int, what: str) -> None:
