@@ -78,13 +78,12 @@ class OpContract:
     """The shared cases. Subclasses set `op` and the geometries and implement `make` and `call`."""
 
     op: str  # the op's name in deblurfast.dispatch
-    geometry: dict  # a small geometry: opcheck, compile, determinism, NaN-poisoned outputs, bad input
+    geometry: dict  # a small geometry: compile, NaN-poisoned outputs, bad input, and the defaults below
+    layout_geometry: dict | None = None  # float32 in each layout; default: geometry
     layout_geometries: dict = {}  # more float32 cases (contiguous): name -> geometry
     low_precision_geometries: dict | None = None  # name -> geometry; default: {"default": geometry}
     opcheck_geometries: dict | None = None  # name -> geometry; default: {"default": geometry}
-    compile_geometry: dict | None = None  # default: geometry
     deterministic_geometry: dict | None = None  # default: geometry
-    differentiable: tuple[str, ...] | None = None  # the inputs that take gradients; default: the floating ones
 
     def make(self, geometry: dict, dtype: torch.dtype, device) -> dict:
         """The op's tensor arguments of `geometry` by their public names, in the op's order (None: absent)."""
@@ -119,8 +118,7 @@ class OpContract:
             metafunc.parametrize("bad", cases, ids=[f"{kind}-{name}" for kind, name in cases])
 
     def _differentiable(self) -> tuple[str, ...]:
-        if self.differentiable is not None:
-            return self.differentiable
+        """The inputs that take gradients: the floating ones."""
         tensors = self.make(self.geometry, torch.float32, "cpu")
         return tuple(k for k, t in tensors.items() if floating(t))
 
@@ -178,7 +176,7 @@ class OpContract:
         """float32 in every memory layout (and the op's own edge cases), output and gradients,
         against the float64 reference, with uninitialized memory poisoned by NaN."""
         self.require(backend, device, torch.float32)
-        geometry = self.layout_geometries.get(layout, self.geometry)
+        geometry = self.layout_geometries.get(layout, self.layout_geometry or self.geometry)
         tensors = self.make(geometry, torch.float32, device)
         tensors = {k: arrange(t, layout) for k, t in tensors.items()}
         with uninitialized_is_nan():
@@ -214,7 +212,7 @@ class OpContract:
         """torch.compile(fullgraph=True) gives the eager output and gradients."""
         self.require(backend, device, torch.float32)
         torch._dynamo.reset()
-        geometry = self.compile_geometry or self.geometry
+        geometry = self.geometry
         tensors = self.make(geometry, torch.float32, device)
         wanted = self._differentiable()
 
@@ -288,4 +286,4 @@ class OpContract:
         assert name in message and ("must" in message or "but" in message), message
         for word in given:
             assert word in message, f"{word!r} not in {message!r}"
-        assert isinstance(info.value, RuntimeError)  # torchvision raises RuntimeError: code that catches it catches ours
+        assert isinstance(info.value, RuntimeError)  # as torchvision's: code that catches its errors catches ours

@@ -32,7 +32,6 @@ class TestEfficientAttentionContract(OpContract):
     low_precision_geometries = {"c20": dict(n=2, c=20, c2=6, lin=(7, 9), lout=(6, 5), gate=True)}
     opcheck_geometries = {"gate": dict(n=2, c=4, c2=3, lin=(4, 5), lout=(3, 3), gate=True),
                           "no_gate": dict(n=2, c=4, c2=3, lin=(4, 5), lout=(3, 3), gate=False)}
-    compile_geometry = dict(n=2, c=3, c2=4, lin=(4, 5), lout=(3, 4), gate=True)
 
     def make(self, g, dtype, device):
         tensors = make(g["n"], g["c"], g["c2"], g["lin"], g["lout"], g["gate"], torch.float64, device)
