@@ -7,6 +7,7 @@ from deblurfast.ops.strip_pool import blur_aware_mask, blur_aware_mask_reference
 from deblurfast.ops.strip_pool.reference import interpolate_nearest_index, nearest_index
 from deblurfast.testing import assert_close
 from helpers import backend_params, check_double_backward, grads, leaf, require_backend, uninitialized_is_nan
+from op_contract import OpContract
 
 BACKENDS = backend_params("blur_aware_mask")
 
@@ -286,6 +287,20 @@ def mask_with_grads(backend, args):
     return [out, *(g for g in grads(out, [args[k] for k in DIFF]) if g is not None)]
 
 
+class TestBlurAwareMaskContract(OpContract):
+    op = "blur_aware_mask"
+    geometry = dict(n=2, c=3, f=4, h=3, w=5, ka=3, kb=2)  # (N, C, F, H, W, KA, KB)
+    layout_geometries = {"empty_batch": dict(geometry, n=0)}
+    low_precision_geometries = {"18x20": dict(n=2, c=6, f=8, h=18, w=20, ka=5, kb=7)}
+
+    def make(self, g, dtype, device):
+        args = make_mask_args(g["n"], g["c"], g["f"], g["h"], g["w"], g["ka"], g["kb"], torch.float64, device)
+        return {k: t.to(dtype) if t.is_floating_point() else t for k, t in args.items()}
+
+    def call(self, backend, g, t):
+        return blur_aware_mask(**t, backend=backend)
+
+
 @pytest.mark.parametrize("backend,device", BACKENDS)
 @pytest.mark.parametrize(
     "shape,bias",
@@ -363,17 +378,7 @@ def test_mask_op_nonfinite_gradient_stays_local(backend, device):
     assert torch.equal(g_rows.isnan(), expected_rows) and torch.equal(g_cols.isnan(), expected_cols)
 
 
-# -- registration: opcheck, torch.compile -------------------------------------------------
-
-
-@pytest.mark.parametrize("backend,device", [p for p in BACKENDS if p.values[0] != "reference"])
-def test_opcheck(backend, device):
-    require_backend("blur_aware_mask", backend, device, torch.float32)
-    a = make_mask_args(2, 3, 4, 3, 5, 3, 2, torch.float32, device)
-    args = (leaf(a["x"]), leaf(a["row_table"]), leaf(a["col_table"]), leaf(a["weight"]), leaf(a["bias"]),
-            a["col_index"], a["row_index"])
-    op = {"triton": torch.ops.deblurfast.blur_aware_mask_triton, "cpu": torch.ops.deblurfast.blur_aware_mask}[backend]
-    torch.library.opcheck(op.default, args)
+# -- the module compiled --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("backend,device", [p for p in BACKENDS if p.values[0] == "cpu"])

@@ -11,45 +11,17 @@ import cuda_emulator as emu
 import oracles
 from deblurfast.ops.deform_conv2d import deform_conv2d_reference
 from deblurfast.testing import assert_close
+from geometries import CONV, FIVE, GENERIC, ODD, PLAIN, WIDE, deform_inputs, out_size
 from helpers import leaf
 
-# torchvision's odd case: stride (2,1), padding (1,0), dilation (2,1), kernel 3x2, 2 weight groups, 3 offset groups
-ODD = dict(n=2, cin=6, cout=4, h=9, w=7, kh=3, kw=2, stride=(2, 1), padding=(1, 0), dilation=(2, 1), groups=2, G=3)
-PLAIN = dict(n=2, cin=4, cout=3, h=6, w=7, kh=3, kw=3, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, G=1)
-FIVE = dict(n=1, cin=3, cout=5, h=8, w=9, kh=5, kw=5, stride=(1, 1), padding=(2, 2), dilation=(1, 1), groups=1, G=1)
-# Cout/groups = 18 > 16 (two output blocks, the second padded), offset groups of 5 channels straddle the
-# 8-channel data tiles and the 4-channel weight-gradient tiles; stride 2 and dilation 2 with a 3x3 kernel.
-WIDE = dict(n=1, cin=20, cout=18, h=9, w=8, kh=3, kw=3, stride=(2, 1), padding=(2, 1), dilation=(2, 1), groups=1,
-            G=4)
-# A generic kernel size (not 3x3 / 5x5) with groups > 1 and G > 1 nested inside the weight groups.
-GENERIC = dict(n=2, cin=8, cout=6, h=7, w=6, kh=2, kw=3, stride=(1, 2), padding=(1, 1), dilation=(1, 1), groups=2,
-               G=4)
-GEOMETRIES = {"odd": ODD, "plain": PLAIN, "five": FIVE, "wide": WIDE, "generic": GENERIC}
-CONV = ("stride", "padding", "dilation")
+# The kernels index images: the plain geometry with a batch of two.
+GEOMETRIES = {"odd": ODD, "plain": dict(PLAIN, n=2), "five": FIVE, "wide": WIDE, "generic": GENERIC}
 NAMES = ("grad_input", "grad_offset", "grad_weight", "grad_bias", "grad_mask")
 
 
-def out_size(g):
-    ho = (g["h"] + 2 * g["padding"][0] - g["dilation"][0] * (g["kh"] - 1) - 1) // g["stride"][0] + 1
-    wo = (g["w"] + 2 * g["padding"][1] - g["dilation"][1] * (g["kw"] - 1) - 1) // g["stride"][1] + 1
-    return ho, wo
-
-
-def make(g, dtype=torch.float64, offsets=True, masks=True, bias=True, offset_scale=2.0, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    K = g["kh"] * g["kw"]
-    ho, wo = out_size(g)
-
-    def randn(*shape):
-        return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype)
-
-    x = randn(g["n"], g["cin"], g["h"], g["w"])
-    offset = (offset_scale * randn(g["n"], 2 * g["G"] * K, ho, wo)).to(dtype) if offsets else None
-    # any real mask (the op applies no sigmoid), negative values included
-    mask = randn(g["n"], g["G"] * K, ho, wo) if masks else None
-    weight = randn(g["cout"], g["cin"] // g["groups"], g["kh"], g["kw"])
-    b = randn(g["cout"]) if bias else None
-    return x, offset, weight, b, mask
+def make(g, dtype=torch.float64, **kw):
+    """The geometry's tensors from a fixed generator, with any real mask (the op applies no sigmoid)."""
+    return deform_inputs(g, dtype, generator=torch.Generator().manual_seed(0), signed_mask=True, **kw)
 
 
 def conv_args(g):
@@ -146,7 +118,7 @@ def test_batch_sizes(n):
 
 def test_integer_offsets_equal_no_offset():
     """Zero offsets sample the grid points: the bilinear path equals the offset=None path."""
-    g = PLAIN
+    g = dict(PLAIN, n=2)
     x, offset, weight, bias, mask = make(g)
     zeros = torch.zeros_like(offset)
     a = emu.deform_conv2d_forward(x, zeros, weight, bias, mask, **conv_args(g))
@@ -173,7 +145,7 @@ def test_every_output_mask(dtype):
 
 
 def test_absent_tensors_give_empty_gradients():
-    g = PLAIN
+    g = dict(PLAIN, n=2)
     x, _, weight, _, _ = make(g)
     go = torch.randn(g["n"], g["cout"], *out_size(g), dtype=torch.float64)
     gi, goff, gw, gb, gm = emu.deform_conv2d_backward(go, x, None, weight, None, None, **conv_args(g))
@@ -245,7 +217,7 @@ def test_offsets_just_outside_and_on_the_border():
 def test_nonfinite_offsets_stay_local(dtype):
     """A NaN / inf offset reads 0 (no out-of-bounds read: the emulation reads host memory, where an OOB
     read shows as garbage or a crash); only that pixel's outputs and that tap's offset/mask gradients change."""
-    g = PLAIN
+    g = dict(PLAIN, n=2)
     x, offset, weight, bias, mask = make(g, dtype)
     go = torch.randn(g["n"], g["cout"], *out_size(g), dtype=dtype)
     clean = emu.deform_conv2d_forward(x, offset, weight, bias, mask, **conv_args(g))
@@ -283,7 +255,7 @@ def test_nonfinite_offsets_stay_local(dtype):
 
 
 def test_inf_input_reaches_only_its_samples():
-    g = dict(PLAIN, padding=(0, 0))
+    g = dict(PLAIN, n=2, padding=(0, 0))
     x, _, weight, bias, mask = make(g)
     x[0, :, 3, 3] = float("inf")
     out = emu.deform_conv2d_forward(x, None, weight, bias, mask, **conv_args(g))

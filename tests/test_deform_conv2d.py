@@ -10,36 +10,15 @@ import oracles
 from deblurfast import deform_conv2d, pixel_adaptive_conv2d
 from deblurfast.ops.deform_conv2d import reference as reference_module
 from deblurfast.testing import assert_close
+from geometries import FIVE, ODD, PLAIN, deform_inputs
 from helpers import (backend_params, check_double_backward, grads, import_torchvision, leaf, penalty_grads,
                      require_backend, uninitialized_is_nan)
+from op_contract import OpContract
 
 OP = "deform_conv2d"
 BACKENDS = backend_params(OP)
-COMPILED = [p for p in BACKENDS if p.values[0] != "reference"]
 
-# torchvision's odd geometry: stride (2,1), pad (1,0), dilation (2,1), kernel 3x2, 2 weight groups, 3 offset groups
-ODD = dict(n=2, cin=6, cout=4, h=9, w=7, kh=3, kw=2, stride=(2, 1), padding=(1, 0), dilation=(2, 1), groups=2, G=3)
-PLAIN = dict(n=1, cin=4, cout=3, h=6, w=7, kh=3, kw=3, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, G=1)
-FIVE = dict(n=1, cin=3, cout=2, h=7, w=6, kh=5, kw=5, stride=(1, 1), padding=(2, 2), dilation=(1, 1), groups=1, G=1)
 GEOMETRIES = {"plain": PLAIN, "odd": ODD, "5x5": FIVE}
-
-
-def out_size(g):
-    ho = (g["h"] + 2 * g["padding"][0] - g["dilation"][0] * (g["kh"] - 1) - 1) // g["stride"][0] + 1
-    wo = (g["w"] + 2 * g["padding"][1] - g["dilation"][1] * (g["kw"] - 1) - 1) // g["stride"][1] + 1
-    return ho, wo
-
-
-def make(g, dtype=torch.float64, device="cpu", offsets=True, masks=True, bias=True, offset_scale=2.0):
-    K = g["kh"] * g["kw"]
-    ho, wo = out_size(g)
-    kw = dict(dtype=dtype, device=device)
-    x = torch.randn(g["n"], g["cin"], g["h"], g["w"], **kw)
-    offset = offset_scale * torch.randn(g["n"], 2 * g["G"] * K, ho, wo, **kw) if offsets else None
-    mask = torch.rand(g["n"], g["G"] * K, ho, wo, **kw) if masks else None
-    weight = torch.randn(g["cout"], g["cin"] // g["groups"], g["kh"], g["kw"], **kw)
-    b = torch.randn(g["cout"], **kw) if bias else None
-    return x, offset, weight, b, mask
 
 
 def call(backend, x, offset, weight, bias, g, mask):
@@ -50,6 +29,31 @@ def with_grads(backend, tensors, g):
     tensors = [leaf(t) if t is not None else None for t in tensors]
     out = call(backend, *tensors[:4], g, tensors[4])
     return out, grads(out, tensors)
+
+
+class TestDeformConv2dContract(OpContract):
+    op = OP
+    geometry = PLAIN
+    layout_geometry = ODD
+    layout_geometries = {"empty_batch": dict(ODD, n=0), "batch_33": dict(ODD, n=33, h=5, w=4)}
+    # a network's scale (weights ~ 1/sqrt(fan-in)), so values are O(1) as the 5e-2 absolute bound assumes
+    low_precision_geometries = {"plain16": dict(PLAIN, cin=16, cout=16, h=12, w=10, offset_scale=1.0,
+                                                weight_scale=(16 * 9) ** -0.5)}
+    # the odd geometry on small images: opcheck runs the op many times (several minutes interpreted)
+    opcheck_geometries = {"all": dict(ODD, h=5, w=4), "no_offset": dict(ODD, h=5, w=4, offsets=False, bias=False),
+                          "no_mask": dict(ODD, h=5, w=4, masks=False)}
+    deterministic_geometry = dict(ODD, offset_scale=0.6)  # small offsets: many samples share pixels
+
+    def make(self, g, dtype, device):
+        tensors = deform_inputs(g, torch.float64, device, g.get("offsets", True), g.get("masks", True),
+                                g.get("bias", True), g.get("offset_scale", 2.0))
+        tensors = [None if t is None else t.to(dtype) for t in tensors]
+        tensors[2] = tensors[2] * g.get("weight_scale", 1.0)
+        return dict(zip(("input", "offset", "weight", "bias", "mask"), tensors))
+
+    def call(self, backend, g, t):
+        return deform_conv2d(t["input"], t["offset"], t["weight"], t["bias"], g["stride"], g["padding"],
+                             g["dilation"], t["mask"], backend=backend)
 
 
 GRAD_NAMES = ("grad_input", "grad_offset", "grad_weight", "grad_bias", "grad_mask")
@@ -74,7 +78,7 @@ def assert_grads_close(got, want, dtype=None, ref_lowp=None):
 def test_smoke_float64_oracle(backend, device, geometry, offsets, masks, bias):
     require_backend(OP, backend, device, torch.float64)
     g = GEOMETRIES[geometry]
-    tensors = make(g, device=device, offsets=offsets, masks=masks, bias=bias)
+    tensors = deform_inputs(g, device=device, offsets=offsets, masks=masks, bias=bias)
     with uninitialized_is_nan():
         out, got = with_grads(backend, tensors, g)
     x, offset, weight, b, mask = tensors
@@ -82,50 +86,6 @@ def test_smoke_float64_oracle(backend, device, geometry, offsets, masks, bias):
     assert_close(out.cpu(), expected, what="forward")
     _, want = with_grads("reference", [t.cpu() if t is not None else None for t in tensors], g)
     assert_grads_close(got, want)
-
-
-@pytest.mark.parametrize("backend,device", BACKENDS)
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "non_contiguous", "empty_batch", "batch_33"])
-def test_float32_layouts(backend, device, layout):
-    require_backend(OP, backend, device, torch.float32)
-    g = dict(ODD)
-    if layout == "empty_batch":
-        g["n"] = 0
-    if layout == "batch_33":
-        g.update(n=33, h=5, w=4)
-    tensors = list(make(g, torch.float32, device))
-    if layout == "channels_last":
-        tensors = [t.to(memory_format=torch.channels_last) if t is not None and t.dim() == 4 else t for t in tensors]
-    if layout == "non_contiguous":
-        x = torch.randn(g["n"], g["cin"], g["w"], g["h"], device=device).transpose(2, 3)
-        tensors[0] = x
-        tensors[1] = torch.randn(*tensors[1].shape[:2], tensors[1].shape[3], tensors[1].shape[2],
-                                 device=device).transpose(2, 3)
-        assert not tensors[0].is_contiguous() and not tensors[1].is_contiguous()
-    with uninitialized_is_nan():
-        out, got = with_grads(backend, tensors, g)
-    ref, want = with_grads("reference", [t.double().cpu() if t is not None else None for t in tensors], g)
-    assert out.dtype == torch.float32
-    assert_close(out.cpu(), ref, torch.float32, what="forward")
-    assert_grads_close(got, want, torch.float32)
-
-
-@pytest.mark.parametrize("backend,device", [p for p in BACKENDS if p.values[0] != "cpu"])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_low_precision(backend, device, dtype):
-    require_backend(OP, backend, device, dtype)
-    g = dict(PLAIN, cin=16, cout=16, h=12, w=10)
-    x, offset, weight, bias, mask = make(g, torch.float32, device, offset_scale=1.0)
-    # A network's scale (weights ~ 1/sqrt(fan-in)), so values are O(1) as the 5e-2 absolute bound assumes.
-    # Same inputs for every side (ops.md): round to the low dtype first, so the float64
-    # reference samples the same positions (an offset rounded across an integer moves the bilinear kink).
-    lowp = [t.to(dtype) for t in (x, offset, weight / (16 * 9) ** 0.5, bias, mask)]
-    ref, want = with_grads("reference", [t.double().cpu() for t in lowp], g)
-    ref_lowp, want_lowp = with_grads("reference", [t.cpu() for t in lowp], g)
-    out, got = with_grads(backend, lowp, g)
-    assert out.dtype == dtype
-    assert_close(out.float().cpu(), ref, dtype, ref_lowp=ref_lowp.float(), what="forward")
-    assert_grads_close(got, want, dtype, ref_lowp=want_lowp)
 
 
 # -- gradcheck -------------------------------------------------------------------
@@ -137,7 +97,7 @@ def test_gradcheck(backend, geometry):
     require_backend(OP, backend, "cpu", torch.float64)
     small = {"plain": dict(cin=2, cout=2, h=5, w=5), "odd": dict(cin=6, cout=2, h=6, w=3)}[geometry]
     g = dict(GEOMETRIES[geometry], n=1, **small)
-    tensors = make(g, offset_scale=1.5)  # random positions stay away from the bilinear kinks at integers
+    tensors = deform_inputs(g, offset_scale=1.5)  # random positions stay away from the bilinear kinks at integers
     fn = lambda x, o, w, b, m: call(backend, x, o, w, b, g, m)  # noqa: E731
     assert torch.autograd.gradcheck(fn, tuple(leaf(t) for t in tensors), eps=1e-6, atol=1e-6)
 
@@ -147,7 +107,7 @@ def test_gradcheck(backend, geometry):
 def test_gradcheck_layouts(backend, case):
     require_backend(OP, backend, "cpu", torch.float64)
     g = dict(PLAIN, n=0 if case == "empty_batch" else 1, h=4, w=5, cin=2, cout=2)
-    x, offset, weight, bias, mask = make(g, offsets=case != "no_offset", masks=case != "no_mask_no_bias",
+    x, offset, weight, bias, mask = deform_inputs(g, offsets=case != "no_offset", masks=case != "no_mask_no_bias",
                                          bias=case != "no_mask_no_bias", offset_scale=1.5)
     if case == "non_contiguous":
         x = torch.randn(g["n"], g["cin"], g["w"], g["h"], dtype=torch.float64).transpose(2, 3)
@@ -167,7 +127,7 @@ def test_double_backward(backend, device, offsets, masks):
     """Every backend differentiates its gradients (gradgradcheck in float64; Triton, float32 only,
     against the reference's second-order gradients)."""
     g = dict(PLAIN, cin=2, cout=2, h=4, w=4)
-    tensors = make(g, offsets=offsets, masks=masks, offset_scale=1.5)  # away from the kinks at integers
+    tensors = deform_inputs(g, offsets=offsets, masks=masks, offset_scale=1.5)  # away from the kinks at integers
     check_double_backward(OP, backend, device, lambda be, *ts: call(be, *ts[:4], g, ts[4]), tensors,
                           eps=1e-6, atol=1e-5)
 
@@ -177,7 +137,7 @@ def test_gradient_penalty_equals_the_reference(backend):
     """The issue's case: a gradient penalty through the cpu backend had all-zero second-order gradients."""
     dtype = torch.float64 if backend == "cpu" else torch.float32
     require_backend(OP, backend, "cpu", dtype)
-    tensors = [t.to(dtype) for t in make(dict(PLAIN, cin=2, cout=2), masks=False, bias=False)[:3]]
+    tensors = [t.to(dtype) for t in deform_inputs(dict(PLAIN, cin=2, cout=2), masks=False, bias=False)[:3]]
     g = dict(PLAIN, cin=2, cout=2)
     got = penalty_grads(lambda x, o, w: call(backend, x, o, w, None, g, None), [leaf(t) for t in tensors])
     want = penalty_grads(lambda x, o, w: call("reference", x, o, w, None, g, None), [leaf(t) for t in tensors])
@@ -195,7 +155,7 @@ def test_backward_ops_refuse_to_be_differentiated(op):
     else:
         require_backend(OP, "cpu", "cpu", torch.float64)
     x, offset, weight, _, _ = (leaf(t) if t is not None else None
-                               for t in make(PLAIN, torch.float32, masks=False, bias=False))
+                               for t in deform_inputs(PLAIN, torch.float32, masks=False, bias=False))
     go = torch.ones(1, 3, 6, 7)
     gx = op(go, x, offset, weight, None, None, [1, 1], [1, 1], [1, 1], [True, False, False, False, False])[0]
     with pytest.raises(RuntimeError, match="deform_conv2d.*_backward is not differentiable.*create_graph=True"):
@@ -228,7 +188,7 @@ def test_nonfinite_input_reaches_only_the_samples_that_read_it(backend, device, 
     dtype = torch.float32 if backend == "triton" else torch.float64
     require_backend(OP, backend, device, dtype)
     g = dict(ODD, n=1)
-    x, offset, weight, bias, mask = make(g, dtype, offset_scale=1.5)
+    x, offset, weight, bias, mask = deform_inputs(g, dtype, offset_scale=1.5)
     if offsets:  # fractional positions: every in-image corner has a nonzero bilinear weight
         offset = offset.round() + torch.rand_like(offset) * 0.8 + 0.1
     else:
@@ -284,7 +244,7 @@ def test_compiled_op_refuses_int64_overflow():
                          ids=["np.int64", "np.int32", "tensor", "tensor_int32"])
 def test_integral_scalars_are_accepted(scalar):
     """stride/padding/dilation take any integral scalar (operator.index), alone or in a pair, as torchvision."""
-    x, offset, weight, bias, mask = make(PLAIN, torch.float32)
+    x, offset, weight, bias, mask = deform_inputs(PLAIN, torch.float32)
     out = deform_conv2d(x, offset[..., ::2, ::2], weight, bias, scalar, (scalar - 1, scalar - 1), scalar - 1,
                         mask[..., ::2, ::2])
     assert_close(out.double(), call("reference", x.double(), offset[..., ::2, ::2].double(), weight.double(),
@@ -301,7 +261,7 @@ def test_integral_scalars_are_accepted(scalar):
 def test_far_offsets_contribute_nothing(backend, device):
     require_backend(OP, backend, device, torch.float32)
     g = PLAIN
-    x, offset, weight, _, mask = make(g, torch.float32, device, bias=False)
+    x, offset, weight, _, mask = deform_inputs(g, torch.float32, device, bias=False)
     for far in (1e3, -1e3, 1e30):
         tensors = [x, torch.full_like(offset, far), weight, None, mask]
         out, (gx, go, gw, _, gm) = with_grads(backend, tensors, g)
@@ -314,7 +274,7 @@ def test_far_offsets_contribute_nothing(backend, device):
 def test_nonfinite_offsets_stay_local(backend, device):
     require_backend(OP, backend, device, torch.float32)
     g = PLAIN
-    x, offset, weight, bias, mask = make(g, torch.float32, device)
+    x, offset, weight, bias, mask = deform_inputs(g, torch.float32, device)
     clean = call(backend, x, offset, weight, bias, g, mask)
     bad = offset.clone()
     bad[0, 0, 2, 3], bad[0, 5, 4, 1], bad[0, 7, 0, 0] = float("nan"), float("inf"), float("-inf")
@@ -339,7 +299,7 @@ def test_nonfinite_offsets_have_the_gradients_of_outside_ones(backend, device):
     """A NaN/inf position reads nothing, so its gradients are those of a far-outside position."""
     require_backend(OP, backend, device, torch.float32)
     g = PLAIN
-    x, offset, weight, bias, mask = make(g, torch.float32, device)
+    x, offset, weight, bias, mask = deform_inputs(g, torch.float32, device)
     spots = [(0, 0, 2, 3, float("nan")), (0, 5, 4, 1, float("inf")), (0, 7, 0, 0, float("-inf"))]
     bad, far = offset.clone(), offset.clone()
     for n, c, i, j, v in spots:
@@ -359,7 +319,7 @@ def test_nonfinite_offsets_have_the_gradients_of_outside_ones(backend, device):
                          ids=["wide", "groups"])
 def test_triton_multi_block_paths(g):
     require_backend(OP, "triton", "cpu", torch.float32)
-    tensors = make(g, torch.float32)
+    tensors = deform_inputs(g, torch.float32)
     out, got = with_grads("triton", tensors, g)
     want_out, want = with_grads("reference", [t.double() if t is not None else None for t in tensors], g)
     assert_close(out, want_out, torch.float32)
@@ -370,7 +330,7 @@ def test_cpu_multi_tile_paths():
     """Big enough for several forward and backward tiles (ragged last tile, grad_weight summed over tiles)."""
     require_backend(OP, "cpu", "cpu", torch.float64)
     g = dict(PLAIN, n=2, cin=256, cout=32, h=60, w=59, groups=2, G=2)
-    tensors = make(g)
+    tensors = deform_inputs(g)
     out, got = with_grads("cpu", tensors, g)
     want_out, want = with_grads("reference", tensors, g)
     assert_close(out, want_out)
@@ -389,29 +349,12 @@ def test_exception_devices():
 def test_pixel_adaptive_conv2d_is_deform_conv2d_with_a_kernel(backend, device):
     require_backend(OP, backend, device, torch.float64)
     g = FIVE
-    x, offset, weight, bias, kernel = make(g, device=device)
+    x, offset, weight, bias, kernel = deform_inputs(g, device=device)
     kernel = 3 * torch.randn_like(kernel)  # any real value, negative included
     for off in (None, offset):
         got = pixel_adaptive_conv2d(x, kernel, weight, bias, off, 1, 2, 1, backend=backend)
         expected = oracles.deform_conv2d(x, off, weight, bias, (1, 1), (2, 2), (1, 1), kernel)
         assert_close(got.cpu(), expected)
-
-
-@pytest.mark.parametrize("backend,device", [p for p in BACKENDS if p.values[0] in ("triton", "cpu")])
-def test_deterministic_mode_is_bit_reproducible(backend, device):
-    """Under torch.use_deterministic_algorithms(True), backward is bit-for-bit repeatable
-    (Triton: grad_input through int64 fixed-point atomics) and still exact to the tolerance."""
-    require_backend(OP, backend, device, torch.float32)
-    g = dict(ODD, n=2)
-    tensors = make(g, torch.float32, device, offset_scale=0.6)  # small offsets: many samples share pixels
-    with uninitialized_is_nan():  # also turns deterministic mode on
-        assert torch.are_deterministic_algorithms_enabled()
-        runs = [with_grads(backend, tensors, g)[1] for _ in range(3)]
-    for other in runs[1:]:
-        for a, b in zip(runs[0], other):
-            assert torch.equal(a, b)
-    _, want = with_grads("reference", [t.double().cpu() for t in tensors], g)
-    assert_grads_close(runs[0], want, torch.float32)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -438,7 +381,7 @@ def test_fixed_point_scale_bounds_every_grad_input_sum(dtype):
 
 def test_reference_chunks_give_the_same_result(monkeypatch):
     g = dict(PLAIN, h=9, w=5)
-    tensors = make(g)
+    tensors = deform_inputs(g)
     whole, whole_grads = with_grads("reference", tensors, g)
     monkeypatch.setattr(reference_module, "CHUNK_ELEMENTS", 1)  # one output row per chunk, checkpointed
     chunked, chunked_grads = with_grads("reference", tensors, g)
@@ -520,7 +463,7 @@ def test_equals_torchvision(backend, dtype, geometry, masks, device):
         pytest.skip("covered by test_float32_layouts[batch_33-triton-cpu] and the reference's comparison")
     require_backend(OP, backend, device, dtype)
     g = TORCHVISION_GEOMETRIES[geometry]
-    tensors = make(g, device=device, masks=masks)
+    tensors = deform_inputs(g, device=device, masks=masks)
     tensors = [t.to(dtype) if t is not None else None for t in tensors]
     ours, ours_grads = with_grads(backend, tensors, g)
 
@@ -545,7 +488,7 @@ def test_cuda_triton_and_torchvision_agree_at_a_model_shape(dtype):
     """The two independent GPU implementations (and torchvision where it runs the dtype) against the
     float64 reference, at an ASPDC-like shape with several channel and pixel blocks."""
     g = dict(PLAIN, n=2, cin=64, cout=64, h=40, w=56)
-    tensors = [t.to("cuda", dtype) for t in make(g, torch.float32, offset_scale=1.5)]
+    tensors = [t.to("cuda", dtype) for t in deform_inputs(g, torch.float32, offset_scale=1.5)]
     want_out, want = with_grads("reference", [t.double().cpu() for t in tensors], g)
     lowp_out, lowp = with_grads("reference", tensors, g)  # the reference's own error in this dtype
     lowp_out, lowp = lowp_out.float().cpu(), [t.float().cpu() for t in lowp]
@@ -575,40 +518,6 @@ def test_cuda_triton_and_torchvision_agree_at_a_model_shape(dtype):
 
 
 # -- registration ----------------------------------------------------------------
-
-
-def _compiled_op(backend):
-    if backend == "triton":
-        return torch.ops.deblurfast.deform_conv2d_triton.default
-    return torch.ops.deblurfast.deform_conv2d.default
-
-
-@pytest.mark.parametrize("backend,device", COMPILED)
-@pytest.mark.parametrize("offsets,masks,bias", [(True, True, True), (False, True, False), (True, False, True)])
-def test_opcheck(backend, device, offsets, masks, bias):
-    require_backend(OP, backend, device, torch.float32)
-    x, offset, weight, b, mask = (leaf(t) if t is not None else None
-                                  for t in make(ODD, torch.float32, device, offsets, masks, bias))
-    args = (x, offset, weight, b, mask, list(ODD["stride"]), list(ODD["padding"]), list(ODD["dilation"]))
-    torch.library.opcheck(_compiled_op(backend), args)
-
-
-@pytest.mark.parametrize("backend,device", BACKENDS)
-def test_compile_fullgraph(backend, device):
-    require_backend(OP, backend, device, torch.float32)
-    torch._dynamo.reset()
-    tensors = make(PLAIN, torch.float32, device)
-
-    def f(x, o, w, b, m):
-        return call(backend, x, o, w, b, PLAIN, m).square().sum()
-
-    compiled = torch.compile(f, fullgraph=True)
-    a = [leaf(t) for t in tensors]
-    compiled(*a).backward()
-    e = [leaf(t) for t in tensors]
-    f(*e).backward()
-    for u, v in zip(a, e):
-        assert_close(u.grad.double().cpu(), v.grad.double().cpu(), torch.float32)
 
 
 # -- exceptions -------------------------------------------------------------------
@@ -679,7 +588,7 @@ def test_compiled_op_checks_its_arguments():
 def test_autocast_casts_inputs_like_a_convolution():
     """Under torch.autocast, a float32 weight meets bfloat16 activations: the op casts them
     (as torch's convolutions do) instead of rejecting the mix."""
-    x, offset, weight, bias, mask = make(PLAIN, torch.float32)
+    x, offset, weight, bias, mask = deform_inputs(PLAIN, torch.float32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = call("reference", x.bfloat16(), offset, weight, bias, PLAIN, mask)
     assert out.dtype == torch.bfloat16

@@ -8,6 +8,7 @@ from deblurfast.nn import DynamicFilter2d
 from deblurfast.ops.dynamic_filter2d import OP, dynamic_filter2d_reference
 from deblurfast.testing import assert_close
 from helpers import backend_params, check_double_backward, grads, leaf, require_backend, uninitialized_is_nan
+from op_contract import OpContract
 
 BACKENDS = backend_params("dynamic_filter2d")
 MODES = ("zeros", "reflect", "replicate")
@@ -19,6 +20,22 @@ def make(n, c, h, w, k, groups, dtype=torch.float64, device="cpu", scale=1.0):
     x = torch.randn(n, c, h, w, dtype=dtype, device=device)
     kernel = scale * torch.randn(n, groups * k * k, h, w, dtype=dtype, device=device)
     return x, kernel
+
+
+class TestDynamicFilter2dContract(OpContract):
+    op = "dynamic_filter2d"
+    geometry = dict(n=2, c=4, h=6, w=9, k=3, d=1, groups=2, mode="reflect", normalize="softmax", scale=1.0)
+    layout_geometries = {"empty_batch": dict(geometry, n=0), "no_channels": dict(geometry, c=0, groups=1),
+                         "huge_logits": dict(geometry, scale=1e4)}
+    low_precision_geometries = {"k3": dict(geometry, c=8, h=12, w=20), "k7": dict(geometry, c=8, h=12, w=20, k=7)}
+    opcheck_geometries = {"reflect-softmax": geometry, "zeros": dict(geometry, mode="zeros", normalize=None)}
+
+    def make(self, g, dtype, device):
+        x, kernel = make(g["n"], g["c"], g["h"], g["w"], g["k"], g["groups"], dtype, device, g["scale"])
+        return {"input": x, "kernel": kernel}
+
+    def call(self, backend, g, t):
+        return dynamic_filter2d(t["input"], t["kernel"], g["k"], g["d"], g["mode"], g["normalize"], backend=backend)
 
 
 def run_with_grads(backend, x, kernel, k, d, mode, normalize):
@@ -83,50 +100,6 @@ def test_smoke_odd_shapes(backend, device, shape, k, d, mode):
     _, rgx, rgk = run_with_grads("reference", x.cpu(), kernel.cpu(), k, d, mode, "softmax")
     assert_close(gx.cpu(), rgx, what="grad_input")
     assert_close(gk.cpu(), rgk, what="grad_kernel")
-
-
-# -- float32 against the float64 reference, layouts ----------------------------
-
-
-@pytest.mark.parametrize("backend,device", BACKENDS)
-@pytest.mark.parametrize(
-    "layout", ["contiguous", "channels_last", "non_contiguous", "empty_batch", "no_channels", "huge_logits"]
-)
-def test_float32_layouts(backend, device, layout):
-    require_backend("dynamic_filter2d", backend, device, torch.float32)
-    n, c, h, w, k, groups = 2, 4, 6, 9, 3, 2
-    if layout == "empty_batch":
-        n = 0
-    if layout == "no_channels":
-        c, groups = 0, 1
-    x, kernel = make(n, c, h, w, k, groups, torch.float32, device, scale=1e4 if layout == "huge_logits" else 1.0)
-    if layout == "channels_last":
-        x, kernel = x.to(memory_format=torch.channels_last), kernel.to(memory_format=torch.channels_last)
-    if layout == "non_contiguous":
-        x = torch.randn(n, c, h, 2 * w, device=device)[..., ::2]
-        kernel = torch.randn(n, h, w, groups * k * k, device=device).permute(0, 3, 1, 2)
-        assert not x.is_contiguous() and not kernel.is_contiguous()
-    with uninitialized_is_nan():
-        out, gx, gk = run_with_grads(backend, x, kernel, k, 1, "reflect", "softmax")
-    ref = run_with_grads("reference", x.double().cpu(), kernel.double().cpu(), k, 1, "reflect", "softmax")
-    for got, want, what in zip((out, gx, gk), ref, ("forward", "grad_input", "grad_kernel")):
-        assert got.dtype == torch.float32 and got.shape == want.shape
-        assert torch.isfinite(got).all(), what
-        assert_close(got.cpu(), want, torch.float32, what=what)
-
-
-@pytest.mark.parametrize("backend,device", BACKENDS)
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("k", [3, 7])
-def test_low_precision(backend, device, dtype, k):
-    require_backend("dynamic_filter2d", backend, device, dtype)
-    x, kernel = (t.to(dtype) for t in make(2, 8, 12, 20, k, 2, torch.float32, device))  # same inputs for all
-    ref32 = run_with_grads("reference", x.double().cpu(), kernel.double().cpu(), k, 1, "reflect", "softmax")
-    ref_lowp = run_with_grads("reference", x.cpu(), kernel.cpu(), k, 1, "reflect", "softmax")
-    got = run_with_grads(backend, x, kernel, k, 1, "reflect", "softmax")
-    for g, r, rl, what in zip(got, ref32, ref_lowp, ("forward", "grad_input", "grad_kernel")):
-        assert g.dtype == dtype
-        assert_close(g.float().cpu(), r, dtype, ref_lowp=rl.float(), what=what)
 
 
 # -- gradcheck ------------------------------------------------------------------
@@ -222,42 +195,6 @@ def test_integral_scalars_are_accepted():
     assert DynamicFilter2d(np.int64(3), torch.tensor(2)).kernel_size == 3
 
 
-# -- registration: opcheck, torch.compile ----------------------------------------
-
-
-def _compiled_op(backend):
-    if backend == "triton":
-        return torch.ops.deblurfast.dynamic_filter2d_triton.default
-    return torch.ops.deblurfast.dynamic_filter2d.default
-
-
-@pytest.mark.parametrize("backend,device", [p for p in BACKENDS if p.values[0] != "reference"])
-@pytest.mark.parametrize("mode,softmax", [("reflect", True), ("zeros", False)])
-def test_opcheck(backend, device, mode, softmax):
-    require_backend("dynamic_filter2d", backend, device, torch.float32)
-    x, kernel = make(2, 4, 5, 6, 3, 2, torch.float32, device)
-    args = (leaf(x), leaf(kernel), 3, 1, mode, softmax)
-    torch.library.opcheck(_compiled_op(backend), args)
-
-
-@pytest.mark.parametrize("backend,device", BACKENDS)
-def test_compile_fullgraph(backend, device):
-    require_backend("dynamic_filter2d", backend, device, torch.float32)
-    torch._dynamo.reset()
-    x, kernel = make(2, 4, 5, 6, 3, 2, torch.float32, device)
-
-    def f(x, kernel):
-        return dynamic_filter2d(x, kernel, 3, 1, "reflect", "softmax", backend=backend).square().sum()
-
-    compiled = torch.compile(f, fullgraph=True)
-    xs, ks = leaf(x), leaf(kernel)
-    compiled(xs, ks).backward()
-    xe, ke = leaf(x), leaf(kernel)
-    f(xe, ke).backward()
-    assert_close(xs.grad.double().cpu(), xe.grad.double().cpu(), torch.float32)
-    assert_close(ks.grad.double().cpu(), ke.grad.double().cpu(), torch.float32)
-
-
 def test_compile_follows_use_backend():
     torch._dynamo.reset()
     x, kernel = make(1, 2, 4, 5, 3, 1, torch.float32)
@@ -268,15 +205,6 @@ def test_compile_follows_use_backend():
     # An impossible request inside the block must reach the compiled code too.
     with use_backend("cuda"), pytest.raises(Exception, match="no backend can run"):
         compiled(x, kernel)
-
-
-def test_deterministic_across_runs():
-    require_backend("dynamic_filter2d", "cpu", "cpu", torch.float32)
-    x, kernel = make(2, 8, 16, 33, 3, 2, torch.float32)
-    a = run_with_grads("cpu", x, kernel, 3, 1, "reflect", "softmax")
-    b = run_with_grads("cpu", x, kernel, 3, 1, "reflect", "softmax")
-    for u, v in zip(a, b):
-        assert torch.equal(u, v)
 
 
 @pytest.mark.cuda

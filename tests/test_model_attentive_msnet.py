@@ -52,21 +52,15 @@ def expected_state_shapes():
                                ("channel_attention.conv2", (f, r, 1))]:
             plain(f"{name}.{sub}", (o, i, k, k), (o,))
 
-    plain("enc1_1", (32, 6, 5, 5), (32,))
-    for b in ("enc1_2", "enc1_3", "enc1_4"):
-        rdab(b, 32)
-    plain("enc2_1", (64, 32, 5, 5), (64,))
-    for b in ("enc2_2", "enc2_3", "enc2_4"):
-        rdab(b, 64)
-    plain("enc3_1", (128, 64, 5, 5), (128,))
-    for b in ("enc3_2", "enc3_3", "enc3_4", "dec3_3", "dec3_2", "dec3_1"):
-        rdab(b, 128)
-    plain("dec2_4", (128, 64, 4, 4), (64,))  # ConvTranspose2d: [in, out, kh, kw]
-    for b in ("dec2_3", "dec2_2", "dec2_1"):
-        rdab(b, 64)
-    plain("dec1_4", (64, 32, 4, 4), (32,))
-    for b in ("dec1_3", "dec1_2", "dec1_1"):
-        rdab(b, 32)
+    for level, (cin, f) in enumerate(((6, 32), (32, 64), (64, 128)), 1):
+        plain(f"enc{level}_1", (f, cin, 5, 5), (f,))
+        for i in (2, 3, 4):
+            rdab(f"enc{level}_{i}", f)
+    for level, f in ((3, 128), (2, 64), (1, 32)):
+        if level < 3:  # a ConvTranspose2d from the level below: [in, out, kh, kw]
+            plain(f"dec{level}_4", (2 * f, f, 4, 4), (f,))
+        for i in (3, 2, 1):
+            rdab(f"dec{level}_{i}", f)
     plain("dec1_0", (3, 32, 5, 5), (3,))
     return keys
 

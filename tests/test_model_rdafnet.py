@@ -227,6 +227,15 @@ def ref_ms(img, sd):
         up = _lrelu(F.conv_transpose2d(t, sd[f"stage_{s}_dec_1.0.weight"], stride=2, padding=1))
         return _lrelu(_conv(torch.cat([skip, up], 1), sd, f"stage_{s}_dec_2.0", pad=2))
 
+    def fused_body(s, t, blocks, csff_at, e, d):
+        """Stage s's blocks, the previous stage's E and D added (CSFF) before block csff_at:
+        the stage's output and its features right after the CSFF."""
+        for i in range(blocks):
+            if i == csff_at:
+                t = fused = t + _conv(e, sd, f"csff_{s}_enc_1") + _conv(d, sd, f"csff_{s}_dec_1")
+            t = ref_rdafb(t, sd, f"body_block_{s}.{i}.")
+        return t, fused
+
     def sam(name, t):
         im = _conv(t, sd, f"{name}.conv2", pad=3) + img
         return _conv(t, sd, f"{name}.conv1") * torch.sigmoid(_conv(im, sd, f"{name}.conv3")) + t, im
@@ -241,21 +250,11 @@ def ref_ms(img, sd):
     s12, out1 = sam("sam12", dec(1, x1, d1))
 
     y3 = _conv(torch.cat([enc(2, img), s12], 1), sd, "cat12")
-    t = down(2, y3)
-    for i in range(10):
-        if i == 5:
-            t = t + _conv(e1, sd, "csff_2_enc_1") + _conv(d1, sd, "csff_2_dec_1")
-            e2 = t
-        t = ref_rdafb(t, sd, f"body_block_2.{i}.")
-    d2 = t
+    d2, e2 = fused_body(2, down(2, y3), 10, 5, e1, d1)
     s23, out2 = sam("sam23", dec(2, y3, d2))
 
     z0 = _conv(torch.cat([enc(3, img), s23], 1), sd, "cat23")
-    t = down(3, z0)
-    for i in range(12):
-        if i == 6:
-            t = t + _conv(e2, sd, "csff_3_enc_1") + _conv(d2, sd, "csff_3_dec_1")
-        t = ref_rdafb(t, sd, f"body_block_3.{i}.")
+    t, _ = fused_body(3, down(3, z0), 12, 6, e2, d2)
     out3 = _conv(dec(3, z0, t), sd, "last_conv", pad=3) + img
     return out1, out2, out3
 

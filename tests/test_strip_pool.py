@@ -8,10 +8,39 @@ from deblurfast.kernels import strip_pool as kernels
 from deblurfast.ops.strip_pool.reference import nearest_index
 from deblurfast.testing import assert_close
 from helpers import backend_params, check_double_backward, grads, leaf, require_backend, uninitialized_is_nan
+from op_contract import OpContract
 
 POOL_BACKENDS = backend_params("strip_pool")
 EXPAND_BACKENDS = backend_params("strip_expand")
 SIZES = (1, 3, 5, 7)
+
+
+class TestStripPoolContract(OpContract):
+    op = "strip_pool"
+    geometry = dict(n=2, c=3, h=10, w=9, sizes=SIZES)
+    layout_geometries = {"empty_batch": dict(geometry, n=0), "no_channels": dict(geometry, c=0)}
+    low_precision_geometries = {"13x22": dict(geometry, c=4, h=13, w=22)}
+
+    def make(self, g, dtype, device):
+        return {"x": torch.randn(g["n"], g["c"], g["h"], g["w"], dtype=torch.float64).to(device, dtype)}
+
+    def call(self, backend, g, t):
+        return [m for pair in strip_pool(t["x"], g["sizes"], backend=backend) for m in pair]
+
+
+class TestStripExpandContract(OpContract):
+    op = "strip_expand"
+    geometry = dict(n=2, c=3, h=10, w=9, nv=3, nh=5)
+    layout_geometries = {"empty_batch": dict(geometry, n=0), "no_channels": dict(geometry, c=0)}
+    low_precision_geometries = {"13x22": dict(n=2, c=4, h=13, w=22, nv=5, nh=7)}
+
+    def make(self, g, dtype, device):
+        v = torch.randn(g["n"], g["c"], g["h"], g["nv"], dtype=torch.float64)
+        h = torch.randn(g["n"], g["c"], g["nh"], g["w"], dtype=torch.float64)
+        return {"v": v.to(device, dtype), "h": h.to(device, dtype)}
+
+    def call(self, backend, g, t):
+        return strip_expand(t["v"], t["h"], (g["h"], g["w"]), backend=backend)
 
 
 def pool_flat(backend, x, sizes=SIZES):
@@ -119,55 +148,6 @@ def test_expand_equals_interpolate_at_model_sizes(backend, device):
             assert torch.equal(exact, F.interpolate(v, size=(4, length), mode="nearest")), (length, n)
 
 
-# -- float32 against the float64 reference, layouts ----------------------------
-
-
-def _layout(t, layout):
-    if layout == "channels_last":
-        return t.to(memory_format=torch.channels_last)
-    if layout == "non_contiguous":
-        t = torch.cat([t, t], -1)[..., ::2]
-        assert not t.is_contiguous()
-    return t
-
-
-@pytest.mark.parametrize("backend,device", POOL_BACKENDS)
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "non_contiguous", "empty_batch", "no_channels"])
-def test_float32_layouts(backend, device, layout):
-    require_backend("strip_pool", backend, device, torch.float32)
-    n, c = (0 if layout == "empty_batch" else 2), (0 if layout == "no_channels" else 3)
-    x = _layout(torch.randn(n, c, 10, 9, device=device), layout)
-    v = _layout(torch.randn(n, c, 10, 3, device=device), layout)
-    h = _layout(torch.randn(n, c, 5, 9, device=device), layout)
-    with uninitialized_is_nan():
-        got = (*pool_with_grad(backend, x), *expand_with_grads(backend, v, h, (10, 9)))
-    want = (*pool_with_grad("reference", x.double().cpu()),
-            *expand_with_grads("reference", v.double().cpu(), h.double().cpu(), (10, 9)))
-    for g, w, what in zip(got, want, ("pool", "pool grad_x", "expand", "expand grad_v", "expand grad_h")):
-        assert g.dtype == torch.float32 and g.shape == w.shape, what
-        assert torch.isfinite(g).all(), what
-        assert_close(g.cpu(), w, torch.float32, what=what)
-
-
-@pytest.mark.parametrize("backend,device", POOL_BACKENDS)
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_low_precision(backend, device, dtype):
-    require_backend("strip_pool", backend, device, dtype)
-    x = torch.randn(2, 4, 13, 22, device=device)
-    v, h = torch.randn(2, 4, 13, 5, device=device), torch.randn(2, 4, 7, 22, device=device)
-
-    def run(backend, x, v, h):
-        return (*pool_with_grad(backend, x), *expand_with_grads(backend, v, h, (13, 22)))
-
-    lowp = [t.to(dtype) for t in (x, v, h)]  # every run sees the same rounded inputs
-    ref32 = run("reference", *(t.float().cpu() for t in lowp))
-    ref_lowp = run("reference", *(t.cpu() for t in lowp))
-    got = run(backend, *lowp)
-    for g, r, rl, what in zip(got, ref32, ref_lowp, ("pool", "pool grad_x", "expand", "grad_v", "grad_h")):
-        assert g.dtype == dtype
-        assert_close(g.float().cpu(), r, dtype, ref_lowp=rl.float(), what=what)
-
-
 # -- gradcheck ------------------------------------------------------------------
 
 
@@ -240,37 +220,6 @@ def test_nonfinite_values_stay_in_their_bins(backend, device, many_tiles):
     gv, gh = torch.autograd.grad(strip_expand(v, h, (9, 20), backend=backend), [v, h], g)
     assert gv.isnan().sum() == 1 and gv[0, 1, 2, 15 * 3 // 20].isnan()
     assert gh.isnan().sum() == 1 and gh[0, 1, 2 * 4 // 9, 15].isnan()
-
-
-# -- registration: opcheck, torch.compile ----------------------------------------
-
-
-@pytest.mark.parametrize("backend,device", [p for p in POOL_BACKENDS if p.values[0] == "triton"])
-def test_opcheck(backend, device):
-    require_backend("strip_pool", backend, device, torch.float32)
-    x = torch.randn(2, 3, 6, 9, device=device)
-    torch.library.opcheck(torch.ops.deblurfast.strip_pool_triton.default, (leaf(x), [1, 3, 5, 7]))
-    v, h = torch.randn(2, 3, 6, 3, device=device), torch.randn(2, 3, 5, 9, device=device)
-    torch.library.opcheck(torch.ops.deblurfast.strip_expand_triton.default, (leaf(v), leaf(h), 6, 9))
-
-
-@pytest.mark.parametrize("backend,device", POOL_BACKENDS)
-def test_compile_fullgraph(backend, device):
-    require_backend("strip_pool", backend, device, torch.float32)
-    torch._dynamo.reset()
-    x = torch.randn(2, 3, 9, 10, device=device)
-
-    def f(x):
-        return sum(strip_expand(v, h, (9, 10), backend=backend).square().sum()
-                   for v, h in strip_pool(x, backend=backend))
-
-    xs, xe = leaf(x), leaf(x)
-    out = torch.compile(f, fullgraph=True)(xs)
-    out.backward()
-    expected = f(xe)
-    expected.backward()
-    assert_close(out.double().cpu(), expected.double().cpu(), torch.float32)
-    assert_close(xs.grad.double().cpu(), xe.grad.double().cpu(), torch.float32)
 
 
 # -- exceptions ------------------------------------------------------------------

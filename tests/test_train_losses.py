@@ -80,11 +80,18 @@ def _xu_loss_numpy(outs, sharp):
     return mse + 2.5 * (gx + gy)
 
 
-def test_attentive_real_model_matches_the_formula():
+def real_model_loss(name, shape, **config):
+    """A small `name` network (seed 0), a random batch of `shape` and its training loss:
+    (model, batch, loss, logs)."""
     torch.manual_seed(0)
-    model = create("attentive_msnet", widths=(16, 16, 16), num_blocks=1)
-    b = {"blur": torch.rand(2, 3, 16, 32), "sharp": torch.rand(2, 3, 16, 32)}
-    loss, logs = build_loss("attentive_msnet")(model, b)
+    model = create(name, **config)
+    b = {"blur": torch.rand(*shape), "sharp": torch.rand(*shape)}
+    loss, logs = build_loss(name)(model, b)
+    return model, b, loss, logs
+
+
+def test_attentive_real_model_matches_the_formula():
+    model, b, loss, logs = real_model_loss("attentive_msnet", (2, 3, 16, 32), widths=(16, 16, 16), num_blocks=1)
     with torch.no_grad():
         expected = _xu_loss_numpy(model(b["blur"]), b["sharp"])
     assert loss.item() == pytest.approx(expected, rel=1e-5)
@@ -134,10 +141,7 @@ def test_rdafnet_single_stage_and_perceptual_term():
 
 
 def test_rdafnet_real_models_sum_stage_terms():
-    torch.manual_seed(0)
-    b = {"blur": torch.rand(1, 3, 8, 8), "sharp": torch.rand(1, 3, 8, 8)}
-    model = create("rdafnet_ms", width=4, num_blocks=(2, 2, 2))
-    loss, logs = build_loss("rdafnet_ms")(model, b)
+    model, b, loss, logs = real_model_loss("rdafnet_ms", (1, 3, 8, 8), width=4, num_blocks=(2, 2, 2))
     with torch.no_grad():
         outs, t = model(b["blur"] * 2 - 1), b["sharp"] * 2 - 1
     expected = sum((o - t).abs().mean() + 0.1 * (torch.fft.rfft2(o) - torch.fft.rfft2(t)).abs().mean() for o in outs)
@@ -285,10 +289,7 @@ def test_saphnet_output_mse_by_default_and_level_weights():
 
 
 def test_saphnet_real_model_levels():
-    torch.manual_seed(0)
-    model = create("saphnet", channels=16, attention_maps=4, num_blocks=1)
-    b = {"blur": torch.rand(1, 3, 16, 16), "sharp": torch.rand(1, 3, 16, 16)}
-    loss, _ = build_loss("saphnet")(model, b)
+    model, b, loss, _ = real_model_loss("saphnet", (1, 3, 16, 16), channels=16, attention_maps=4, num_blocks=1)
     with torch.no_grad():
         out = model(b["blur"])
         images = model(b["blur"], return_all=True)
@@ -360,10 +361,7 @@ def test_psnr_log_uses_the_model_convention():
 
 
 def test_banet_real_model_bgr_and_clamp():
-    torch.manual_seed(0)
-    model = create("banet", channels=8, num_bams=1, stem_channels=4)
-    b = {"blur": torch.rand(1, 3, 8, 8), "sharp": torch.rand(1, 3, 8, 8)}
-    loss, logs = build_loss("banet")(model, b)
+    model, b, loss, logs = real_model_loss("banet", (1, 3, 8, 8), channels=8, num_bams=1, stem_channels=4)
     with torch.no_grad():
         x, t = b["blur"].flip(1) - 0.5, b["sharp"].flip(1) - 0.5  # BGR in [-0.5, 0.5]
         o = model(x).clamp(-0.5, 0.5)
