@@ -1,20 +1,28 @@
 """Triton kernels of modulated deformable convolution (DCNv2, ops.md §1).
 
+Every kernel gathers from x in channels_last (an NCHW input is copied once, by
+channels_last()): a bilinear corner of BLOCK_C channels is then one contiguous
+run, read with 16-byte vector loads, a warp's lanes along the channels. The
+geometry of a sample (offsets and mask read once, the 4 corners' addresses,
+validity and weights) is computed once per (pixel, tap) and shared by every
+channel block.
+
 Forward: an implicit GEMM. A program owns BLOCK_P output pixels x BLOCK_O output
-channels of one (image, weight group). For each channel segment (a channel
-range inside one weight group and one offset group) and each tap, it computes
-the sampling geometry of its pixels once (offsets and mask read once per
-(pixel, tap, group)), gathers the bilinear samples of BLOCK_C channels straight
-into registers ([BLOCK_P, BLOCK_C], never written to memory), and multiplies
-them with the weight tile on tensor cores (tl.dot, fp32 accumulation).
-Inputs may have any strides, so NCHW and channels_last run without copies.
+channels of one (image, weight group); per channel segment (inside one weight
+group and one offset group) and tap it blends the 4 gathered corners into a
+[BLOCK_P, BLOCK_C] tile in registers and multiplies it with the weight tile on
+tensor cores (tl.dot, fp32 accumulation). The weight is packed into the dot's
+layout once per weight version (packed_weight). The output keeps the input's
+layout, stored with vector stores along its contiguous axis.
 
 Backward, data: a program owns BLOCK_P pixels of one (image, offset group); per
-tap it forms grad_cols = grad_out . weight with tl.dot, reduces grad_offset and
-grad_mask over the group's channels in registers, and scatters grad_input to
-the 4 bilinear corners with atomics: float32 atomics by default, int64
-fixed-point atomics in deterministic mode (integer addition is associative,
-so the result is bit-for-bit reproducible).
+tap it forms grad_cols = grad_out . weight with tl.dot (the grad_out tile loaded
+once, before the tap loop). Two launches of the kernel split the work: one
+scatters grad_input to the 4 bilinear corners with vector atomics into a
+channels_last buffer (float32 by default; int64 fixed point in deterministic
+mode: integer addition is associative, so the result is bit-for-bit
+reproducible), the other gathers the corners and reduces grad_offset and
+grad_mask over the group's channels in registers.
 Backward, weight: split-K over pixel chunks into float32 partials, summed in a
 fixed order.
 """
@@ -256,7 +264,8 @@ def deform_conv2d_bwd_data_kernel(
                             PIXEL_MAJOR).to(DOT)
                     # weight packed [groups, K, Cout_g, Cin_g]: input channels contiguous
                     o_wr = tl.multiple_of(((wg * K + t) * Cout_g + o0 + o_o).to(tl.int64) * Cin_g, VEC)
-                    p_wt = weight + o_wr[:, None] + (tl.multiple_of(c0 - wg * Cin_g, VEC) + tl.arange(0, BLOCK_C))[None, :]
+                    o_wc = tl.multiple_of(c0 - wg * Cin_g, VEC) + tl.arange(0, BLOCK_C)  # [BLOCK_C] within the group
+                    p_wt = weight + o_wr[:, None] + o_wc[None, :]
                     if EVEN:
                         b_wt = tl.load(p_wt)  # [BLOCK_O, BLOCK_C]
                     else:
@@ -546,7 +555,9 @@ def backward(grad_out, x, offset, weight, bias, mask, stride, padding, dilation,
     # the grad-input buffer is channels_last like the x the kernels read (atomics along the channels)
     gx_buf = torch.zeros((N, H, W, Cin), dtype=torch.int64 if fixed_point else torch.float32,
                          device=x.device).permute(0, 3, 1, 2) if need_x else empty()
-    gx_format = torch.channels_last if x.stride(1) == 1 and not x.is_contiguous() else torch.contiguous_format
+    # grad_input in the input's layout (channels_last for a channels_last input, as the forward's output)
+    gx_format = torch.channels_last if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last) \
+        else torch.contiguous_format
     goff = torch.empty(offset.shape, dtype=offset.dtype, device=x.device) if need_off else empty()
     gm = torch.empty(mask.shape, dtype=mask.dtype, device=x.device) if need_m else empty()
     gw = empty()

@@ -208,8 +208,8 @@ def accesses(ttgir: str) -> list[dict]:
     """Each global tensor access of a TTGIR module: op, tile shape, element type, and the tile axis
     its warp lanes lie on (None where the layout is not a #blocked one)."""
     layouts = blocked_layouts(ttgir)
-    return [{"op": _OP.get(m.group(1), m.group(1)), "shape": [int(v) for v in m.group(2).split("x")], "type": m.group(3),
-             "lane_axis": lane_axis(layouts[m.group(4)]) if m.group(4) in layouts else None}
+    return [{"op": _OP.get(m.group(1), m.group(1)), "shape": [int(v) for v in m.group(2).split("x")],
+             "type": m.group(3), "lane_axis": lane_axis(layouts[m.group(4)]) if m.group(4) in layouts else None}
             for m in _ACCESS.finditer(ttgir)]
 
 
