@@ -383,7 +383,8 @@ def _segments(cin: int, groups: int, offset_groups: int, block_c: int, device: s
     return as_tensor(segs), as_tensor(start_wg), as_tensor(start_og), as_tensor(blocks), len(blocks)
 
 
-def _config(cin_seg: int, cout_g: int, kernel: str = "fwd", dtype: torch.dtype = torch.float16) -> dict:
+def _config(cin_seg: int, cout_g: int, kernel: str = "fwd", dtype: torch.dtype = torch.float16,
+            fixed_point: bool = False) -> dict:
     """Tile sizes and launch options of a kernel: "fwd", "bwd_data" (the grad-input scatter), "bwd_offmask"
     (the offset and mask gradients, the same kernel) or "bwd_weight". A small table keyed on the kernel,
     the channels and the dtype, read off the static report (`deblurfast bench --static`, sm_90) so that no
@@ -403,7 +404,7 @@ def _config(cin_seg: int, cout_g: int, kernel: str = "fwd", dtype: torch.dtype =
     elif kernel in ("bwd_data", "bwd_offmask"):
         if fp32 and kernel == "bwd_data":
             cfg["BLOCK_C"] = 16
-        if not fp32:
+        if not fp32 and not fixed_point:  # the int64 atomics of deterministic mode would spill at 128
             cfg["maxnreg"] = 128
     elif kernel == "bwd_weight":
         cfg.update(BLOCK_C=max(16, min(32 if fp32 else 64, triton.next_power_of_2(cin_seg))), num_stages=2)
@@ -577,7 +578,7 @@ def backward(grad_out, x, offset, weight, bias, mask, stride, padding, dilation,
                 if not any(part) or (part[0] and not need_x):
                     continue
                 data_cfg = _config(min(Cin_g, Cin // G), Cout_g, "bwd_data" if part[0] else "bwd_offmask",
-                                   dtype=x.dtype)
+                                   dtype=x.dtype, fixed_point=fixed_point and part[0])
                 grid = (triton.cdiv(Ho * Wo, data_cfg["BLOCK_P"]) * G * N,)
                 deform_conv2d_bwd_data_kernel[grid](
                     grad_out, x, offset if offset is not None else x, mask if mask is not None else x,

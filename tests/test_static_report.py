@@ -66,16 +66,19 @@ def test_every_kernel_function_in_the_cubin_is_read(compiled):
 
 
 def test_memory_instructions_match_the_ptx(compiled):
-    """The SASS global loads/stores by width agree with the PTX's ld.global/st.global by width
-    (ptxas keeps every global access of these kernels: no vector merging across PTX instructions);
-    a pipelined load is a cp.async global -> shared copy in the PTX and an LDGSTS in the SASS."""
+    """The SASS global loads/stores agree with the PTX's ld.global/st.global (ptxas keeps every global
+    access of these kernels: no vector merging across PTX instructions), up to ptxas unrolling a loop
+    (strip_reduce_finish with 16-byte aligned pointers: 8 times); a pipelined load is a cp.async
+    global -> shared copy in the PTX and an LDGSTS in the SASS."""
     for name, c in compiled.items():
         row, ptx = c["row"], c["ptx"]
         for kind in ("ld", "st"):
             sass_total = sum(v for k, v in row.items() if k.startswith(f"{kind}.global."))
             ptx_total = sum(1 for ln in ptx.splitlines() if f"{kind}.global." in ln
                             or (kind == "ld" and re.search(r"cp\.async\.c[ag]\.shared\.global", ln)))
-            assert sass_total == ptx_total, (name, kind, sass_total, ptx_total)
+            unrolled = sass_total // ptx_total if ptx_total else 1
+            assert unrolled >= 1 and sass_total == unrolled * ptx_total, (name, kind, sass_total, ptx_total)
+            assert unrolled == 1 or name == SMALL, (name, kind, sass_total, ptx_total)
 
 
 def test_large_kernel_reads_as_the_issue_found_it(compiled):

@@ -31,9 +31,9 @@ def cases():
         for pixel_major in (True, False) if k == (3, 3) and has_mask and has_off else (True,):
             tag = "" if pixel_major else "-cl"
 
-            def cfg(kernel):
+            def cfg(kernel, fixed=False):
                 c = {**consts, "PIXEL_MAJOR": pixel_major,
-                     **dc._config(cseg, cout_g, kernel, TORCH[dtype])}
+                     **dc._config(cseg, cout_g, kernel, TORCH[dtype], fixed_point=fixed)}
                 vec = 16 // TORCH[dtype].itemsize  # the sweep's strides are multiples of it where the channels are
                 c["VEC"] = vec if cseg % vec == 0 and cout_g % vec == 0 else 1
                 c["EVEN"] = cseg % c["BLOCK_C"] == 0 and cout_g % c["BLOCK_O"] == 0
@@ -49,7 +49,7 @@ def cases():
             for fixed in (False, True) if pixel_major else (False,):
                 yield (f"dc_bwd_data-{name}-fixed{int(fixed)}{tag}", dc.deform_conv2d_bwd_data_kernel,
                        {**ptrs, "gx": "*i64" if fixed else "*fp32"},
-                       {**cfg("bwd_data"), "NEED_GX": True, "NEED_GOFF": False, "NEED_GMASK": False,
+                       {**cfg("bwd_data", fixed), "NEED_GX": True, "NEED_GOFF": False, "NEED_GMASK": False,
                         "FIXED_POINT": fixed})
             if has_off or has_mask:
                 yield (f"dc_bwd_offmask-{name}{tag}", dc.deform_conv2d_bwd_data_kernel, {**ptrs, "gx": "*fp32"},
