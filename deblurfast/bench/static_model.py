@@ -189,31 +189,30 @@ def deform_backward(rows: dict, layout: str) -> list:
 
 
 def dynamic_filter_forward(rows: dict, layout: str) -> list:
-    """df_fwd k=3: per [BLOCK_C channels, BLOCK_W pixels] program, the [K2P, BLOCK_W] taps (re-loaded and
-    soft-maxed per channel block) and the [K2P, BLOCK_C, BLOCK_W] gather; lanes along W assumed from the TTGIR."""
-    row = rows["df_fwd-fp16-k3-d1-mode1-softmax1"]
-    K2P, Cb, Wb = row["constexprs"]["K2P"], row["constexprs"]["BLOCK_C"], row["constexprs"]["BLOCK_W"]
-    nchw = layout == "nchw"  # channels_last input is made contiguous first: one copy more (below)
+    """df_fwd k=3: a program of BLOCK_W pixels of a row loops over the channel blocks; the 9 taps of its
+    pixels read once for their max and once per channel block (from L1 after the first), and per tap a
+    [BLOCK_C, BLOCK_W] gather of x (channels_last: [BLOCK_W, BLOCK_C]), shifted by the tap: unaligned."""
+    row = rows["df_fwd-fp16-k3-d1-mode1-softmax1" + ("-cl" if layout == "channels_last" else "")]
+    Cb, Wb = row["constexprs"]["BLOCK_C"], row["constexprs"]["BLOCK_W"]
+    tile, contiguous = ((Cb, Wb), 1) if layout == "nchw" else ((Wb, Cb), 1)
     streams = [
-        Stream("taps (per channel block)", HW * K2P * math.ceil(C / Cb), E,
-               _coalesced_if(row, "tt.load", (K2P, Wb), 1)),
-        Stream("x gather", HW * C * K2P, E, _coalesced_if(row, "tt.load", (K2P, Cb, Wb), 2)),
-        Stream("out", HW * C, E, _coalesced_if(row, "tt.store", (Cb, Wb), 1)),
+        Stream("taps", HW * K * (1 + math.ceil(C / Cb)), E, layout == "nchw" and _coalesced_if(row, "tt.load", (Wb,), 0)),
+        Stream("x gather", HW * C * K, E, _coalesced_if(row, "tt.load", tile, contiguous), True),
+        Stream("out", HW * C, E, _coalesced_if(row, "tt.store", tile, contiguous)),
     ]
-    if not nchw:
-        streams.append(Stream("channels_last -> NCHW copy", 2 * HW * C, E, True))
     return [("df_fwd", row, streams, 0.0)]
 
 
 def attention_forward(rows: dict, layout: str) -> list:
-    """ea_ctx_partial ([BLOCK_L, BLOCK_K] key tile, [BLOCK_C, BLOCK_L] value tile) and ea_out (query, gate,
-    out) at C = C2 = 64, L = 720*1280; the maps of [N, C, L] are L apart, positions contiguous."""
+    """ea_ctx_partial ([BLOCK_K, BLOCK_L] key tile, transposed in registers for the dot; [BLOCK_C, BLOCK_L]
+    value tile) and ea_out (query, gate, out) at C = C2 = 64, L = 720*1280; the maps of [N, C, L] are L apart,
+    positions contiguous."""
     part = rows["ea_ctx_partial-fp16-C64-C264"]
     out = rows["ea_out-fp16-C64-C264-gate1"]
     Cb, Kb, Lb = (part["constexprs"][k] for k in ("BLOCK_C", "BLOCK_K", "BLOCK_L"))
     n_cb = math.ceil(C / Cb)
     part_streams = [
-        Stream("key tile", HW * C * n_cb, E, _coalesced_if(part, "tt.load", (Lb, Kb), 0)),
+        Stream("key tile", HW * C * n_cb, E, _coalesced_if(part, "tt.load", (Kb, Lb), 1)),
         Stream("value tile", HW * C, E, _coalesced_if(part, "tt.load", (Cb, Lb), 1)),
     ]
     Cb_o, Kb_o, Lb_o = (out["constexprs"][k] for k in ("BLOCK_C", "BLOCK_K", "BLOCK_L"))
@@ -265,6 +264,7 @@ OPS = [
     ("deform_conv2d bwd", "channels_last", deform_backward, (3 * C + 2 * 27) * HW * E,
      (4 * C + 4 * 27) * HW * E + 3 * HW * C * 4 + HW * C * E, 2 * 2 * HW * C * C * K),
     ("dynamic_filter2d fwd", "nchw", dynamic_filter_forward, (2 * C + K) * HW * E, (2 * C + K) * HW * E, 0),
+    ("dynamic_filter2d fwd", "channels_last", dynamic_filter_forward, (2 * C + K) * HW * E, (2 * C + K) * HW * E, 0),
     ("efficient_attention fwd", "nchw", attention_forward, 5 * C * HW * E, 6 * C * HW * E, 4 * HW * C * C),
     ("strip_pool fwd", "nchw", strip_pool_forward, 2 * C * HW * E, 2 * C * HW * E, 0),
     ("blur_aware_mask fwd", "nchw", ba_mask_forward, 2 * C * HW * E, 2 * C * HW * E, 2 * HW * C * 64),
