@@ -1,20 +1,28 @@
 """Triton kernels of modulated deformable convolution (DCNv2, ops.md §1).
 
+Every kernel gathers from x in channels_last (an NCHW input is copied once, by
+channels_last()): a bilinear corner of BLOCK_C channels is then one contiguous
+run, read with 16-byte vector loads, a warp's lanes along the channels. The
+geometry of a sample (offsets and mask read once, the 4 corners' addresses,
+validity and weights) is computed once per (pixel, tap) and shared by every
+channel block.
+
 Forward: an implicit GEMM. A program owns BLOCK_P output pixels x BLOCK_O output
-channels of one (image, weight group). For each channel segment (a channel
-range inside one weight group and one offset group) and each tap, it computes
-the sampling geometry of its pixels once (offsets and mask read once per
-(pixel, tap, group)), gathers the bilinear samples of BLOCK_C channels straight
-into registers ([BLOCK_P, BLOCK_C], never written to memory), and multiplies
-them with the weight tile on tensor cores (tl.dot, fp32 accumulation).
-Inputs may have any strides, so NCHW and channels_last run without copies.
+channels of one (image, weight group); per channel segment (inside one weight
+group and one offset group) and tap it blends the 4 gathered corners into a
+[BLOCK_P, BLOCK_C] tile in registers and multiplies it with the weight tile on
+tensor cores (tl.dot, fp32 accumulation). The weight is packed into the dot's
+layout once per weight version (packed_weight). The output keeps the input's
+layout, stored with vector stores along its contiguous axis.
 
 Backward, data: a program owns BLOCK_P pixels of one (image, offset group); per
-tap it forms grad_cols = grad_out . weight with tl.dot, reduces grad_offset and
-grad_mask over the group's channels in registers, and scatters grad_input to
-the 4 bilinear corners with atomics: float32 atomics by default, int64
-fixed-point atomics in deterministic mode (integer addition is associative,
-so the result is bit-for-bit reproducible).
+tap it forms grad_cols = grad_out . weight with tl.dot (the grad_out tile loaded
+once, before the tap loop). Two launches of the kernel split the work: one
+scatters grad_input to the 4 bilinear corners with vector atomics into a
+channels_last buffer (float32 by default; int64 fixed point in deterministic
+mode: integer addition is associative, so the result is bit-for-bit
+reproducible), the other gathers the corners and reduces grad_offset and
+grad_mask over the group's channels in registers.
 Backward, weight: split-K over pixel chunks into float32 partials, summed in a
 fixed order.
 """
@@ -62,25 +70,10 @@ def _geometry(offset, mask, i_n, og, t, o_p, m_p, H, W, Wo, K,
 
 
 @triton.jit
-def _corner(p_xc, y, x, ok, m_c, H, W, s_xh, s_xw, PIXEL_MAJOR: tl.constexpr):
-    """Values at (y, x) ([BLOCK_P]) of the planes starting at p_xc ([1, BLOCK_C], or
-    [BLOCK_P, BLOCK_C] when pixels come from several images): [BLOCK_P, BLOCK_C],
-    zero outside; and where the corner is inside ([BLOCK_P]).
-    The strides are runtime values, so the compiler puts a warp's lanes along the tile's last
-    axis: PIXEL_MAJOR (NCHW, pixels of a plane contiguous) loads a [BLOCK_C, BLOCK_P] tile and
-    transposes it in registers; otherwise (channels_last) lanes go along the channels."""
-    ok = ok & (y >= 0) & (y < H) & (x >= 0) & (x < W)
-    o_yx = y.to(tl.int64) * s_xh + x.to(tl.int64) * s_xw  # [BLOCK_P]
-    if PIXEL_MAJOR:
-        b_v = tl.load(tl.trans(p_xc) + o_yx[None, :], mask=m_c[:, None] & ok[None, :], other=0.0)  # [BLOCK_C, BLOCK_P]
-        return tl.trans(b_v.to(tl.float32)), ok
-    else:
-        return tl.load(p_xc + o_yx[:, None], mask=ok[:, None] & m_c[None, :], other=0.0).to(tl.float32), ok
-
-
-@triton.jit
 def _load_pixels_by_channels(p, m_p, m_c, PIXEL_MAJOR: tl.constexpr):
-    """The [BLOCK_P, BLOCK_C] tile at pointers p; PIXEL_MAJOR: loaded as [BLOCK_C, BLOCK_P] (see _corner)."""
+    """The [BLOCK_P, BLOCK_C] tile at pointers p; PIXEL_MAJOR (NCHW, pixels contiguous): loaded as
+    [BLOCK_C, BLOCK_P] and transposed in registers, since with runtime strides the compiler puts a
+    warp's lanes along the tile's last axis."""
     if PIXEL_MAJOR:
         return tl.trans(tl.load(tl.trans(p), mask=m_c[:, None] & m_p[None, :], other=0.0))
     else:
@@ -88,17 +81,31 @@ def _load_pixels_by_channels(p, m_p, m_c, PIXEL_MAJOR: tl.constexpr):
 
 
 @triton.jit
-def _sample(p_xc, y0, x0, ly, lx, inside, m_c, H, W, s_xh, s_xw, INTERPOLATE: tl.constexpr,
-            PIXEL_MAJOR: tl.constexpr):
-    """Bilinear sample [BLOCK_P, BLOCK_C] (without interpolation: the integer position)."""
-    v, _ = _corner(p_xc, y0, x0, inside, m_c, H, W, s_xh, s_xw, PIXEL_MAJOR)
-    if INTERPOLATE:
-        v01, _ = _corner(p_xc, y0, x0 + 1, inside, m_c, H, W, s_xh, s_xw, PIXEL_MAJOR)
-        v10, _ = _corner(p_xc, y0 + 1, x0, inside, m_c, H, W, s_xh, s_xw, PIXEL_MAJOR)
-        v11, _ = _corner(p_xc, y0 + 1, x0 + 1, inside, m_c, H, W, s_xh, s_xw, PIXEL_MAJOR)
-        hy, hx = (1.0 - ly)[:, None], (1.0 - lx)[:, None]
-        v = hy * (hx * v + lx[:, None] * v01) + ly[:, None] * (hx * v10 + lx[:, None] * v11)
-    return v
+def _corners(y0, x0, ly, lx, m, inside, H, W, s_xh, s_xw, VEC: tl.constexpr):
+    """The 4 bilinear corners of each sample ([BLOCK_P]): their element offsets in a plane, whether each is in
+    the image (a corner outside reads nothing: a NaN beside the image must not leak in as NaN * 0), and
+    their weights with the mask folded in. Computed once per (pixel, tap) and shared by every channel block.
+    VEC: the launcher checked every offset is a multiple of VEC elements."""
+    y1, x1 = y0 + 1, x0 + 1
+    hy, hx = 1.0 - ly, 1.0 - lx
+    in_y0, in_y1 = (y0 >= 0) & (y0 < H) & inside, (y1 >= 0) & (y1 < H) & inside
+    in_x0, in_x1 = (x0 >= 0) & (x0 < W), (x1 >= 0) & (x1 < W)
+    r0, r1 = y0.to(tl.int64) * s_xh, y1.to(tl.int64) * s_xh
+    c0, c1 = x0.to(tl.int64) * s_xw, x1.to(tl.int64) * s_xw
+    return (tl.multiple_of(r0 + c0, VEC), tl.multiple_of(r0 + c1, VEC), tl.multiple_of(r1 + c0, VEC),
+            tl.multiple_of(r1 + c1, VEC), in_y0 & in_x0, in_y0 & in_x1, in_y1 & in_x0, in_y1 & in_x1,
+            hy * hx * m, hy * lx * m, ly * hx * m, ly * lx * m)
+
+
+@triton.jit
+def _gather(p_xc, o, ok, m_c, EVEN_C: tl.constexpr):
+    """[BLOCK_P, BLOCK_C] values at plane offsets o ([BLOCK_P]; zero where not ok) of the channels p_xc
+    ([1, BLOCK_C], contiguous: a warp's lanes and each lane's vector along the channels), as float32.
+    The mask is constant along the channels (EVEN_C), so the loads stay vector loads."""
+    if EVEN_C:
+        return tl.load(p_xc + o[:, None], mask=ok[:, None], other=0.0).to(tl.float32)
+    else:
+        return tl.load(p_xc + o[:, None], mask=ok[:, None] & m_c[None, :], other=0.0).to(tl.float32)
 
 
 # -- forward ------------------------------------------------------------------------
@@ -108,12 +115,16 @@ def _sample(p_xc, y0, x0, ly, lx, inside, m_c, H, W, s_xh, s_xw, INTERPOLATE: tl
 def deform_conv2d_fwd_kernel(
     x, offset, mask, weight, bias, out, segs, seg_start,  # segs [S, 4] (og, wg, c_lo, c_hi); seg_start [groups + 1]
     H, W, Wo, HoWo, K, Cin_g, Cout_g, groups,
-    s_xn, s_xc, s_xh, s_xw, s_on, s_oc, s_oh, s_ow, s_mn, s_mc, s_mh, s_mw, s_yn, s_yc, s_yh, s_yw,
+    s_xn, s_xh, s_xw, s_on, s_oc, s_oh, s_ow, s_mn, s_mc, s_mh, s_mw, s_yn, s_yc, s_yw,
     KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
     DH: tl.constexpr, DW: tl.constexpr, HAS_OFFSET: tl.constexpr, HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr,
     PRECISION: tl.constexpr, DOT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr,
-    PIXEL_MAJOR: tl.constexpr,
+    VEC: tl.constexpr, EVEN: tl.constexpr, OUT_PIXEL_MAJOR: tl.constexpr, OUT_VEC: tl.constexpr,
 ):
+    """x is channels_last contiguous (channels_last(x)): a corner of BLOCK_C channels is one contiguous
+    run, gathered with vector loads. EVEN: every channel segment is a multiple of BLOCK_C and Cout_g of
+    BLOCK_O (no channel masks). out: contiguous NCHW (OUT_PIXEL_MAJOR: stored as [BLOCK_O, BLOCK_P],
+    s_yc = Ho*Wo) or channels_last (s_yw = Cout); OUT_VEC divides s_yn, Cout_g and s_yc or s_yw."""
     pid = tl.program_id(0)
     n_pb, n_ob = tl.cdiv(HoWo, BLOCK_P), tl.cdiv(Cout_g, BLOCK_O)
     i_pb, i_ob = pid % n_pb, (pid // n_pb) % n_ob
@@ -124,65 +135,90 @@ def deform_conv2d_fwd_kernel(
     v_n = i_n + 0 * o_p  # [BLOCK_P] the image, as a vector
     o_o = i_ob * BLOCK_O + tl.arange(0, BLOCK_O)  # [BLOCK_O] output channel within the group
     m_o = o_o < Cout_g
+    p_xn = x + tl.multiple_of(i_n.to(tl.int64) * s_xn, VEC)
     b_acc = tl.zeros([BLOCK_P, BLOCK_O], dtype=tl.float32)
     for s in range(tl.load(seg_start + i_wg), tl.load(seg_start + i_wg + 1)):
-        og, c_lo, c_hi = tl.load(segs + 4 * s), tl.load(segs + 4 * s + 2), tl.load(segs + 4 * s + 3)
+        og, c_hi = tl.load(segs + 4 * s), tl.load(segs + 4 * s + 3)
+        c_lo = tl.multiple_of(tl.load(segs + 4 * s + 2), VEC)
         for t in range(0, K):
             y0, x0, ly, lx, m, inside = _geometry(
                 offset, mask, v_n, og, t, o_p, m_p, H, W, Wo, K, s_on, s_oc, s_oh, s_ow, s_mn, s_mc, s_mh, s_mw,
                 KW, SH, SW, PH, PW, DH, DW, HAS_OFFSET, HAS_MASK)
+            o00, o01, o10, o11, k00, k01, k10, k11, w00, w01, w10, w11 = _corners(
+                y0, x0, ly, lx, m, inside, H, W, s_xh, s_xw, VEC)
             for c0 in range(c_lo, c_hi, BLOCK_C):
                 o_c = c0 + tl.arange(0, BLOCK_C)  # [BLOCK_C] input channels
                 m_c = o_c < c_hi
-                p_xc = (x + i_n.to(tl.int64) * s_xn + o_c.to(tl.int64) * s_xc)[None, :]  # [1, BLOCK_C]
-                b_a = _sample(p_xc, y0, x0, ly, lx, inside, m_c, H, W, s_xh, s_xw, HAS_OFFSET, PIXEL_MAJOR) * m[:, None]
+                p_xc = (p_xn + o_c)[None, :]  # [1, BLOCK_C]
+                b_a = w00[:, None] * _gather(p_xc, o00, k00, m_c, EVEN)  # [BLOCK_P, BLOCK_C]
+                if HAS_OFFSET:  # without offsets every sample sits on its corner (0, 0)
+                    b_a += w01[:, None] * _gather(p_xc, o01, k01, m_c, EVEN)
+                    b_a += w10[:, None] * _gather(p_xc, o10, k10, m_c, EVEN)
+                    b_a += w11[:, None] * _gather(p_xc, o11, k11, m_c, EVEN)
                 # weight packed [groups, K, Cin_g, Cout_g]: a [BLOCK_C, BLOCK_O] tile, output channels contiguous
-                p_b = weight + (((i_wg * K + t) * Cin_g + o_c - i_wg * Cin_g).to(tl.int64) * Cout_g)[:, None] \
-                    + o_o[None, :]
-                b_b = tl.load(p_b, mask=m_c[:, None] & m_o[None, :], other=0.0)
+                o_wr = tl.multiple_of(((i_wg * K + t) * Cin_g + o_c - i_wg * Cin_g).to(tl.int64) * Cout_g, VEC)
+                p_b = weight + o_wr[:, None] + o_o[None, :]
+                if EVEN:
+                    b_b = tl.load(p_b)
+                else:
+                    b_b = tl.load(p_b, mask=m_c[:, None] & m_o[None, :], other=0.0)
                 b_acc += tl.dot(b_a.to(DOT), b_b.to(DOT), input_precision=PRECISION)  # [BLOCK_P, BLOCK_O]
     if HAS_BIAS:
         b_acc += tl.load(bias + i_wg * Cout_g + o_o, mask=m_o, other=0.0).to(tl.float32)[None, :]
-    ho, wo = (o_p // Wo).to(tl.int64), (o_p % Wo).to(tl.int64)  # stride products can pass 2^31
-    p_y = (out + i_n.to(tl.int64) * s_yn + ((i_wg * Cout_g + o_o).to(tl.int64) * s_yc)[None, :]
-           + (ho * s_yh + wo * s_yw)[:, None])
+    # out is the launcher's own contiguous NCHW or channels_last tensor: pixels (NCHW) or channels
+    # (channels_last) have stride 1, so the store is a vector one along them
+    p_yn = out + tl.multiple_of(i_n.to(tl.int64) * s_yn, OUT_VEC)
+    o_yo = tl.multiple_of(i_wg * Cout_g + i_ob * BLOCK_O, OUT_VEC) + tl.arange(0, BLOCK_O)  # [BLOCK_O] channel
     b_y = b_acc.to(out.dtype.element_ty)
-    if PIXEL_MAJOR:  # [BLOCK_O, BLOCK_P]: lanes along the pixels (see _corner)
-        tl.store(tl.trans(p_y), tl.trans(b_y), mask=m_o[:, None] & m_p[None, :])
+    if OUT_PIXEL_MAJOR:  # [BLOCK_O, BLOCK_P]: a warp's lanes along the pixels
+        p_y = p_yn + tl.multiple_of(o_yo.to(tl.int64) * s_yc, OUT_VEC)[:, None] + o_p[None, :]
+        m_pv = tl.max_constancy(m_p, OUT_VEC)  # Ho*Wo is a multiple of OUT_VEC: whole vectors in or out
+        if EVEN:
+            tl.store(p_y, tl.trans(b_y), mask=m_pv[None, :])
+        else:
+            tl.store(p_y, tl.trans(b_y), mask=m_o[:, None] & m_pv[None, :])
     else:
-        tl.store(p_y, b_y, mask=m_p[:, None] & m_o[None, :])
+        p_y = p_yn + tl.multiple_of(o_p.to(tl.int64) * s_yw, OUT_VEC)[:, None] + o_yo[None, :]
+        if EVEN:
+            tl.store(p_y, b_y, mask=m_p[:, None])
+        else:
+            tl.store(p_y, b_y, mask=m_p[:, None] & m_o[None, :])
 
 
 # -- backward: input, offset and mask gradients ----------------------------------------
 
 
 @triton.jit
-def _add_corner(p_plane, y, x, b_v, ok, m_c, H, W, scale, FIXED_POINT: tl.constexpr):
-    """Atomically add b_v ([BLOCK_P, BLOCK_C]) at (y, x) ([BLOCK_P]) of the planes p_plane ([BLOCK_C]),
-    as a [BLOCK_C, BLOCK_P] tile: the planes are NCHW, so a warp's lanes go along the pixels."""
-    ok = ok & (y >= 0) & (y < H) & (x >= 0) & (x < W)
-    p = p_plane[:, None] + (y.to(tl.int64) * W + x)[None, :]  # [BLOCK_C, BLOCK_P]
-    b_v = tl.trans(b_v)
+def _scatter(p_gc, o, ok, b_v, m_c, scale, FIXED_POINT: tl.constexpr, EVEN_C: tl.constexpr):
+    """Atomically add b_v ([BLOCK_P, BLOCK_C]) at plane offsets o ([BLOCK_P], where ok) of the channels p_gc
+    ([1, BLOCK_C]) of the channels-innermost grad-input buffer: lanes along the channels."""
+    p = p_gc + o[:, None]
+    m = ok[:, None] if EVEN_C else ok[:, None] & m_c[None, :]
     if FIXED_POINT:
-        tl.atomic_add(p, (b_v * scale).to(tl.int64), mask=m_c[:, None] & ok[None, :], sem="relaxed")
+        tl.atomic_add(p, (b_v * scale).to(tl.int64), mask=m, sem="relaxed")
     else:
-        tl.atomic_add(p, b_v, mask=m_c[:, None] & ok[None, :], sem="relaxed")
+        tl.atomic_add(p, b_v, mask=m, sem="relaxed")
 
 
 @triton.jit
 def deform_conv2d_bwd_data_kernel(
     go, x, offset, mask, weight, gx, goff, gmask, segs, seg_start_og, gx_scale,
-    Cin, H, W, Wo, HoWo, K, Cin_g, Cout_g, G,
-    s_gn, s_gc, s_gh, s_gw, s_xn, s_xc, s_xh, s_xw, s_on, s_oc, s_oh, s_ow, s_mn, s_mc, s_mh, s_mw,
+    H, W, Wo, HoWo, K, Cin_g, Cout_g, G,
+    s_gn, s_gc, s_gh, s_gw, s_xn, s_xh, s_xw, s_on, s_oc, s_oh, s_ow, s_mn, s_mc, s_mh, s_mw,
     KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
     DH: tl.constexpr, DW: tl.constexpr, HAS_OFFSET: tl.constexpr, HAS_MASK: tl.constexpr,
     NEED_GX: tl.constexpr, NEED_GOFF: tl.constexpr, NEED_GMASK: tl.constexpr, FIXED_POINT: tl.constexpr,
     PRECISION: tl.constexpr, DOT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr,
-    PIXEL_MAJOR: tl.constexpr,
+    PIXEL_MAJOR: tl.constexpr, VEC: tl.constexpr, EVEN: tl.constexpr, HOIST_GO: tl.constexpr,
 ):
-    """One program: BLOCK_P pixels of one (image, offset group), all its channels and taps.
-    gx: [N, Cin, H, W] contiguous, float32 (atomics) or int64 (FIXED_POINT: sum of value * gx_scale);
-    goff [N, 2*G*K, Ho, Wo] and gmask [N, G*K, Ho, Wo] contiguous, written once per element."""
+    """One program: BLOCK_P pixels of one (image, offset group), all its channels and taps. Launched
+    twice, split by what it computes: the grad-input scatter (NEED_GX: atomics, no gathers) and the
+    offset/mask gradients (gathers, no atomics), each with the registers of its part only.
+    x and gx are channels_last contiguous (same strides): gx float32 (atomics) or int64 (FIXED_POINT:
+    sum of value * gx_scale); goff [N, 2*G*K, Ho, Wo] and gmask [N, G*K, Ho, Wo] contiguous.
+    HOIST_GO: the offset group lies in one weight group and BLOCK_O covers Cout_g (the sweep's case), so
+    grad_out's one tile is loaded once, before the tap loop (else per tap and block: choosing at run time
+    costs ~100 registers). PIXEL_MAJOR: grad_out is NCHW, loaded as [BLOCK_O, BLOCK_P]."""
     pid = tl.program_id(0)
     n_pb = tl.cdiv(HoWo, BLOCK_P)
     i_pb, i_og, i_n = pid % n_pb, (pid // n_pb) % G, pid // (n_pb * G)
@@ -192,17 +228,27 @@ def deform_conv2d_bwd_data_kernel(
     m_p = o_p < HoWo
     v_n = i_n + 0 * o_p
     ho, wo = (o_p // Wo).to(tl.int64), (o_p % Wo).to(tl.int64)  # stride products can pass 2^31
+    o_xn = tl.multiple_of(i_n.to(tl.int64) * s_xn, VEC)
     o_o = tl.arange(0, BLOCK_O)
+    s_lo, s_hi = tl.load(seg_start_og + i_og), tl.load(seg_start_og + i_og + 1)
+    p_go = go + i_n.to(tl.int64) * s_gn + (ho * s_gh + wo * s_gw)[:, None]  # [BLOCK_P, 1]
+    if HOIST_GO:  # the offset group's one grad_out tile, loaded once for all taps
+        b_go0 = _load_pixels_by_channels(
+            p_go + ((tl.load(segs + 4 * s_lo + 1) * Cout_g + o_o).to(tl.int64) * s_gc)[None, :], m_p, o_o < Cout_g,
+            PIXEL_MAJOR).to(DOT)  # [BLOCK_P, BLOCK_O]
     for t in range(0, K):
         y0, x0, ly, lx, m, inside = _geometry(
             offset, mask, v_n, i_og, t, o_p, m_p, H, W, Wo, K, s_on, s_oc, s_oh, s_ow, s_mn, s_mc, s_mh, s_mw,
             KW, SH, SW, PH, PW, DH, DW, HAS_OFFSET, HAS_MASK)
+        o00, o01, o10, o11, k00, k01, k10, k11, w00, w01, w10, w11 = _corners(
+            y0, x0, ly, lx, m, inside, H, W, s_xh, s_xw, VEC)
         hy, hx = 1.0 - ly, 1.0 - lx
         b_dy = tl.zeros([BLOCK_P], dtype=tl.float32)
         b_dx = tl.zeros([BLOCK_P], dtype=tl.float32)
         b_dm = tl.zeros([BLOCK_P], dtype=tl.float32)
-        for s in range(tl.load(seg_start_og + i_og), tl.load(seg_start_og + i_og + 1)):
-            wg, c_lo, c_hi = tl.load(segs + 4 * s + 1), tl.load(segs + 4 * s + 2), tl.load(segs + 4 * s + 3)
+        for s in range(s_lo, s_hi):
+            wg, c_hi = tl.load(segs + 4 * s + 1), tl.load(segs + 4 * s + 3)
+            c_lo = tl.multiple_of(tl.load(segs + 4 * s + 2), VEC)
             for c0 in range(c_lo, c_hi, BLOCK_C):
                 o_c = c0 + tl.arange(0, BLOCK_C)  # [BLOCK_C]
                 m_c = o_c < c_hi
@@ -210,22 +256,28 @@ def deform_conv2d_bwd_data_kernel(
                 b_gc = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
                 for o0 in range(0, Cout_g, BLOCK_O):
                     m_o = o0 + o_o < Cout_g
-                    o_go = wg * Cout_g + o0 + o_o  # [BLOCK_O]
-                    p_go = (go + i_n.to(tl.int64) * s_gn + (o_go.to(tl.int64) * s_gc)[None, :]
-                            + (ho * s_gh + wo * s_gw)[:, None])
-                    b_go = _load_pixels_by_channels(p_go, m_p, m_o, PIXEL_MAJOR)  # [BLOCK_P, BLOCK_O]
-                    # weight packed [groups, K, Cout_g, Cin_g]: input channels (the lanes' axis) contiguous
-                    p_wt = weight + (((wg * K + t) * Cout_g + o0 + o_o).to(tl.int64) * Cin_g)[:, None] \
-                        + (o_c - wg * Cin_g)[None, :]
-                    b_wt = tl.load(p_wt, mask=m_o[:, None] & m_c[None, :], other=0.0)  # [BLOCK_O, BLOCK_C]
-                    b_gc += tl.dot(b_go.to(DOT), b_wt.to(DOT), input_precision=PRECISION)
-                p_xc = (x + i_n.to(tl.int64) * s_xn + o_c.to(tl.int64) * s_xc)[None, :]  # [1, BLOCK_C]
+                    if HOIST_GO:
+                        b_go = b_go0
+                    else:
+                        b_go = _load_pixels_by_channels(
+                            p_go + ((wg * Cout_g + o0 + o_o).to(tl.int64) * s_gc)[None, :], m_p, m_o,
+                            PIXEL_MAJOR).to(DOT)
+                    # weight packed [groups, K, Cout_g, Cin_g]: input channels contiguous
+                    o_wr = tl.multiple_of(((wg * K + t) * Cout_g + o0 + o_o).to(tl.int64) * Cin_g, VEC)
+                    o_wc = tl.multiple_of(c0 - wg * Cin_g, VEC) + tl.arange(0, BLOCK_C)  # [BLOCK_C] within the group
+                    p_wt = weight + o_wr[:, None] + o_wc[None, :]
+                    if EVEN:
+                        b_wt = tl.load(p_wt)  # [BLOCK_O, BLOCK_C]
+                    else:
+                        b_wt = tl.load(p_wt, mask=m_o[:, None] & m_c[None, :], other=0.0)
+                    b_gc += tl.dot(b_go, b_wt.to(DOT), input_precision=PRECISION)  # [BLOCK_P, BLOCK_C]
                 if NEED_GOFF or NEED_GMASK:
-                    v00, _ = _corner(p_xc, y0, x0, inside, m_c, H, W, s_xh, s_xw, PIXEL_MAJOR)  # [BLOCK_P, BLOCK_C]
+                    p_xc = (x + o_xn + o_c)[None, :]  # [1, BLOCK_C]
+                    v00 = _gather(p_xc, o00, k00, m_c, EVEN)  # [BLOCK_P, BLOCK_C]
                     if HAS_OFFSET:
-                        v01, _ = _corner(p_xc, y0, x0 + 1, inside, m_c, H, W, s_xh, s_xw, PIXEL_MAJOR)
-                        v10, _ = _corner(p_xc, y0 + 1, x0, inside, m_c, H, W, s_xh, s_xw, PIXEL_MAJOR)
-                        v11, _ = _corner(p_xc, y0 + 1, x0 + 1, inside, m_c, H, W, s_xh, s_xw, PIXEL_MAJOR)
+                        v01 = _gather(p_xc, o01, k01, m_c, EVEN)
+                        v10 = _gather(p_xc, o10, k10, m_c, EVEN)
+                        v11 = _gather(p_xc, o11, k11, m_c, EVEN)
                         b_s = (hy[:, None] * (hx[:, None] * v00 + lx[:, None] * v01)
                                + ly[:, None] * (hx[:, None] * v10 + lx[:, None] * v11))
                         # derivatives of the bilinear blend in y and x
@@ -234,19 +286,13 @@ def deform_conv2d_bwd_data_kernel(
                     else:
                         b_s = v00
                     b_dm += tl.sum(b_gc * b_s, axis=1)
-                if NEED_GX:
-                    b_g = b_gc * m[:, None]  # [BLOCK_P, BLOCK_C] gradient of the sample
-                    p_plane = gx + (i_n * Cin + o_c).to(tl.int64) * H * W  # [BLOCK_C]
+                if NEED_GX:  # the sample's gradient b_gc * mask to its corners, bilinear weights folded in
+                    p_gc = (gx + o_xn + o_c)[None, :]
+                    _scatter(p_gc, o00, k00, b_gc * w00[:, None], m_c, scale, FIXED_POINT, EVEN)
                     if HAS_OFFSET:
-                        _add_corner(p_plane, y0, x0, b_g * (hy * hx)[:, None], inside, m_c, H, W, scale, FIXED_POINT)
-                        _add_corner(p_plane, y0, x0 + 1, b_g * (hy * lx)[:, None], inside, m_c, H, W, scale,
-                                    FIXED_POINT)
-                        _add_corner(p_plane, y0 + 1, x0, b_g * (ly * hx)[:, None], inside, m_c, H, W, scale,
-                                    FIXED_POINT)
-                        _add_corner(p_plane, y0 + 1, x0 + 1, b_g * (ly * lx)[:, None], inside, m_c, H, W, scale,
-                                    FIXED_POINT)
-                    else:
-                        _add_corner(p_plane, y0, x0, b_g, inside, m_c, H, W, scale, FIXED_POINT)
+                        _scatter(p_gc, o01, k01, b_gc * w01[:, None], m_c, scale, FIXED_POINT, EVEN)
+                        _scatter(p_gc, o10, k10, b_gc * w10[:, None], m_c, scale, FIXED_POINT, EVEN)
+                        _scatter(p_gc, o11, k11, b_gc * w11[:, None], m_c, scale, FIXED_POINT, EVEN)
         if NEED_GOFF:
             p_gof = goff + (i_n * 2 * G * K + 2 * (i_og * K + t)).to(tl.int64) * HoWo + o_p
             tl.store(p_gof, (b_dy * m).to(goff.dtype.element_ty), mask=m_p)
@@ -263,25 +309,27 @@ def deform_conv2d_bwd_data_kernel(
 def deform_conv2d_bwd_weight_kernel(
     go, x, offset, mask, partial, blocks,  # blocks [B, 4] (og, wg, c_lo, c_hi): channel blocks <= BLOCK_C
     N, H, W, Wo, HoWo, K, Cin_g, Cout_g, Cout, n_blocks, pixels_per_chunk,
-    s_gn, s_gc, s_gh, s_gw, s_xn, s_xc, s_xh, s_xw, s_on, s_oc, s_oh, s_ow, s_mn, s_mc, s_mh, s_mw,
+    s_gn, s_gc, s_gh, s_gw, s_xn, s_xh, s_xw, s_on, s_oc, s_oh, s_ow, s_mn, s_mc, s_mh, s_mw,
     KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
     DH: tl.constexpr, DW: tl.constexpr, HAS_OFFSET: tl.constexpr, HAS_MASK: tl.constexpr,
     PRECISION: tl.constexpr, DOT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr,
-    PIXEL_MAJOR: tl.constexpr,
+    PIXEL_MAJOR: tl.constexpr, VEC: tl.constexpr, EVEN: tl.constexpr,
 ):
     """partial[chunk, o, c - wg*Cin_g, t] = sum over the chunk's (image, pixel)s of
     grad_out[n, o, p] * mask * sample[n, c, t, p], for one channel block, tap and
-    block of output channels. Chunks cover N*Ho*Wo pixels in order."""
+    block of output channels. Chunks cover N*Ho*Wo pixels in order. x: channels innermost
+    (channel stride 1), gathered with vector loads as in the forward."""
     pid = tl.program_id(0)
     n_ob = tl.cdiv(Cout_g, BLOCK_O)
     i_b, t, i_ob, i_chunk = pid % n_blocks, (pid // n_blocks) % K, (pid // (n_blocks * K)) % n_ob, \
         pid // (n_blocks * K * n_ob)
     og, wg = tl.load(blocks + 4 * i_b), tl.load(blocks + 4 * i_b + 1)
-    c_lo, c_hi = tl.load(blocks + 4 * i_b + 2), tl.load(blocks + 4 * i_b + 3)
+    c_lo, c_hi = tl.multiple_of(tl.load(blocks + 4 * i_b + 2), VEC), tl.load(blocks + 4 * i_b + 3)
     o_c = c_lo + tl.arange(0, BLOCK_C)  # [BLOCK_C]
     m_c = o_c < c_hi
     o_o = i_ob * BLOCK_O + tl.arange(0, BLOCK_O)  # [BLOCK_O] within the weight group
     m_o = o_o < Cout_g
+    p_xc = (x + o_c)[None, :]  # [1, BLOCK_C]
     b_acc = tl.zeros([BLOCK_O, BLOCK_C], dtype=tl.float32)
     q_lo = i_chunk * pixels_per_chunk
     q_hi = tl.minimum(q_lo + pixels_per_chunk, N * HoWo)
@@ -292,9 +340,14 @@ def deform_conv2d_bwd_weight_kernel(
         y0, x0, ly, lx, m, inside = _geometry(
             offset, mask, o_n, og, t, o_p, m_p, H, W, Wo, K, s_on, s_oc, s_oh, s_ow, s_mn, s_mc, s_mh, s_mw,
             KW, SH, SW, PH, PW, DH, DW, HAS_OFFSET, HAS_MASK)
-        # per-pixel plane pointers: [BLOCK_P, BLOCK_C] through the image index
-        p_x = x + (o_n.to(tl.int64) * s_xn)[:, None] + (o_c.to(tl.int64) * s_xc)[None, :]
-        b_a = _sample(p_x, y0, x0, ly, lx, inside, m_c, H, W, s_xh, s_xw, HAS_OFFSET, PIXEL_MAJOR) * m[:, None]
+        o00, o01, o10, o11, k00, k01, k10, k11, w00, w01, w10, w11 = _corners(
+            y0, x0, ly, lx, m, inside, H, W, s_xh, s_xw, VEC)
+        o_xn = tl.multiple_of(o_n.to(tl.int64) * s_xn, VEC)  # [BLOCK_P] each pixel's image
+        b_a = w00[:, None] * _gather(p_xc, o_xn + o00, k00, m_c, EVEN)  # [BLOCK_P, BLOCK_C]
+        if HAS_OFFSET:
+            b_a += w01[:, None] * _gather(p_xc, o_xn + o01, k01, m_c, EVEN)
+            b_a += w10[:, None] * _gather(p_xc, o_xn + o10, k10, m_c, EVEN)
+            b_a += w11[:, None] * _gather(p_xc, o_xn + o11, k11, m_c, EVEN)
         ho, wo = (o_p // Wo).to(tl.int64), (o_p % Wo).to(tl.int64)  # stride products can pass 2^31
         p_go = (go + (o_n.to(tl.int64) * s_gn + ho * s_gh + wo * s_gw)[:, None]
                 + ((wg * Cout_g + o_o).to(tl.int64) * s_gc)[None, :])
@@ -330,22 +383,52 @@ def _segments(cin: int, groups: int, offset_groups: int, block_c: int, device: s
     return as_tensor(segs), as_tensor(start_wg), as_tensor(start_og), as_tensor(blocks), len(blocks)
 
 
-def _config(cin_seg: int, cout_g: int, kernel: str = "fwd", pixel_major: bool = True) -> dict:
-    """Tile sizes of a kernel ("fwd", "bwd_data", "bwd_weight"); tl.dot needs every dimension >= 16.
-    Chosen so the float16 3x3 64-channel configurations keep no stack frame where one was found
-    (sm_90, `deblurfast bench --static`): the channels_last forward has 8 warps (1,152 B of stack
-    per thread at 4), the NCHW input backward 16-channel blocks (255 registers and a stack at 32)."""
+def _config(cin_seg: int, cout_g: int, kernel: str = "fwd", dtype: torch.dtype = torch.float16,
+            fixed_point: bool = False) -> dict:
+    """Tile sizes and launch options of a kernel: "fwd", "bwd_data" (the grad-input scatter), "bwd_offmask"
+    (the offset and mask gradients, the same kernel) or "bwd_weight". A small table keyed on the kernel,
+    the channels and the dtype, read off the static report (`deblurfast bench --static`, sm_90) so that no
+    configuration of the hot path keeps a stack frame: 8 warps, whole 64-channel blocks where the registers
+    allow, and maxnreg=128 (16 resident warps per SM) where that costs no spills. float32 goes through three
+    TF32 products per dot (operands split in two), so its blocks are smaller. tl.dot needs dimensions >= 16."""
+    fp32 = dtype == torch.float32
     cfg = {
         "BLOCK_P": 64,
         "BLOCK_C": max(16, min(32, triton.next_power_of_2(cin_seg))),
         "BLOCK_O": max(16, min(64, triton.next_power_of_2(cout_g))),
-        "num_warps": 4,
+        "num_warps": 8,
     }
-    if kernel == "fwd" and not pixel_major:
-        cfg["num_warps"] = 8
-    if kernel == "bwd_data" and pixel_major:
-        cfg["BLOCK_C"] = 16
+    if kernel == "fwd":
+        cfg.update(BLOCK_C=max(16, min(16 if fp32 else 64, triton.next_power_of_2(cin_seg))), num_stages=2,
+                   maxnreg=128)
+    elif kernel in ("bwd_data", "bwd_offmask"):
+        if fp32 and kernel == "bwd_data":
+            cfg["BLOCK_C"] = 16
+        if not fp32 and not fixed_point:  # the int64 atomics of deterministic mode would spill at 128
+            cfg["maxnreg"] = 128
+    elif kernel == "bwd_weight":
+        cfg.update(BLOCK_C=max(16, min(32 if fp32 else 64, triton.next_power_of_2(cin_seg))), num_stages=2)
+        if not fp32:
+            cfg["maxnreg"] = 128
     return cfg
+
+
+def _alignment(x: torch.Tensor, cin_g: int, cin_og: int, cout_g: int, cfg: dict) -> dict:
+    """VEC: elements per 16 bytes when x's data, its image/row/column strides and every channel-block start
+    (segment bounds, weight rows) are multiples of it, so the gathers may be 16-byte vector loads (the
+    kernel hints it with tl.multiple_of); else 1. EVEN: segments and output groups fill whole blocks."""
+    vec = 16 // x.element_size()
+    aligned = x.data_ptr() % 16 == 0 and all(v % vec == 0 for v in (x.stride(0), x.stride(2), x.stride(3), cin_g,
+                                                                    cin_og, cout_g))
+    even = cin_g % cfg["BLOCK_C"] == 0 and cin_og % cfg["BLOCK_C"] == 0 and cout_g % cfg["BLOCK_O"] == 0
+    return {"VEC": vec if aligned else 1, "EVEN": even}
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """x as a channels_last contiguous tensor, the layout the kernels gather from: a sample's channels are
+    one contiguous run (vector loads). An NCHW input is copied once: one read and write of x, against a
+    gather per tap and corner with lanes along the pixels."""
+    return x if x.is_contiguous(memory_format=torch.channels_last) else x.contiguous(memory_format=torch.channels_last)
 
 
 _TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
@@ -382,32 +465,61 @@ def _strides(t):
 def pack_weight(weight: torch.Tensor, groups: int, for_input_grad: bool = False) -> torch.Tensor:
     """weight [Cout, Cin_g, kh, kw] as [groups, kh*kw, Cin_g, Cout_g] (forward: its [BLOCK_C, BLOCK_O]
     tile with the output channels, along which a warp's lanes lie, contiguous) or [groups, kh*kw,
-    Cout_g, Cin_g] (input backward: its [BLOCK_O, BLOCK_C] tile, input channels contiguous). A small
-    copy per call."""
+    Cout_g, Cin_g] (input backward: its [BLOCK_O, BLOCK_C] tile, input channels contiguous)."""
     Cout, Cin_g, kh, kw = weight.shape
     w = weight.reshape(groups, Cout // groups, Cin_g, kh * kw)
     return (w.permute(0, 3, 1, 2) if for_input_grad else w.permute(0, 3, 2, 1)).contiguous()
 
 
+_PACKED: dict = {}  # (id(weight), groups, for_input_grad) -> (weakref to weight, its stamp, packed)
+_PACKED_MAX = 32
+
+
+def packed_weight(weight: torch.Tensor, groups: int, for_input_grad: bool = False) -> torch.Tensor:
+    """pack_weight, once per weight version: a layer's weight is packed again only after it changed
+    in place (an optimizer step bumps _version). The weak reference tells a new tensor that reuses
+    a dead one's id apart; the data pointer, a `.data` swap."""
+    import weakref
+
+    key = (id(weight), groups, for_input_grad)
+    stamp = (weight._version, weight.data_ptr(), weight.dtype, weight.shape, weight.stride(), weight.device)
+    hit = _PACKED.get(key)
+    if hit is not None and hit[0]() is weight and hit[1] == stamp:
+        return hit[2]
+    packed = pack_weight(weight.detach(), groups, for_input_grad)
+    if len(_PACKED) >= _PACKED_MAX:
+        _PACKED.pop(next(iter(_PACKED)))
+    _PACKED[key] = (weakref.ref(weight), stamp, packed)
+    return packed
+
+
 def forward(x, offset, weight, bias, mask, stride, padding, dilation, memory_format=torch.contiguous_format):
     (N, Cin, H, W, Cout, Cin_g, K, Ho, Wo, G), consts = _geometry_args(x, offset, weight, mask, stride, padding,
                                                                         dilation)
+    consts.pop("PIXEL_MAJOR")
     groups = Cin // Cin_g
     out = torch.empty((N, Cout, Ho, Wo), dtype=x.dtype, device=x.device, memory_format=memory_format)
     if out.numel() == 0:
         return out
     if Cin == 0:  # no input channels: the bias alone
         return out.copy_(bias.view(1, Cout, 1, 1).expand_as(out)) if bias is not None else out.zero_()
-    cfg = _config(min(Cin_g, Cin // G), Cout // groups, "fwd", consts["PIXEL_MAJOR"])
+    cfg = _config(min(Cin_g, Cin // G), Cout // groups, "fwd", dtype=x.dtype)
+    x = channels_last(x)
+    out_pixel_major = out.stride(1) != 1  # else channels_last, or one pixel per image: channels contiguous
+    vec = 16 // out.element_size()
+    out_vec = vec if all(v % vec == 0 for v in (out.stride(0), out.stride(1) if out_pixel_major else out.stride(3),
+                                                 Ho * Wo if out_pixel_major else Cout // groups)) else 1
     segs, start_wg, _, _, _ = _segments(Cin, groups, G, cfg["BLOCK_C"], str(x.device))
     grid = (triton.cdiv(Ho * Wo, cfg["BLOCK_P"]) * triton.cdiv(Cout // groups, cfg["BLOCK_O"]) * groups * N,)
     with _on_device(x):
         deform_conv2d_fwd_kernel[grid](
-            x, offset if offset is not None else x, mask if mask is not None else x, pack_weight(weight, groups),
+            x, offset if offset is not None else x, mask if mask is not None else x, packed_weight(weight, groups),
             bias if bias is not None else weight, out, segs, start_wg,
             H, W, Wo, Ho * Wo, K, Cin_g, Cout // groups, groups,
-            *x.stride(), *_strides(offset), *_strides(mask), *out.stride(),
-            HAS_BIAS=bias is not None, **consts, **cfg,
+            x.stride(0), x.stride(2), x.stride(3), *_strides(offset), *_strides(mask),
+            out.stride(0), out.stride(1), out.stride(3),
+            HAS_BIAS=bias is not None, OUT_PIXEL_MAJOR=out_pixel_major, OUT_VEC=out_vec, **consts, **cfg,
+            **_alignment(x, Cin_g, Cin // G, Cout // groups, cfg),
         )
     return out
 
@@ -432,6 +544,7 @@ def fixed_point_scale(grad_out, weight, mask) -> torch.Tensor:
 def backward(grad_out, x, offset, weight, bias, mask, stride, padding, dilation, output_mask):
     (N, Cin, H, W, Cout, Cin_g, K, Ho, Wo, G), consts = _geometry_args(x, offset, weight, mask, stride, padding,
                                                                         dilation)
+    consts["PIXEL_MAJOR"] = grad_out.stride(1) != 1  # how grad_out's tiles are read
     need_x, need_off, need_w, need_b, need_m = output_mask
     need_off, need_m, need_b = need_off and offset is not None, need_m and mask is not None, need_b and bias is not None
     empty = lambda: x.new_empty(0)  # noqa: E731  (a fresh one per output: outputs must not alias)
@@ -440,35 +553,46 @@ def backward(grad_out, x, offset, weight, bias, mask, stride, padding, dilation,
     weight = weight.contiguous()
     gb = grad_out.sum((0, 2, 3)).to(bias.dtype) if need_b else empty()
     fixed_point = need_x and torch.are_deterministic_algorithms_enabled()
-    gx_buf = torch.zeros((N, Cin, H, W), dtype=torch.int64 if fixed_point else torch.float32, device=x.device) \
-        if need_x else empty()
+    # the grad-input buffer is channels_last like the x the kernels read (atomics along the channels)
+    gx_buf = torch.zeros((N, H, W, Cin), dtype=torch.int64 if fixed_point else torch.float32,
+                         device=x.device).permute(0, 3, 1, 2) if need_x else empty()
+    # grad_input in the input's layout (channels_last for a channels_last input, as the forward's output)
+    gx_format = torch.channels_last if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last) \
+        else torch.contiguous_format
     goff = torch.empty(offset.shape, dtype=offset.dtype, device=x.device) if need_off else empty()
     gm = torch.empty(mask.shape, dtype=mask.dtype, device=x.device) if need_m else empty()
     gw = empty()
     if grad_out.numel() == 0 or Cin == 0:
         goff.zero_(), gm.zero_()
         gw = torch.zeros_like(weight) if need_w else empty()
-        return gx_buf.to(x.dtype), goff, gw, gb, gm
-    cfg = _config(min(Cin_g, Cin // G), Cout_g, "bwd_weight", consts["PIXEL_MAJOR"])
-    data_cfg = _config(min(Cin_g, Cin // G), Cout_g, "bwd_data", consts["PIXEL_MAJOR"])
+        return gx_buf.to(x.dtype, memory_format=gx_format), goff, gw, gb, gm
+    x = channels_last(x)
+    cfg = _config(min(Cin_g, Cin // G), Cout_g, "bwd_weight", dtype=x.dtype)
     segs, _, start_og, blocks, n_blocks = _segments(Cin, groups, G, cfg["BLOCK_C"], str(x.device))
-    strides = (*grad_out.stride(), *x.stride(), *_strides(offset), *_strides(mask))
+    strides = (*grad_out.stride(), x.stride(0), x.stride(2), x.stride(3), *_strides(offset), *_strides(mask))
     with _on_device(x):
         if need_x or need_off or need_m:
             scale = fixed_point_scale(grad_out, weight, mask) if fixed_point else gx_buf.new_ones(1, dtype=torch.float32)
-            grid = (triton.cdiv(Ho * Wo, data_cfg["BLOCK_P"]) * G * N,)
-            deform_conv2d_bwd_data_kernel[grid](
-                grad_out, x, offset if offset is not None else x, mask if mask is not None else x,
-                pack_weight(weight, groups, for_input_grad=True),
-                gx_buf if need_x else x, goff if need_off else x, gm if need_m else x, segs, start_og, scale,
-                Cin, H, W, Wo, Ho * Wo, K, Cin_g, Cout_g, G, *strides,
-                NEED_GX=need_x, NEED_GOFF=need_off, NEED_GMASK=need_m, FIXED_POINT=fixed_point, **consts,
-                **data_cfg,
-            )
+            # two launches: the grad-input scatter, and the offset and mask gradients
+            for part in ((True, False, False), (False, need_off, need_m)):
+                if not any(part) or (part[0] and not need_x):
+                    continue
+                data_cfg = _config(min(Cin_g, Cin // G), Cout_g, "bwd_data" if part[0] else "bwd_offmask",
+                                   dtype=x.dtype, fixed_point=fixed_point and part[0])
+                grid = (triton.cdiv(Ho * Wo, data_cfg["BLOCK_P"]) * G * N,)
+                deform_conv2d_bwd_data_kernel[grid](
+                    grad_out, x, offset if offset is not None else x, mask if mask is not None else x,
+                    packed_weight(weight, groups, for_input_grad=True),
+                    gx_buf if need_x else x, goff if need_off else x, gm if need_m else x, segs, start_og, scale,
+                    H, W, Wo, Ho * Wo, K, Cin_g, Cout_g, G, *strides,
+                    NEED_GX=part[0], NEED_GOFF=part[1], NEED_GMASK=part[2], FIXED_POINT=fixed_point, **consts,
+                    **data_cfg, **_alignment(x, Cin_g, Cin // G, Cout_g, data_cfg),
+                    HOIST_GO=Cin_g % (Cin // G) == 0 and Cout_g <= data_cfg["BLOCK_O"],
+                )
             if need_x:
                 # int64 -> float32 (half the buffer, the output itself for float32), divided in place
                 gx = gx_buf.to(torch.float32).div_(scale) if fixed_point else gx_buf
-                gx_buf = gx.to(x.dtype)
+                gx_buf = gx.to(x.dtype, memory_format=gx_format)
         if need_w:
             # split-K over (image, pixel) chunks: enough programs to fill the GPU, partials summed in order
             n_ob = triton.cdiv(Cout_g, cfg["BLOCK_O"])
@@ -480,7 +604,7 @@ def backward(grad_out, x, offset, weight, bias, mask, stride, padding, dilation,
             deform_conv2d_bwd_weight_kernel[(chunks * per_chunk,)](
                 grad_out, x, offset if offset is not None else x, mask if mask is not None else x, partial, blocks,
                 N, H, W, Wo, Ho * Wo, K, Cin_g, Cout_g, Cout, n_blocks, pixels_per_chunk, *strides,
-                **consts, **cfg,
+                **consts, **cfg, **_alignment(x, Cin_g, Cin // G, Cout_g, cfg),
             )
             gw = partial.sum(0).view(weight.shape).to(weight.dtype)
     return gx_buf, goff, gw, gb, gm

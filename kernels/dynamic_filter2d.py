@@ -1,12 +1,13 @@
 """Triton kernels of dynamic_filter2d (ops.md §2): forward and backward.
 
-A program owns BLOCK_W pixels of one image row of one (n, group) and, in the
-forward and input-gradient kernels, BLOCK_C of the group's channels. The k*k
-taps of its pixels are one [K2P, BLOCK_W] tile (K2P = k*k rounded up to a power
-of two; the softmax runs over its first axis in registers) and the samples they
-weight one [K2P, BLOCK_C, BLOCK_W] gather, so the taps are read once per channel
-block and the input once per tap. Accumulation is float32 (float64 for float64).
-No atomics: every output element is written by exactly one program.
+A program owns BLOCK_W pixels of one image row of one (n, group). The forward
+loops over the group's channels inside the program and over the exact k*k taps
+(no padding to a power of two): the taps of a pixel are read from memory once
+and their softmax computed once per channel block. The backward kernels hold
+the taps as one [K2P, BLOCK_W] tile (K2P = k*k rounded up to a power of two;
+the softmax runs over its first axis in registers) and the samples they weight
+as one [K2P, BLOCK_C, BLOCK_W] gather. Accumulation is float32 (float64 for
+float64). No atomics: every output element is written by exactly one program.
 """
 
 import contextlib
@@ -15,6 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .layout import is_channels_last, memory_format
 from .padding import PAD_MODES, num_preimages, pad_preimage, pad_source
 
 
@@ -46,37 +48,82 @@ def _sample_offsets(i_h, o_w, m_w, H, W, KS: tl.constexpr, DIL: tl.constexpr, PA
 
 
 @triton.jit
+def _grid2(a_c, a_w, CL: tl.constexpr):
+    """The [BLOCK_C, BLOCK_W] tile a_c + a_w of a channel vector and a pixel vector, or for
+    channels_last its transpose [BLOCK_W, BLOCK_C]: warp lanes go along the tile's last axis,
+    the contiguous one in memory for that layout."""
+    if CL:
+        return a_w[:, None] + a_c[None, :]
+    else:
+        return a_c[:, None] + a_w[None, :]
+
+
+@triton.jit
+def _mask2(m_c, m_w, CL: tl.constexpr):
+    """The mask of a _grid2 tile from a channel mask and a pixel mask."""
+    if CL:
+        return m_w[:, None] & m_c[None, :]
+    else:
+        return m_c[:, None] & m_w[None, :]
+
+
+@triton.jit
+def _per_pixel(a_w, CL: tl.constexpr):
+    """A pixel vector broadcast against a _grid2 tile."""
+    if CL:
+        return a_w[:, None]
+    else:
+        return a_w[None, :]
+
+
+@triton.jit
 def dynamic_filter2d_fwd_kernel(
-    x, k, out,  # x, out [N, C, H, W]; k [N, G*KS*KS, H, W]; all contiguous
+    x, k, out,  # x, out [N, C, H, W]; k [N, G*KS*KS, H, W]; all strided
     C, H, W, G, Cg,
+    s_xn, s_xc, s_xh, s_xw, s_kn, s_kc, s_kh, s_kw, s_on, s_oc, s_oh, s_ow,
     KS: tl.constexpr, DIL: tl.constexpr, PAD: tl.constexpr, MODE: tl.constexpr, SOFTMAX: tl.constexpr,
-    ACC: tl.constexpr, K2P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
+    CL: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
-    i_w, i_h, i_z = _program(W, H, BLOCK_W)
-    n_cb = tl.cdiv(Cg, BLOCK_C)
-    i_ng, i_cb = i_z // n_cb, i_z % n_cb
+    """A program owns BLOCK_W pixels of one row of one (n, group) and loops over the group's
+    channels in blocks of BLOCK_C inside: the KS*KS taps of its pixels are read once from memory
+    (again from L1 for each further channel block) and each exponential computed once per channel
+    block; one [channels, pixels] gather per tap, no padded taps."""
+    i_w, i_h, i_ng = _program(W, H, BLOCK_W)
     i_n, i_g = i_ng // G, i_ng % G
 
     o_w = i_w * BLOCK_W + tl.arange(0, BLOCK_W)  # [BLOCK_W]
     m_w = o_w < W
-    o_t = tl.arange(0, K2P)
-    m_t = o_t < KS * KS
-    p_k = k + (i_ng * KS * KS + o_t).to(tl.int64)[:, None] * H * W + i_h * W + o_w[None, :]
-    b_k = tl.load(p_k, mask=m_t[:, None] & m_w[None, :], other=0.0).to(ACC)  # [K2P, BLOCK_W]
-    if SOFTMAX:
-        b_k = _softmax_taps(b_k, m_t)
-
-    o_s, m_s = _sample_offsets(i_h, o_w, m_w, H, W, KS, DIL, PAD, MODE, K2P)  # [K2P, BLOCK_W]
-    o_c = i_cb * BLOCK_C + tl.arange(0, BLOCK_C)  # [BLOCK_C] channel within the group
-    m_c = o_c < Cg
-    o_plane = (i_n * C + i_g * Cg + o_c).to(tl.int64) * H * W  # [BLOCK_C]
-    p_x = x + o_plane[None, :, None] + o_s[:, None, :]
-    b_x = tl.load(p_x, mask=m_s[:, None, :] & m_c[None, :, None], other=0.0).to(ACC)  # [K2P, BLOCK_C, BLOCK_W]
-    # a tap that reads the zero padding contributes nothing: its weight is not read (NaN * 0 is NaN)
-    b_k = tl.where(m_s, b_k, 0.0)
-    b_o = tl.sum(b_x * b_k[:, None, :], axis=0)  # [BLOCK_C, BLOCK_W]
-    p_o = out + o_plane[:, None] + i_h * W + o_w[None, :]
-    tl.store(p_o, b_o.to(out.dtype.element_ty), mask=m_c[:, None] & m_w[None, :])
+    p_k = k + i_n.to(tl.int64) * s_kn + (i_g * KS * KS).to(tl.int64) * s_kc + i_h * s_kh + o_w * s_kw  # [BLOCK_W]
+    b_max = tl.full([BLOCK_W], float("-inf"), ACC)
+    if SOFTMAX:  # the max over the taps, so no exponential overflows
+        for u in tl.static_range(KS * KS):
+            b_max = tl.maximum(b_max, tl.load(p_k + u * s_kc, mask=m_w, other=0.0).to(ACC))
+    p_x = x + i_n.to(tl.int64) * s_xn
+    for c0 in range(0, Cg, BLOCK_C):
+        o_c = c0 + tl.arange(0, BLOCK_C)  # [BLOCK_C] channel within the group
+        m_c = o_c < Cg
+        o_plane = (i_g * Cg + o_c).to(tl.int64) * s_xc  # [BLOCK_C]
+        b_o = _grid2(tl.zeros([BLOCK_C], ACC), tl.zeros([BLOCK_W], ACC), CL)
+        b_den = tl.zeros([BLOCK_W], dtype=ACC)
+        for t in tl.static_range(KS * KS):
+            # the row as a [BLOCK_W] vector: masks combined from scalars misbehave in the interpreter
+            r, m_r = pad_source(i_h + (t // KS) * DIL - PAD + 0 * o_w, H, MODE)
+            c, m_cc = pad_source(o_w + (t % KS) * DIL - PAD, W, MODE)
+            m_s = m_r & m_cc & m_w  # [BLOCK_W]
+            b_t = tl.load(p_k + t * s_kc, mask=m_w, other=0.0).to(ACC)
+            if SOFTMAX:
+                b_t = tl.where(m_w, tl.exp(b_t - b_max), 0.0)
+                b_den += b_t
+            # a tap that reads the zero padding contributes nothing: its weight is not used (NaN * 0 is NaN)
+            b_t = tl.where(m_s, b_t, 0.0)
+            o_s = r.to(tl.int64) * s_xh + c * s_xw  # [BLOCK_W]
+            b_x = tl.load(p_x + _grid2(o_plane, o_s, CL), mask=_mask2(m_c, m_s, CL), other=0.0).to(ACC)
+            b_o += b_x * _per_pixel(b_t, CL)
+        if SOFTMAX:
+            b_o = b_o / _per_pixel(tl.where(m_w, b_den, 1.0), CL)
+        o_oc = (i_g * Cg + o_c).to(tl.int64) * s_oc
+        p_o = out + i_n.to(tl.int64) * s_on + _grid2(o_oc, i_h * s_oh + o_w * s_ow, CL)
+        tl.store(p_o, b_o.to(out.dtype.element_ty), mask=_mask2(m_c, m_w, CL))
 
 
 @triton.jit
@@ -193,16 +240,29 @@ def _shape_args(x: torch.Tensor, kernel: torch.Tensor, kernel_size: int, dilatio
     return (N, C, H, W, G, C // G), consts
 
 
+def _fwd_config(channels: int, width: int, channels_last: bool) -> dict:
+    """Tiles of the forward: a [BLOCK_C, BLOCK_W] float32 accumulator of at most 4096 elements, 8 warps
+    (16 a thread: the unrolled taps' gathers fit in registers, where 4 warps spilled 808 B at 3x3 float16);
+    channels_last puts the lanes on channels, so BLOCK_C >= 32 there."""
+    block_c = min(64, triton.next_power_of_2(max(channels, 1)))
+    if channels_last:
+        block_c = max(block_c, 32)
+    block_w = max(1, min(triton.next_power_of_2(max(width, 1)), 4096 // block_c))
+    return {"BLOCK_C": block_c, "BLOCK_W": block_w, "CL": channels_last, "num_warps": 8}
+
+
 def forward(x, kernel, kernel_size, dilation, padding_mode, softmax):
-    x, kernel = x.contiguous(), kernel.contiguous()
-    out = torch.empty_like(x)
+    cl = is_channels_last(x)
+    out = torch.empty_like(x, memory_format=memory_format(x))
     (N, C, H, W, G, Cg), consts = _shape_args(x, kernel, kernel_size, dilation, padding_mode)
     if out.numel() == 0:
         return out
-    cfg = _config(kernel_size, Cg, W)
-    grid = (triton.cdiv(W, cfg["BLOCK_W"]) * H * N * G * triton.cdiv(Cg, cfg["BLOCK_C"]),)
+    cfg = _fwd_config(Cg, W, cl)
+    grid = (triton.cdiv(W, cfg["BLOCK_W"]) * H * N * G,)
     with _on_device(x):
-        dynamic_filter2d_fwd_kernel[grid](x, kernel, out, C, H, W, G, Cg, SOFTMAX=softmax, **consts, **cfg)
+        dynamic_filter2d_fwd_kernel[grid](x, kernel, out, C, H, W, G, Cg, *x.stride(), *kernel.stride(),
+                                          *out.stride(),
+                                          SOFTMAX=softmax, **consts, **cfg)
     return out
 
 

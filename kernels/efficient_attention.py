@@ -36,6 +36,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .layout import memory_format
+
 MAX_MAPS = 128  # C2 limit: a query column's softmax over the maps is kept in one tile
 INTERPRETER_SMS = 4  # splits under the interpreter as if on a GPU this size (small, so tests see several)
 
@@ -93,7 +95,7 @@ def efficient_attention_ctx_partial_kernel(
     o_k = tl.arange(0, BLOCK_K)  # [BLOCK_K]
     m_k = o_k < C2
     p_v = v + i_n.to(tl.int64) * s_vn + o_c.to(tl.int64)[:, None] * s_vc  # [BLOCK_C, 1]
-    p_k = k + i_n.to(tl.int64) * s_kn + o_k.to(tl.int64)[None, :] * s_kc  # [1, BLOCK_K]
+    p_k = k + i_n.to(tl.int64) * s_kn + o_k.to(tl.int64)[:, None] * s_kc  # [BLOCK_K, 1]
 
     b_m = tl.full([BLOCK_K], float("-inf"), ACC)  # running max per map
     b_l = tl.zeros([BLOCK_K], ACC)  # running sum of exp(k - b_m)
@@ -103,17 +105,19 @@ def efficient_attention_ctx_partial_kernel(
     for start in range(lo, hi, BLOCK_L):
         o_l = start + tl.arange(0, BLOCK_L)  # [BLOCK_L]
         m_l = o_l < L
-        b_kt = tl.load(p_k + o_l.to(tl.int64)[:, None] * s_kl, mask=m_l[:, None] & m_k[None, :], other=0.0)
-        b_kt = tl.where(m_l[:, None], b_kt.to(ACC), float("-inf"))  # [BLOCK_L, BLOCK_K]
-        b_mn = tl.maximum(b_m, tl.max(b_kt, axis=0))
+        # the key tile as it lies in memory, [maps, positions] (lanes along the positions), transposed for
+        # the dot in registers
+        b_k = tl.load(p_k + o_l.to(tl.int64)[None, :] * s_kl, mask=m_k[:, None] & m_l[None, :], other=0.0)
+        b_k = tl.where(m_l[None, :], b_k.to(ACC), float("-inf"))  # [BLOCK_K, BLOCK_L]
+        b_mn = tl.maximum(b_m, tl.max(b_k, axis=1))
         # shift by 0 while a map has seen no finite logit: exp(-inf - -inf) would be NaN
         b_shift = tl.where(b_mn == float("-inf"), 0.0, b_mn)
         b_alpha = tl.exp(b_m - b_shift)  # [BLOCK_K] rescales what was summed under the old max
-        b_p = tl.exp(b_kt - b_shift[None, :])  # [BLOCK_L, BLOCK_K]
-        b_l = b_l * b_alpha + tl.sum(b_p, axis=0)
+        b_p = tl.exp(b_k - b_shift[:, None])  # [BLOCK_K, BLOCK_L]
+        b_l = b_l * b_alpha + tl.sum(b_p, axis=1)
         m_cl = m_c[:, None] & m_l[None, :]
         b_v = tl.load(p_v + o_l.to(tl.int64)[None, :] * s_vl, mask=m_cl, other=0.0)  # [BLOCK_C, BLOCK_L]
-        b_acc = b_acc * b_alpha[None, :] + _dot(b_v, b_p, DOT)
+        b_acc = b_acc * b_alpha[None, :] + _dot(b_v, tl.trans(b_p), DOT)
         b_m = b_mn
 
     o_ns = i_n.to(tl.int64) * S + i_s
@@ -173,9 +177,9 @@ def efficient_attention_ctx_combine_kernel(
 
 @triton.jit
 def efficient_attention_out_kernel(
-    q, ctx, gate, out,  # q [N, C2, L] strided; ctx [N, C, C2] in ACC; gate [N, C]; out [N, C, L] contiguous
+    q, ctx, gate, out,  # q [N, C2, L] strided; ctx [N, C, C2] in ACC; gate [N, C]; out [N, C, L] strided
     C, C2, L,
-    s_qn, s_qc, s_ql,
+    s_qn, s_qc, s_ql, s_on, s_oc, s_ol,
     HAS_GATE: tl.constexpr, DOT: tl.constexpr, ACC: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
@@ -196,15 +200,17 @@ def efficient_attention_out_kernel(
         b_o = _dot(b_ctx, b_s, DOT)  # [BLOCK_C, BLOCK_L]
         if HAS_GATE:
             b_o *= tl.load(gate + o_nc, mask=m_c, other=0.0).to(ACC)[:, None]
-        tl.store(out + o_nc[:, None] * L + o_l[None, :], b_o.to(out.dtype.element_ty), mask=m_c[:, None] & m_l[None, :])
+        p_o = out + i_n.to(tl.int64) * s_on + o_c.to(tl.int64)[:, None] * s_oc + o_l.to(tl.int64)[None, :] * s_ol
+        tl.store(p_o, b_o.to(out.dtype.element_ty), mask=m_c[:, None] & m_l[None, :])
 
 
 @triton.jit
 def _query_column_softmax(q, i_n, o_l, m_l, o_k, m_k, s_qn, s_qc, s_ql, ACC: tl.constexpr):
-    """softmax over the maps of the query columns o_l, as a [BLOCK_L, BLOCK_K] tile."""
-    p_q = q + i_n.to(tl.int64) * s_qn + o_l.to(tl.int64)[:, None] * s_ql + o_k.to(tl.int64)[None, :] * s_qc
-    b_qt = tl.load(p_q, mask=m_l[:, None] & m_k[None, :], other=0.0).to(ACC)  # [BLOCK_L, BLOCK_K]
-    return _softmax(b_qt, m_k[None, :], 1)
+    """softmax over the maps of the query columns o_l, as a [BLOCK_L, BLOCK_K] tile (loaded as it lies in
+    memory, [maps, positions] with lanes along the positions, and transposed in registers)."""
+    p_q = q + i_n.to(tl.int64) * s_qn + o_k.to(tl.int64)[:, None] * s_qc + o_l.to(tl.int64)[None, :] * s_ql
+    b_q = tl.load(p_q, mask=m_k[:, None] & m_l[None, :], other=0.0).to(ACC)  # [BLOCK_K, BLOCK_L]
+    return tl.trans(_softmax(b_q, m_k[:, None], 0))
 
 
 @triton.jit
@@ -467,8 +473,10 @@ def _degenerate(N, C, C2, Lin, Lout) -> bool:
 
 def forward(value, key, query, gate):
     N, C = value.shape[:2]
-    out = torch.empty((N, C, *query.shape[2:]), dtype=value.dtype, device=value.device)
-    v, k, q = _flat(value), _flat(key), _flat(query)
+    # the output keeps the query's layout (channels_last in, channels_last out)
+    out = torch.empty((N, C, *query.shape[2:]), dtype=value.dtype, device=value.device,
+                      memory_format=memory_format(query))
+    v, k, q, o = _flat(value), _flat(key), _flat(query), _flat(out)
     C2, Lin, Lout = k.shape[1], v.shape[2], q.shape[2]
     if _degenerate(N, C, C2, Lin, Lout):
         return out.zero_()
@@ -476,7 +484,7 @@ def forward(value, key, query, gate):
     with _on_device(value):
         ctx, _, _ = _context(v, k, cfg, consts)
         efficient_attention_out_kernel[(N * triton.cdiv(Lout, cfg["BLOCK_L"]),)](
-            q, ctx, gate.contiguous() if gate is not None else ctx, out, C, C2, Lout, *q.stride(),
+            q, ctx, gate.contiguous() if gate is not None else ctx, o, C, C2, Lout, *q.stride(), *o.stride(),
             HAS_GATE=gate is not None, **consts, **_tiles(cfg),
         )
     return out

@@ -34,33 +34,30 @@ struct Preimages {
 };
 
 DEBLURFAST_HD Preimages pad_preimages(int64_t y, int64_t L, int64_t pad, PadMode mode) {
-  Preimages p;
-  p.n = 1;
-  p.lo[0] = y;
-  p.hi[0] = y;
+  // Both optional intervals are computed, then packed into slots 1 and 2 with constant indices: a
+  // slot written at a runtime index would put the struct in a GPU kernel's local memory (a stack).
+  bool before = false, after = false;
+  int64_t lo_b = 0, hi_b = 0, lo_a = 0, hi_a = 0;
   if (mode == PadMode::Reflect) {
-    if (y >= 1 && y <= pad) {  // mirrored before the start
-      p.lo[p.n] = -y;
-      p.hi[p.n] = -y;
-      ++p.n;
-    }
-    if (y <= L - 2 && y >= L - 1 - pad) {  // mirrored past the end
-      p.lo[p.n] = 2 * (L - 1) - y;
-      p.hi[p.n] = 2 * (L - 1) - y;
-      ++p.n;
-    }
+    before = y >= 1 && y <= pad;  // mirrored before the start
+    lo_b = hi_b = -y;
+    after = y <= L - 2 && y >= L - 1 - pad;  // mirrored past the end
+    lo_a = hi_a = 2 * (L - 1) - y;
   } else if (mode == PadMode::Replicate) {
-    if (y == 0 && pad > 0) {
-      p.lo[p.n] = -pad;
-      p.hi[p.n] = -1;
-      ++p.n;
-    }
-    if (y == L - 1 && pad > 0) {
-      p.lo[p.n] = L;
-      p.hi[p.n] = L - 1 + pad;
-      ++p.n;
-    }
+    before = y == 0 && pad > 0;
+    lo_b = -pad;
+    hi_b = -1;
+    after = y == L - 1 && pad > 0;
+    lo_a = L;
+    hi_a = L - 1 + pad;
   }
+  Preimages p;
+  p.n = 1 + int(before) + int(after);
+  p.lo[0] = p.hi[0] = y;
+  p.lo[1] = before ? lo_b : lo_a;
+  p.hi[1] = before ? hi_b : hi_a;
+  p.lo[2] = lo_a;
+  p.hi[2] = hi_a;
   return p;
 }
 

@@ -4,8 +4,10 @@
 // host by the CPU emulation in tests/cuda_emulation. Pure CUDA, no torch.
 //
 // One work item owns one pixel of one (n, group) and a chunk of the group's
-// channels: it loads the pixel's k*k taps once (softmax in registers), then
-// streams the chunk's channels. Chunks exist only to fill the GPU when images
+// channels: it takes the max and sum of the pixel's k*k logits once, then
+// streams the chunk's channels in blocks of 8 (4 for double) held in registers,
+// each tap's weight computed once per block; no per-tap register arrays, so no
+// spills at k = 7. Chunks exist only to fill the GPU when images
 // are small; at 720p one chunk holds the whole group, so taps are read once.
 // Backward: one item per pixel for grad_kernel (a reduction over the group's
 // channels), then a gather for grad_input; no atomics, so results are
@@ -33,6 +35,7 @@ struct Taps {
   static constexpr int kMax2 = kMax * kMax;
   // Unroll tap loops for the fixed sizes only; the generic variant keeps its loops.
   static constexpr int kUnroll = KS > 0 ? kMax2 : 1;
+  static constexpr int kUnrollRow = KS > 0 ? kMax : 1;
   DEBLURFAST_HOST_DEVICE static int size(const DynamicFilter2dShape& s) {
     return KS > 0 ? KS : static_cast<int>(s.kernel_size);
   }
@@ -70,45 +73,81 @@ struct Item {
   }
 };
 
-// Softmax over the K2 taps held in w (compile-time bounds keep w in registers).
-template <int KS, typename A>
-DEBLURFAST_HOST_DEVICE void softmax_inplace(A* w, int K2) {
-  A m = w[0];
+// Channels one item accumulates at a time: their sums live in registers, and
+// each tap's weight and sample offset are computed once per block of them.
+template <typename A>
+struct ChannelBlock {
+  static constexpr int kSize = sizeof(A) == 8 ? 4 : 8;
+};
+
+// Max of the pixel's K2 logits and 1 / sum of their exponentials (max 0 and
+// scale 1 without softmax): tap t's weight is then tap_weight(logit_t).
+template <typename A>
+struct TapNorm {
+  A max = 0, inv = 1;
+  bool softmax = false;
+  DEBLURFAST_HOST_DEVICE A weight(A logit) const { return softmax ? exp_acc(logit - max) * inv : logit; }
+};
+
+template <int KS, typename T>
+DEBLURFAST_HOST_DEVICE TapNorm<acc_t<T>> tap_norm(const T* kp, int64_t HW, int K2, bool softmax) {
+  using A = acc_t<T>;
+  TapNorm<A> n;
+  n.softmax = softmax;
+  if (!softmax) return n;
+  n.max = to_acc(kp[0]);
 #pragma unroll Taps<KS>::kUnroll
   for (int t = 1; t < Taps<KS>::kMax2; ++t)
-    if (t < K2) m = w[t] > m ? w[t] : m;
+    if (t < K2) n.max = to_acc(kp[t * HW]) > n.max ? to_acc(kp[t * HW]) : n.max;
   A sum = 0;
 #pragma unroll Taps<KS>::kUnroll
-  for (int t = 0; t < Taps<KS>::kMax2; ++t) {
-    if (t < K2) {
-      w[t] = exp_acc(w[t] - m);
-      sum += w[t];
-    }
-  }
-  const A inv = A(1) / sum;
-#pragma unroll Taps<KS>::kUnroll
   for (int t = 0; t < Taps<KS>::kMax2; ++t)
-    if (t < K2) w[t] *= inv;
+    if (t < K2) sum += exp_acc(to_acc(kp[t * HW]) - n.max);
+  n.inv = A(1) / sum;
+  return n;
 }
 
-// In-plane offset of the sample each tap of pixel (h, w) reads, -1 for zero
-// (32-bit: the launchers require H*W < 2^31).
+// Rows and columns the taps of pixel (h, w) read, -1 for zero padding
+// (32-bit: the launchers require H*W < 2^31). Fixed sizes keep all k of each
+// in registers; the generic variant computes tap t's on demand (at()).
 template <int KS>
-DEBLURFAST_HOST_DEVICE void sample_offsets(const DynamicFilter2dShape& s, int64_t h, int64_t w, int32_t* off) {
-  const int k = Taps<KS>::size(s);
-  int32_t cols[Taps<KS>::kMax];
-#pragma unroll Taps<KS>::kUnroll
-  for (int j = 0; j < Taps<KS>::kMax; ++j)
-    if (j < k) cols[j] = static_cast<int32_t>(pad_source(w + j * s.dilation - s.pad, s.W, s.mode));
-#pragma unroll Taps<KS>::kUnroll
-  for (int i = 0; i < Taps<KS>::kMax; ++i) {
-    if (i >= k) break;
-    const int32_t r = static_cast<int32_t>(pad_source(h + i * s.dilation - s.pad, s.H, s.mode));
-#pragma unroll Taps<KS>::kUnroll
-    for (int j = 0; j < Taps<KS>::kMax; ++j)
-      if (j < k) off[i * k + j] = (r < 0 || cols[j] < 0) ? -1 : r * static_cast<int32_t>(s.W) + cols[j];
+struct SampleGrid {
+  int32_t rows[KS > 0 ? KS : 1], cols[KS > 0 ? KS : 1];
+  int64_t h, w;
+
+  DEBLURFAST_HOST_DEVICE SampleGrid(const DynamicFilter2dShape& s, int64_t h_, int64_t w_) : h(h_), w(w_) {
+    if constexpr (KS > 0) {
+#pragma unroll
+      for (int i = 0; i < KS; ++i) {
+        rows[i] = static_cast<int32_t>(pad_source(h + i * s.dilation - s.pad, s.H, s.mode));
+        cols[i] = static_cast<int32_t>(pad_source(w + i * s.dilation - s.pad, s.W, s.mode));
+      }
+    }
   }
-}
+  // Row tap row i reads (computed: i may be a loop variable), -1 for zero.
+  DEBLURFAST_HOST_DEVICE int32_t row(const DynamicFilter2dShape& s, int i) const {
+    return static_cast<int32_t>(pad_source(h + i * s.dilation - s.pad, s.H, s.mode));
+  }
+  // Column tap column j reads (from registers for fixed sizes: j must be unrolled), -1 for zero.
+  DEBLURFAST_HOST_DEVICE int32_t col(const DynamicFilter2dShape& s, int j) const {
+    if constexpr (KS > 0) {
+      return cols[j];
+    } else {
+      return static_cast<int32_t>(pad_source(w + j * s.dilation - s.pad, s.W, s.mode));
+    }
+  }
+  // In-plane offset of the sample tap (i, j) reads, -1 for zero (i and j unrolled for fixed sizes).
+  DEBLURFAST_HOST_DEVICE int32_t at(const DynamicFilter2dShape& s, int i, int j) const {
+    int32_t r;
+    if constexpr (KS > 0) {
+      r = rows[i];
+    } else {
+      r = row(s, i);
+    }
+    const int32_t c = col(s, j);
+    return (r < 0 || c < 0) ? -1 : r * static_cast<int32_t>(s.W) + c;
+  }
+};
 
 template <typename T, int KS>
 struct Forward {
@@ -120,32 +159,49 @@ struct Forward {
 
   DEBLURFAST_HOST_DEVICE void operator()(int64_t idx) const {
     using A = acc_t<T>;
-    const int K2 = Taps<KS>::size(s) * Taps<KS>::size(s);
+    constexpr int CB = ChannelBlock<A>::kSize;
+    const int k = Taps<KS>::size(s), K2 = k * k;
     const int64_t HW = s.H * s.W, Cg = s.C / s.groups;
     const Item it(idx, s, work.chunks);
-    A wt[Taps<KS>::kMax2];
-    int32_t off[Taps<KS>::kMax2];
     const T* kp = kern + (it.n * s.groups + it.g) * K2 * HW + it.pixel;
-#pragma unroll Taps<KS>::kUnroll
-    for (int t = 0; t < Taps<KS>::kMax2; ++t)
-      if (t < K2) wt[t] = to_acc(kp[t * HW]);
-    if (s.softmax) softmax_inplace<KS>(wt, K2);
-    sample_offsets<KS>(s, it.pixel / s.W, it.pixel % s.W, off);
+    const TapNorm<A> norm = tap_norm<KS>(kp, HW, K2, s.softmax);
+    const SampleGrid<KS> grid(s, it.pixel / s.W, it.pixel % s.W);
     const int64_t c0 = it.g * Cg + it.chunk * work.chunk_size;
     const int64_t c1 = min64(c0 + work.chunk_size, (it.g + 1) * Cg);
-    for (int64_t c = c0; c < c1; ++c) {
-      const T* xc = x + (it.n * s.C + c) * HW;
-      A acc = 0;
-#pragma unroll Taps<KS>::kUnroll
-      for (int t = 0; t < Taps<KS>::kMax2; ++t)
-        if (t < K2 && off[t] >= 0) acc += wt[t] * to_acc(xc[off[t]]);
-      out[(it.n * s.C + c) * HW + it.pixel] = from_acc<T>(acc);
+    for (int64_t cb = c0; cb < c1; cb += CB) {
+      const int nc = static_cast<int>(min64(CB, c1 - cb));
+      const T* xc = x + (it.n * s.C + cb) * HW;
+      A acc[CB];
+#pragma unroll
+      for (int c = 0; c < CB; ++c) acc[c] = 0;
+      // tap rows in a loop, columns unrolled: the code and live registers stay those of one row
+#pragma unroll 1
+      for (int i = 0; i < k; ++i) {
+        const int32_t r = grid.row(s, i);
+        if (r < 0) continue;
+#pragma unroll Taps<KS>::kUnrollRow
+        for (int j = 0; j < Taps<KS>::kMax; ++j) {
+          if (j >= k) break;
+          const int32_t col = grid.col(s, j);
+          if (col < 0) continue;
+          const int32_t off = r * static_cast<int32_t>(s.W) + col;
+          const A wt = norm.weight(to_acc(kp[(i * k + j) * HW]));
+#pragma unroll
+          for (int c = 0; c < CB; ++c)
+            if (c < nc) acc[c] += wt * to_acc(xc[c * HW + off]);
+        }
+      }
+#pragma unroll
+      for (int c = 0; c < CB; ++c)
+        if (c < nc) out[(it.n * s.C + cb + c) * HW + it.pixel] = from_acc<T>(acc[c]);
     }
   }
 };
 
 // One item per (n, g, pixel): grad_kernel = d softmax(sum over the group's
 // channels of grad_out * sample), and the normalized taps for grad_input.
+// Fixed sizes hold the k*k tap gradients in registers; the generic variant
+// computes one tap's at a time, twice under softmax (once for sum_t p_t g_t).
 template <typename T, int KS>
 struct KernelGrad {
   const T* __restrict__ grad_out;  // [N, C, H, W]
@@ -155,57 +211,78 @@ struct KernelGrad {
   acc_t<T>* __restrict__ probs;    // [N, G*K2, H, W] normalized taps, or null
   DynamicFilter2dShape s;
 
+  // sum over the group's channels of grad_out * the sample tap (i, j) reads
+  DEBLURFAST_HOST_DEVICE acc_t<T> tap_grad(const SampleGrid<KS>& grid, int64_t plane0, int64_t Cg, int64_t pixel,
+                                           int i, int j) const {
+    using A = acc_t<T>;
+    const int32_t off = grid.at(s, i, j);
+    A g = 0;
+    if (off < 0) return g;
+    const int64_t HW = s.H * s.W;
+    for (int64_t c = 0; c < Cg; ++c) g += to_acc(grad_out[plane0 + c * HW + pixel]) * to_acc(x[plane0 + c * HW + off]);
+    return g;
+  }
+
   DEBLURFAST_HOST_DEVICE void operator()(int64_t idx) const {
     using A = acc_t<T>;
-    const int K2 = Taps<KS>::size(s) * Taps<KS>::size(s);
+    const int k = Taps<KS>::size(s), K2 = k * k;
     const int64_t HW = s.H * s.W, Cg = s.C / s.groups;
     const int64_t pixel = idx % HW, ng = idx / HW, n = ng / s.groups, g = ng % s.groups;
     const int64_t tap0 = ng * K2 * HW + pixel;  // [n, g*K2, pixel]
-    A p[Taps<KS>::kMax2];
-#pragma unroll Taps<KS>::kUnroll
-    for (int t = 0; t < Taps<KS>::kMax2; ++t)
-      if (t < K2) p[t] = to_acc(kern[tap0 + t * HW]);
-    if (s.softmax) softmax_inplace<KS>(p, K2);
+    const TapNorm<A> norm = tap_norm<KS>(kern + tap0, HW, K2, s.softmax);
     if (probs != nullptr) {
 #pragma unroll Taps<KS>::kUnroll
       for (int t = 0; t < Taps<KS>::kMax2; ++t)
-        if (t < K2) probs[tap0 + t * HW] = p[t];
+        if (t < K2) probs[tap0 + t * HW] = norm.weight(to_acc(kern[tap0 + t * HW]));
     }
     if (grad_kernel == nullptr) return;
-    int32_t off[Taps<KS>::kMax2];
-    sample_offsets<KS>(s, pixel / s.W, pixel % s.W, off);
-    A gw[Taps<KS>::kMax2];
-#pragma unroll Taps<KS>::kUnroll
-    for (int t = 0; t < Taps<KS>::kMax2; ++t) gw[t] = 0;
-    for (int64_t c = g * Cg; c < (g + 1) * Cg; ++c) {
-      const int64_t plane = (n * s.C + c) * HW;
-      const A go = to_acc(grad_out[plane + pixel]);
-#pragma unroll Taps<KS>::kUnroll
-      for (int t = 0; t < Taps<KS>::kMax2; ++t)
-        if (t < K2 && off[t] >= 0) gw[t] += go * to_acc(x[plane + off[t]]);
-    }
-    if (s.softmax) {  // d softmax: p * (gw - sum_t p * gw)
+    const SampleGrid<KS> grid(s, pixel / s.W, pixel % s.W);
+    const int64_t plane0 = (n * s.C + g * Cg) * HW;
+    if constexpr (KS > 0) {
+      A gw[KS * KS];
+#pragma unroll
+      for (int t = 0; t < KS * KS; ++t) gw[t] = 0;
+      const SampleGrid<KS>& sg = grid;
+      for (int64_t c = 0; c < Cg; ++c) {  // channels outer: grad_out read once, offsets from registers
+        const int64_t plane = plane0 + c * HW;
+        const A go = to_acc(grad_out[plane + pixel]);
+#pragma unroll
+        for (int t = 0; t < KS * KS; ++t) {
+          const int32_t off = sg.at(s, t / KS, t % KS);
+          if (off >= 0) gw[t] += go * to_acc(x[plane + off]);
+        }
+      }
       A dot = 0;
-#pragma unroll Taps<KS>::kUnroll
-      for (int t = 0; t < Taps<KS>::kMax2; ++t)
-        if (t < K2) dot += p[t] * gw[t];
-#pragma unroll Taps<KS>::kUnroll
-      for (int t = 0; t < Taps<KS>::kMax2; ++t)
-        if (t < K2) gw[t] = p[t] * (gw[t] - dot);
+      if (s.softmax) {  // d softmax: p * (gw - sum_t p * gw)
+#pragma unroll
+        for (int t = 0; t < KS * KS; ++t) dot += norm.weight(to_acc(kern[tap0 + t * HW])) * gw[t];
+      }
+#pragma unroll
+      for (int t = 0; t < KS * KS; ++t) {
+        const A v = s.softmax ? norm.weight(to_acc(kern[tap0 + t * HW])) * (gw[t] - dot) : gw[t];
+        grad_kernel[tap0 + t * HW] = from_acc<T>(v);
+      }
+    } else {
+      A dot = 0;
+      if (s.softmax) {
+        for (int t = 0; t < K2; ++t)
+          dot += norm.weight(to_acc(kern[tap0 + t * HW])) * tap_grad(grid, plane0, Cg, pixel, t / k, t % k);
+      }
+      for (int t = 0; t < K2; ++t) {
+        const A gt = tap_grad(grid, plane0, Cg, pixel, t / k, t % k);
+        const A v = s.softmax ? norm.weight(to_acc(kern[tap0 + t * HW])) * (gt - dot) : gt;
+        grad_kernel[tap0 + t * HW] = from_acc<T>(v);
+      }
     }
-#pragma unroll Taps<KS>::kUnroll
-    for (int t = 0; t < Taps<KS>::kMax2; ++t)
-      if (t < K2) grad_kernel[tap0 + t * HW] = from_acc<T>(gw[t]);
   }
 };
 
 // grad_input of input pixel (y, x) for channels [c0, c1) when the pixel lies
-// in the border band: gather through every padding preimage. Kept out of line
-// so the interior fast path keeps its registers.
+// in the border band: gather through every padding preimage.
 template <typename T, typename P>
-__host__ __device__ __noinline__ void input_grad_border(const T* __restrict__ grad_out, const P* __restrict__ tp,
-                                                        T* __restrict__ grad_in, const DynamicFilter2dShape s,
-                                                        int64_t n, int64_t c0, int64_t c1, int64_t y, int64_t xcol) {
+DEBLURFAST_HOST_DEVICE void input_grad_border(const T* __restrict__ grad_out, const P* __restrict__ tp,
+                                              T* __restrict__ grad_in, const DynamicFilter2dShape& s,
+                                              int64_t n, int64_t c0, int64_t c1, int64_t y, int64_t xcol) {
   using A = acc_t<T>;
   const int k = static_cast<int>(s.kernel_size);
   const int64_t HW = s.H * s.W;
@@ -214,13 +291,16 @@ __host__ __device__ __noinline__ void input_grad_border(const T* __restrict__ gr
   for (int64_t c = c0; c < c1; ++c) {
     const T* goc = grad_out + (n * s.C + c) * HW;
     A acc = 0;
-    for (int ri = 0; ri < rows.n; ++ri)
-      for (int64_t qy = rows.lo[ri]; qy <= rows.hi[ri]; ++qy)
+    // the interval loops unrolled: constant indices keep the Preimages in registers, not on the stack
+#pragma unroll
+    for (int ri = 0; ri < 3; ++ri)
+      for (int64_t qy = rows.lo[ri]; ri < rows.n && qy <= rows.hi[ri]; ++qy)
         for (int i = 0; i < k; ++i) {
           const int64_t h = qy + s.pad - i * s.dilation;  // output row whose tap row i read qy
           if (h < 0 || h >= s.H) continue;
-          for (int ci = 0; ci < cols.n; ++ci)
-            for (int64_t qx = cols.lo[ci]; qx <= cols.hi[ci]; ++qx)
+#pragma unroll
+          for (int ci = 0; ci < 3; ++ci)
+            for (int64_t qx = cols.lo[ci]; ci < cols.n && qx <= cols.hi[ci]; ++qx)
               for (int j = 0; j < k; ++j) {
                 const int64_t w = qx + s.pad - j * s.dilation;
                 if (w < 0 || w >= s.W) continue;
@@ -233,7 +313,8 @@ __host__ __device__ __noinline__ void input_grad_border(const T* __restrict__ gr
 
 // One item per (n, g, input pixel, channel chunk): grad_input gathers
 // tap * grad_out from every output pixel that read this one. Pixels away from
-// the border have one preimage and take the register fast path.
+// the border have one preimage and take the fast path: per block of channels,
+// each tap's weight and offset computed once, the sums in registers.
 template <typename T, typename P, int KS>
 struct InputGrad {
   const T* __restrict__ grad_out;  // [N, C, H, W]
@@ -244,6 +325,7 @@ struct InputGrad {
 
   DEBLURFAST_HOST_DEVICE void operator()(int64_t idx) const {
     using A = acc_t<T>;
+    constexpr int CB = ChannelBlock<A>::kSize;
     const int k = Taps<KS>::size(s), K2 = k * k;
     const int64_t HW = s.H * s.W, Cg = s.C / s.groups;
     const Item it(idx, s, work.chunks);
@@ -255,24 +337,32 @@ struct InputGrad {
       input_grad_border(grad_out, tp, grad_in, s, it.n, c0, c1, y, xcol);
       return;
     }
-    A wt[Taps<KS>::kMax2];
-    int32_t off[Taps<KS>::kMax2];
-#pragma unroll Taps<KS>::kUnroll
-    for (int t = 0; t < Taps<KS>::kMax2; ++t) {
-      if (t >= K2) break;
-      // output pixel whose tap t read (y, x)
-      const int64_t h = y + s.pad - (t / k) * s.dilation, w = xcol + s.pad - (t % k) * s.dilation;
-      const bool valid = h >= 0 && h < s.H && w >= 0 && w < s.W;
-      off[t] = valid ? static_cast<int32_t>(h * s.W + w) : -1;
-      wt[t] = valid ? A(to_acc(tp[t * HW + off[t]])) : A(0);
-    }
-    for (int64_t c = c0; c < c1; ++c) {
-      const T* goc = grad_out + (it.n * s.C + c) * HW;
-      A acc = 0;
-#pragma unroll Taps<KS>::kUnroll
-      for (int t = 0; t < Taps<KS>::kMax2; ++t)
-        if (t < K2 && off[t] >= 0) acc += wt[t] * to_acc(goc[off[t]]);
-      grad_in[(it.n * s.C + c) * HW + it.pixel] = from_acc<T>(acc);
+    for (int64_t cb = c0; cb < c1; cb += CB) {
+      const int nc = static_cast<int>(min64(CB, c1 - cb));
+      const T* goc = grad_out + (it.n * s.C + cb) * HW;
+      A acc[CB];
+#pragma unroll
+      for (int c = 0; c < CB; ++c) acc[c] = 0;
+      // tap rows in a loop, columns unrolled (as in Forward)
+#pragma unroll 1
+      for (int i = 0; i < k; ++i) {
+        const int64_t h = y + s.pad - i * s.dilation;  // output row whose tap row i read row y
+        if (h < 0 || h >= s.H) continue;
+#pragma unroll Taps<KS>::kUnrollRow
+        for (int j = 0; j < Taps<KS>::kMax; ++j) {
+          if (j >= k) break;
+          const int64_t w = xcol + s.pad - j * s.dilation;
+          if (w < 0 || w >= s.W) continue;
+          const int32_t off = static_cast<int32_t>(h * s.W + w);
+          const A wt = to_acc(tp[(i * k + j) * HW + off]);
+#pragma unroll
+          for (int c = 0; c < CB; ++c)
+            if (c < nc) acc[c] += wt * to_acc(goc[c * HW + off]);
+        }
+      }
+#pragma unroll
+      for (int c = 0; c < CB; ++c)
+        if (c < nc) grad_in[(it.n * s.C + cb + c) * HW + it.pixel] = from_acc<T>(acc[c]);
     }
   }
 };

@@ -115,7 +115,7 @@ def parse_resource_usage(text: str) -> dict[str, dict[str, int]]:
 
 
 _SASS_FUNCTION = re.compile(r"^\s*Function\s*:\s*(\S+)\s*$")
-_SASS_INSTRUCTION = re.compile(r"^\s*/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_.]*)")
+_SASS_INSTRUCTION = re.compile(r"^\s*/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Za-z0-9_.]*)")
 _TENSOR_CORE = ("HMMA", "HGMMA", "IMMA", "IGMMA", "DMMA", "BMMA", "QGMMA")
 
 
@@ -124,6 +124,9 @@ def _width(parts: list[str]) -> int:
     for bits in ("128", "64"):
         if bits in parts or f"F{bits}" in parts or f"U{bits}" in parts or f"S{bits}" in parts:
             return int(bits)
+    for part in parts:  # vector atomics: REDG.E.ADD.F32x4 (sm_90) is 4 x 32 bits
+        if re.fullmatch(r"F32x[24]", part):
+            return 32 * int(part[-1])
     if {"U16", "S16", "F16", "BF16"} & set(parts):
         return 16
     if {"U8", "S8"} & set(parts):
@@ -196,15 +199,17 @@ def lane_axis(layout: dict) -> int:
     return layout["order"][0]
 
 
-_ACCESS = re.compile(r"(tt\.load|tt\.store|tt\.atomic_rmw)\b[^\n]*?tensor<([\dx]+)x!tt\.ptr<(\w+)>,\s*#(\w+)>")
+_ACCESS = re.compile(r"(tt\.load|tt\.store|tt\.atomic_rmw|ttg\.async_copy_global_to_local)\b[^\n]*?"
+                     r"tensor<([\dx]+)x!tt\.ptr<(\w+)>,\s*#(\w+)>")
+_OP = {"ttg.async_copy_global_to_local": "tt.load"}  # a pipelined load (cp.async into shared memory) is a load
 
 
 def accesses(ttgir: str) -> list[dict]:
     """Each global tensor access of a TTGIR module: op, tile shape, element type, and the tile axis
     its warp lanes lie on (None where the layout is not a #blocked one)."""
     layouts = blocked_layouts(ttgir)
-    return [{"op": m.group(1), "shape": [int(v) for v in m.group(2).split("x")], "type": m.group(3),
-             "lane_axis": lane_axis(layouts[m.group(4)]) if m.group(4) in layouts else None}
+    return [{"op": _OP.get(m.group(1), m.group(1)), "shape": [int(v) for v in m.group(2).split("x")],
+             "type": m.group(3), "lane_axis": lane_axis(layouts[m.group(4)]) if m.group(4) in layouts else None}
             for m in _ACCESS.finditer(ttgir)]
 
 
@@ -242,7 +247,7 @@ def triton_cases() -> list[tuple]:
     return cases
 
 
-LAUNCH_OPTIONS = ("num_warps", "num_stages")  # launch options a case may carry among its constexprs
+LAUNCH_OPTIONS = ("num_warps", "num_stages", "maxnreg")  # launch options a case may carry among its constexprs
 
 
 def compile_triton(case: tuple, target: Arch):
@@ -255,7 +260,10 @@ def compile_triton(case: tuple, target: Arch):
     options = {k: v for k, v in constexprs.items() if k in LAUNCH_OPTIONS}
     constexprs = {k: v for k, v in constexprs.items() if k not in LAUNCH_OPTIONS}
     signature = {p.name: ("constexpr" if p.is_constexpr else pointers.get(p.name, "i32")) for p in fn.params}
-    return triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
+    # a launch specializes every pointer whose address is a multiple of 16 B (every fresh torch tensor) as
+    # such, which lets the compiler vectorize along a contiguous axis; the compile does the same
+    attrs = {(i,): [["tt.divisibility", 16]] for i, p in enumerate(fn.params) if signature[p.name].startswith("*")}
+    return triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
                           target=GPUTarget("cuda", target.capability, 32), options=options)
 
 

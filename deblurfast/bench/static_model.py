@@ -10,16 +10,19 @@ Assumptions (each is a stated simplification, to be checked against GPU timings)
 - L1/LSU: a warp's global memory instruction costs one wavefront per 128-byte
   line it touches, one wavefront per SM per clock. A tile whose warp lanes lie
   along the contiguous axis of the tensor touches ceil(32 * bytes / 128) + 1
-  lines (gathers: unaligned); lanes along a strided axis touch 32 lines. Which
-  tile axis the lanes lie on is read from the TTGIR (threadsPerWarp, order) of
-  the tt.load/tt.store/tt.atomic_rmw of that tile's shape.
+  lines (gathers: unaligned); lanes along a strided axis touch 32 lines (a
+  known stride s: ceil(31 * s / 128) + 1). Which tile axis the lanes lie on is
+  read from the TTGIR (threadsPerWarp, order) of the tt.load/tt.store/
+  tt.atomic_rmw of that tile's shape. Coalesced streams move the kernel's widest
+  SASS access per lane (gathers only where the kernel was told the alignment).
 - Issue: the warp instructions executed are the warp memory instructions times
   the kernel's ratio of SASS instructions to global memory instructions
   (static counts), at 4 warp instructions per SM per clock.
 - Tensor cores: FLOPs at the measured 790 TFLOP/s (float16/bfloat16).
 - Latency: with fewer than 16 resident warps per SM the memory times scale by
   16 / warps (too few loads in flight to cover DRAM latency).
-- A kernel takes the largest of these times; an op, the sum over its kernels.
+- A kernel takes the largest of these times; an op, the sum over its kernels
+  (a torch copy between them: its bytes at the copy bandwidth).
 % of roofline = floor / estimate, floor = max(FLOPs / 990 TFLOP/s, bytes_min / 3.35 TB/s).
 """
 
@@ -48,9 +51,11 @@ def lane_axis(row: dict, op: str, shape: tuple) -> int | None:
     return None
 
 
-def lines_per_instruction(coalesced: bool, elem_bytes: int, gather: bool = False) -> float:
+def lines_per_instruction(coalesced: bool, elem_bytes: int, gather: bool = False, stride: int = 0) -> float:
+    """128-byte lines one warp instruction touches: contiguous lanes (a gather's run may start anywhere: one
+    line more), or lanes `stride` bytes apart (0: unknown, one line each)."""
     if not coalesced:
-        return 32.0
+        return min(32.0, math.ceil(31 * stride / LINE) + 1) if stride else 32.0
     return math.ceil(32 * elem_bytes / LINE) + (1 if gather else 0)
 
 
@@ -62,6 +67,7 @@ class Stream:
     elem_bytes: int
     coalesced: bool
     gather: bool = False
+    stride: int = 0  # bytes between lanes of an uncoalesced stream, where known
 
     vector: int = 1  # elements per lane per instruction
 
@@ -71,17 +77,19 @@ class Stream:
 
     @property
     def wavefronts(self) -> float:
-        return self.instructions * lines_per_instruction(self.coalesced, self.elem_bytes * self.vector, self.gather)
+        return self.instructions * lines_per_instruction(self.coalesced, self.elem_bytes * self.vector, self.gather,
+                                                         self.stride)
 
 
 def vectorized(row: dict, streams: list[Stream]) -> list[Stream]:
-    """Coalesced non-gather streams at the kernel's widest global access (from the SASS): a kernel whose
-    widest load or store is 128 bits moves 8 float16 per lane per instruction there."""
-    widths = [int(k.rsplit(".", 1)[1]) for k in row if k.startswith(("ld.global.", "st.global."))
+    """Coalesced streams at the kernel's widest global access (from the SASS): a kernel whose widest load
+    or store is 128 bits moves 8 float16 per lane per instruction there. Gathers too, where each sample's
+    channels are one contiguous run (channels innermost) and the launcher proved the alignment."""
+    widths = [int(k.rsplit(".", 1)[1]) for k in row if k.startswith(("ld.global.", "st.global.", "atom.global."))
               and k.rsplit(".", 1)[1].isdigit()]
     bits = max(widths, default=32)
-    return [dataclasses.replace(s, vector=max(1, bits // (8 * s.elem_bytes))) if s.coalesced and not s.gather
-            else s for s in streams]
+    return [dataclasses.replace(s, vector=max(1, bits // (8 * s.elem_bytes))) if s.coalesced
+            and (not s.gather or row.get("constexprs", {}).get("VEC", 1) > 1) else s for s in streams]
 
 
 def kernel_time(row: dict, streams: list[Stream], flops: float, arch) -> dict:
@@ -104,11 +112,11 @@ def _coalesced_if(row: dict, op: str, shape: tuple, contiguous_axis: int) -> boo
     return lane_axis(row, op, shape) == contiguous_axis
 
 
-def _pixel_tile(row: dict, op: str, P: int, other: int, layout: str) -> bool:
-    """Whether a (pixels x channels) tile is coalesced: a PIXEL_MAJOR kernel accesses it as
-    [channels, pixels], the others as [pixels, channels]; pixels are contiguous in NCHW,
-    channels in channels_last."""
-    pixel_major = row["constexprs"].get("PIXEL_MAJOR", False)
+def _pixel_tile(row: dict, op: str, P: int, other: int, layout: str, flag: str = "PIXEL_MAJOR") -> bool:
+    """Whether a (pixels x channels) tile is coalesced: a kernel with the constexpr flag (PIXEL_MAJOR)
+    set accesses it as [channels, pixels], the others as [pixels, channels]; pixels are contiguous in
+    NCHW, channels in channels_last."""
+    pixel_major = row["constexprs"].get(flag, False)
     shape, pixel_axis = ((other, P), 1) if pixel_major else ((P, other), 0)
     return _coalesced_if(row, op, shape, pixel_axis if layout == "nchw" else 1 - pixel_axis)
 
@@ -121,77 +129,90 @@ def _deform_row(rows: dict, kernel: str, layout: str) -> dict:
 
 def deform_forward(rows: dict, layout: str) -> list:
     """dc_fwd at 64->64 3x3: programs of BLOCK_P pixels x BLOCK_O outputs; per (tap, channel block) a
-    4-corner gather of a pixels x BLOCK_C tile of x and a [BLOCK_C, BLOCK_O] weight tile; one store."""
+    4-corner gather of a pixels x BLOCK_C tile of channels-innermost x (an NCHW x is first copied to
+    channels_last by torch) and a [BLOCK_C, BLOCK_O] weight tile; one store in the input's layout."""
     row = _deform_row(rows, "dc_fwd", layout)
     P, Cb, O = row["constexprs"]["BLOCK_P"], row["constexprs"]["BLOCK_C"], row["constexprs"]["BLOCK_O"]
     programs = math.ceil(HW / P) * math.ceil(C / O)
     steps = programs * K * math.ceil(C / Cb)
     streams = [
-        Stream("x gather (4 corners)", steps * 4 * P * Cb, E, _pixel_tile(row, "tt.load", P, Cb, layout), True),
+        Stream("x gather (4 corners)", steps * 4 * P * Cb, E, _coalesced_if(row, "tt.load", (P, Cb), 1), True),
         # weight packed [groups, taps, Cin_g, Cout_g] by the launcher: output channels contiguous
         Stream("weight tile", steps * Cb * O, E, _coalesced_if(row, "tt.load", (Cb, O), 1)),
-        Stream("offset + mask", HW * 27, E, layout == "nchw"),
-        Stream("out", HW * C, E, _pixel_tile(row, "tt.store", P, O, layout)),
+        # per (pixel, tap): lanes along pixels, contiguous in NCHW, 27 channels apart in channels_last
+        Stream("offset + mask", HW * 27, E, layout == "nchw", stride=27 * E),
+        Stream("out", HW * C, E, _pixel_tile(row, "tt.store", P, O, layout, "OUT_PIXEL_MAJOR")),
     ]
     flops = 2 * HW * C * C * K
-    return [("dc_fwd", row, streams, flops)]
+    copy = [("x to channels_last (torch copy)", None, 2 * HW * C * E, 0.0)] if layout == "nchw" else []
+    return copy + [("dc_fwd", row, streams, flops)]
 
 
 def deform_backward(rows: dict, layout: str) -> list:
-    """dc_bwd_data (per tap and channel block: the [BLOCK_P, BLOCK_O] grad_out and [BLOCK_O, BLOCK_C]
-    weight tiles re-loaded, 4-corner gather and 4-corner float32 atomics of pixels x BLOCK_C) and
-    dc_bwd_weight (per tap and channel block: gather and grad_out tile per BLOCK_P pixels)."""
-    data = _deform_row(rows, "dc_bwd_data", layout)
+    """The input backward's two launches of dc_bwd_data: the scatter (grad_out tile once per program, per tap
+    and channel block a weight tile and 4-corner float32 atomics into the channels_last grad-input buffer)
+    and the offset/mask gradients (the same dot, a 4-corner gather instead of the atomics); and
+    dc_bwd_weight (per tap and channel block: gather and grad_out tile per BLOCK_P pixels). An NCHW x is
+    copied to channels_last first."""
+    scatter = _deform_row(rows, "dc_bwd_data", layout)
+    offmask = rows["dc_bwd_offmask-fp16-k3x3-off1-mask1" + ("-cl" if layout == "channels_last" else "")]
     weight = _deform_row(rows, "dc_bwd_weight", layout)
-    P, Cb, O = data["constexprs"]["BLOCK_P"], data["constexprs"]["BLOCK_C"], data["constexprs"]["BLOCK_O"]
-    steps = math.ceil(HW / P) * K * math.ceil(C / Cb)
-    data_streams = [
-        Stream("grad_out tile (per tap, channel block)", steps * P * O, E, _pixel_tile(data, "tt.load", P, O, layout)),
-        # weight packed [groups, taps, Cout_g, Cin_g] by the launcher: input channels contiguous
-        Stream("weight tile", steps * O * Cb, E, _coalesced_if(data, "tt.load", (O, Cb), 1)),
-        Stream("x gather (4 corners)", steps * 4 * P * Cb, E, _pixel_tile(data, "tt.load", P, Cb, layout), True),
-        # the grad-input buffer: float32 NCHW whatever the layout, atomics as [BLOCK_C, BLOCK_P]
-        Stream("grad_input atomics (4 corners)", steps * 4 * P * Cb, 4,
-               _coalesced_if(data, "tt.atomic_rmw", (Cb, P), 1), True),
-        Stream("offset + mask in, their grads out", HW * 27 * 2, E, layout == "nchw"),
-    ]
+    out = []
+    for name, row in (("dc_bwd_data", scatter), ("dc_bwd_offmask", offmask)):
+        P, Cb, O = row["constexprs"]["BLOCK_P"], row["constexprs"]["BLOCK_C"], row["constexprs"]["BLOCK_O"]
+        steps = math.ceil(HW / P) * K * math.ceil(C / Cb)
+        streams = [
+            Stream("grad_out tile (once per program)", HW * C, E, _pixel_tile(row, "tt.load", P, O, layout)),
+            # weight packed [groups, taps, Cout_g, Cin_g] by the launcher: input channels contiguous
+            Stream("weight tile", steps * O * Cb, E, _coalesced_if(row, "tt.load", (O, Cb), 1)),
+        ]
+        if name == "dc_bwd_data":
+            streams.append(Stream("grad_input atomics (4 corners)", steps * 4 * P * Cb, 4,
+                                  _coalesced_if(row, "tt.atomic_rmw", (P, Cb), 1), True))
+            streams.append(Stream("offset + mask in", HW * 27, E, layout == "nchw", stride=27 * E))
+        else:
+            streams.append(Stream("x gather (4 corners)", steps * 4 * P * Cb, E,
+                                  _coalesced_if(row, "tt.load", (P, Cb), 1), True))
+            streams.append(Stream("offset + mask in, their grads out", HW * 27 * 2, E, layout == "nchw",
+                                  stride=27 * E))
+        out.append((name, row, streams, 2 * HW * C * C * K))
     P, Cb, O = weight["constexprs"]["BLOCK_P"], weight["constexprs"]["BLOCK_C"], weight["constexprs"]["BLOCK_O"]
     steps = math.ceil(HW / P) * K * math.ceil(C / Cb)
     weight_streams = [
-        Stream("x gather (4 corners)", steps * 4 * P * Cb, E, _pixel_tile(weight, "tt.load", P, Cb, layout), True),
+        Stream("x gather (4 corners)", steps * 4 * P * Cb, E, _coalesced_if(weight, "tt.load", (P, Cb), 1), True),
         Stream("grad_out tile", steps * P * O, E, _pixel_tile(weight, "tt.load", P, O, layout)),
-        Stream("offset + mask", HW * 27 * math.ceil(C / Cb), E, layout == "nchw"),
+        Stream("offset + mask", HW * 27 * math.ceil(C / Cb), E, layout == "nchw", stride=27 * E),
     ]
-    flops = 2 * HW * C * C * K
-    return [("dc_bwd_data", data, data_streams, flops), ("dc_bwd_weight", weight, weight_streams, flops)]
+    out.append(("dc_bwd_weight", weight, weight_streams, 2 * HW * C * C * K))
+    copy = [("x to channels_last (torch copy)", None, 2 * HW * C * E, 0.0)] if layout == "nchw" else []
+    return copy + out
 
 
 def dynamic_filter_forward(rows: dict, layout: str) -> list:
-    """df_fwd k=3: per [BLOCK_C channels, BLOCK_W pixels] program, the [K2P, BLOCK_W] taps (re-loaded and
-    soft-maxed per channel block) and the [K2P, BLOCK_C, BLOCK_W] gather; lanes along W assumed from the TTGIR."""
-    row = rows["df_fwd-fp16-k3-d1-mode1-softmax1"]
-    K2P, Cb, Wb = row["constexprs"]["K2P"], row["constexprs"]["BLOCK_C"], row["constexprs"]["BLOCK_W"]
-    nchw = layout == "nchw"  # channels_last input is made contiguous first: one copy more (below)
+    """df_fwd k=3: a program of BLOCK_W pixels of a row loops over the channel blocks; the 9 taps of its
+    pixels read once for their max and once per channel block (from L1 after the first), and per tap a
+    [BLOCK_C, BLOCK_W] gather of x (channels_last: [BLOCK_W, BLOCK_C]), shifted by the tap: unaligned."""
+    row = rows["df_fwd-fp16-k3-d1-mode1-softmax1" + ("-cl" if layout == "channels_last" else "")]
+    Cb, Wb = row["constexprs"]["BLOCK_C"], row["constexprs"]["BLOCK_W"]
+    tile, contiguous = ((Cb, Wb), 1) if layout == "nchw" else ((Wb, Cb), 1)
     streams = [
-        Stream("taps (per channel block)", HW * K2P * math.ceil(C / Cb), E,
-               _coalesced_if(row, "tt.load", (K2P, Wb), 1)),
-        Stream("x gather", HW * C * K2P, E, _coalesced_if(row, "tt.load", (K2P, Cb, Wb), 2)),
-        Stream("out", HW * C, E, _coalesced_if(row, "tt.store", (Cb, Wb), 1)),
+        Stream("taps", HW * K * (1 + math.ceil(C / Cb)), E, layout == "nchw" and _coalesced_if(row, "tt.load", (Wb,), 0)),
+        Stream("x gather", HW * C * K, E, _coalesced_if(row, "tt.load", tile, contiguous), True),
+        Stream("out", HW * C, E, _coalesced_if(row, "tt.store", tile, contiguous)),
     ]
-    if not nchw:
-        streams.append(Stream("channels_last -> NCHW copy", 2 * HW * C, E, True))
     return [("df_fwd", row, streams, 0.0)]
 
 
 def attention_forward(rows: dict, layout: str) -> list:
-    """ea_ctx_partial ([BLOCK_L, BLOCK_K] key tile, [BLOCK_C, BLOCK_L] value tile) and ea_out (query, gate,
-    out) at C = C2 = 64, L = 720*1280; the maps of [N, C, L] are L apart, positions contiguous."""
+    """ea_ctx_partial ([BLOCK_K, BLOCK_L] key tile, transposed in registers for the dot; [BLOCK_C, BLOCK_L]
+    value tile) and ea_out (query, gate, out) at C = C2 = 64, L = 720*1280; the maps of [N, C, L] are L apart,
+    positions contiguous."""
     part = rows["ea_ctx_partial-fp16-C64-C264"]
     out = rows["ea_out-fp16-C64-C264-gate1"]
     Cb, Kb, Lb = (part["constexprs"][k] for k in ("BLOCK_C", "BLOCK_K", "BLOCK_L"))
     n_cb = math.ceil(C / Cb)
     part_streams = [
-        Stream("key tile", HW * C * n_cb, E, _coalesced_if(part, "tt.load", (Lb, Kb), 0)),
+        Stream("key tile", HW * C * n_cb, E, _coalesced_if(part, "tt.load", (Kb, Lb), 1)),
         Stream("value tile", HW * C, E, _coalesced_if(part, "tt.load", (Cb, Lb), 1)),
     ]
     Cb_o, Kb_o, Lb_o = (out["constexprs"][k] for k in ("BLOCK_C", "BLOCK_K", "BLOCK_L"))
@@ -232,15 +253,18 @@ def ba_mask_backward(rows: dict, layout: str) -> list:
 # (op, layout, model, bytes_min, HBM bytes the kernels move, FLOPs for the roofline floor)
 _DEFORM_MIN = (2 * C + 27) * HW * E
 OPS = [
-    ("deform_conv2d fwd", "nchw", deform_forward, _DEFORM_MIN, _DEFORM_MIN, 2 * HW * C * C * K),
+    # NCHW: x also read and written once more by its copy to channels_last
+    ("deform_conv2d fwd", "nchw", deform_forward, _DEFORM_MIN, _DEFORM_MIN + 2 * HW * C * E, 2 * HW * C * C * K),
     ("deform_conv2d fwd", "channels_last", deform_forward, _DEFORM_MIN, _DEFORM_MIN, 2 * HW * C * C * K),
     # grad_out, x, offset, mask in; grad_x, grad_offset, grad_mask out. Moved: x twice, the float32
-    # grad-input buffer zeroed, accumulated in L2 and written back, then read and cast.
+    # grad-input buffer zeroed, accumulated in L2 and written back, then read and cast (NCHW: and x
+    # copied to channels_last).
     ("deform_conv2d bwd", "nchw", deform_backward, (3 * C + 2 * 27) * HW * E,
-     (4 * C + 4 * 27) * HW * E + 3 * HW * C * 4 + HW * C * E, 2 * 2 * HW * C * C * K),
+     (6 * C + 4 * 27) * HW * E + 3 * HW * C * 4 + HW * C * E, 2 * 2 * HW * C * C * K),
     ("deform_conv2d bwd", "channels_last", deform_backward, (3 * C + 2 * 27) * HW * E,
      (4 * C + 4 * 27) * HW * E + 3 * HW * C * 4 + HW * C * E, 2 * 2 * HW * C * C * K),
     ("dynamic_filter2d fwd", "nchw", dynamic_filter_forward, (2 * C + K) * HW * E, (2 * C + K) * HW * E, 0),
+    ("dynamic_filter2d fwd", "channels_last", dynamic_filter_forward, (2 * C + K) * HW * E, (2 * C + K) * HW * E, 0),
     ("efficient_attention fwd", "nchw", attention_forward, 5 * C * HW * E, 6 * C * HW * E, 4 * HW * C * C),
     ("strip_pool fwd", "nchw", strip_pool_forward, 2 * C * HW * E, 2 * C * HW * E, 0),
     ("blur_aware_mask fwd", "nchw", ba_mask_forward, 2 * C * HW * E, 2 * C * HW * E, 2 * HW * C * 64),
@@ -259,7 +283,10 @@ def estimates(rows: dict, arch) -> list[dict]:
             kernels = model(rows, layout)
         except KeyError:  # a kernel of the op was not compiled (bench.static --only, or a failed compile)
             continue
-        parts = [{"kernel": name, "case": row["case"], **kernel_time(row, streams, kflops, arch)}
+        # a step without a compiled row (a torch copy) moves its bytes at HBM speed
+        parts = [{"kernel": name, "case": row["case"], **kernel_time(row, streams, kflops, arch)} if row else
+                 {"kernel": name, "case": None, "lsu_ms": 0.0, "issue_ms": 0.0, "tensor_ms": 0.0,
+                  "ms": streams / HBM_MEASURED * 1e3, "bound": "hbm", "wavefronts": 0.0}
                  for name, row, streams, kflops in kernels]
         hbm_ms = bytes_moved / HBM_MEASURED * 1e3
         kernels_ms = sum(p["ms"] for p in parts)
@@ -270,7 +297,7 @@ def estimates(rows: dict, arch) -> list[dict]:
             "bytes_moved": bytes_moved, "hbm_ms": hbm_ms, "estimate_ms": est, "floor_ms": floor,
             "pct_roofline": 100 * floor / est, "bound": "hbm" if hbm_ms >= kernels_ms else
             "+".join(f"{p['kernel']}:{p['bound']}" for p in parts),
-            "kernels": parts, "coalesced": {f"{name}: {s.what}": s.coalesced for name, _, streams, _ in kernels
-                                            for s in streams},
+            "kernels": parts, "coalesced": {f"{name}: {s.what}": s.coalesced for name, row, streams, _ in kernels
+                                            if row for s in streams},
         })
     return out

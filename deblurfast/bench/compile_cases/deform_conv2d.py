@@ -1,5 +1,6 @@
 import itertools
 
+import torch
 import triton.language as tl
 
 from deblurfast.kernels import deform_conv2d as dc
@@ -9,6 +10,7 @@ KERNELS = [dc.deform_conv2d_fwd_kernel, dc.deform_conv2d_bwd_data_kernel, dc.def
 PTR = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16"}
 PRECISION = {"fp32": "tf32x3", "fp16": "ieee", "bf16": "ieee"}
 DOT = {"fp32": tl.float32, "fp16": tl.float16, "bf16": tl.bfloat16}
+TORCH = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def cases():
@@ -29,12 +31,28 @@ def cases():
         for pixel_major in (True, False) if k == (3, 3) and has_mask and has_off else (True,):
             tag = "" if pixel_major else "-cl"
 
-            def cfg(kernel):
-                return {**consts, "PIXEL_MAJOR": pixel_major, **dc._config(cseg, cout_g, kernel, pixel_major)}
-            yield f"dc_fwd-{name}{tag}", dc.deform_conv2d_fwd_kernel, ptrs, {**cfg("fwd"), "HAS_BIAS": True}
+            def cfg(kernel, fixed=False):
+                c = {**consts, "PIXEL_MAJOR": pixel_major,
+                     **dc._config(cseg, cout_g, kernel, TORCH[dtype], fixed_point=fixed)}
+                vec = 16 // TORCH[dtype].itemsize  # the sweep's strides are multiples of it where the channels are
+                c["VEC"] = vec if cseg % vec == 0 and cout_g % vec == 0 else 1
+                c["EVEN"] = cseg % c["BLOCK_C"] == 0 and cout_g % c["BLOCK_O"] == 0
+                if kernel in ("bwd_data", "bwd_offmask"):  # one weight group per offset group in these cases
+                    c["HOIST_GO"] = cout_g <= c["BLOCK_O"]
+                return c
+            # the kernels gather channels_last x in both layouts; the layout is grad_out's and the output's
+            fwd = {**cfg("fwd"), "HAS_BIAS": True, "OUT_PIXEL_MAJOR": pixel_major}
+            del fwd["PIXEL_MAJOR"]
+            fwd["OUT_VEC"] = fwd["VEC"]  # and Ho*Wo = 720*1280
+            yield f"dc_fwd-{name}{tag}", dc.deform_conv2d_fwd_kernel, ptrs, fwd
+            # the input backward's two launches: the grad-input scatter, the offset and mask gradients
             for fixed in (False, True) if pixel_major else (False,):
                 yield (f"dc_bwd_data-{name}-fixed{int(fixed)}{tag}", dc.deform_conv2d_bwd_data_kernel,
                        {**ptrs, "gx": "*i64" if fixed else "*fp32"},
-                       {**cfg("bwd_data"), "NEED_GX": True, "NEED_GOFF": has_off, "NEED_GMASK": has_mask,
+                       {**cfg("bwd_data", fixed), "NEED_GX": True, "NEED_GOFF": False, "NEED_GMASK": False,
                         "FIXED_POINT": fixed})
+            if has_off or has_mask:
+                yield (f"dc_bwd_offmask-{name}{tag}", dc.deform_conv2d_bwd_data_kernel, {**ptrs, "gx": "*fp32"},
+                       {**cfg("bwd_offmask"), "NEED_GX": False, "NEED_GOFF": has_off, "NEED_GMASK": has_mask,
+                        "FIXED_POINT": False})
             yield f"dc_bwd_weight-{name}{tag}", dc.deform_conv2d_bwd_weight_kernel, ptrs, cfg("bwd_weight")

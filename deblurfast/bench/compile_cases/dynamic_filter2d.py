@@ -19,8 +19,10 @@ def cases():
         base = {"KS": ks, "DIL": dil, "PAD": pad, "MODE": mode, "ACC": ACC[dtype], **cfg}
         p, acc = PTR[dtype], ("*fp64" if dtype == "fp64" else "*fp32")
         name = f"{dtype}-k{ks}-d{dil}-mode{mode}-softmax{int(softmax)}"
-        yield (f"df_fwd-{name}", df.dynamic_filter2d_fwd_kernel, {"x": p, "k": p, "out": p},
-               {**base, "SOFTMAX": softmax})
+        fwd = {k: v for k, v in base.items() if k not in cfg}
+        for cl in (False, True) if dtype == "fp16" else (False,):
+            yield (f"df_fwd-{name}" + ("-cl" if cl else ""), df.dynamic_filter2d_fwd_kernel,
+                   {"x": p, "k": p, "out": p}, {**fwd, **df._fwd_config(64, 1280, cl), "SOFTMAX": softmax})
         yield (f"df_bwd_kernel-{name}", df.dynamic_filter2d_bwd_kernel_kernel,
                {"go": p, "x": p, "k": p, "grad_k": p, "probs": acc},
                {**base, "SOFTMAX": softmax, "NEED_GRAD_K": True, "STORE_PROBS": softmax})

@@ -64,7 +64,10 @@ def _(grad_output, input, offset, weight, bias, mask, stride, padding, dilation,
     def like(wanted, t):
         return input.new_empty(t.shape if wanted and t is not None else (0,))
 
-    return (like(output_mask[0], input), like(output_mask[1], offset), like(output_mask[2], weight),
+    # grad_input keeps the input's layout (kernels.backward)
+    grad_input = torch.empty(input.shape, dtype=input.dtype, device=input.device,
+                             memory_format=output_memory_format(input)) if output_mask[0] else like(False, input)
+    return (grad_input, like(output_mask[1], offset), like(output_mask[2], weight),
             like(output_mask[3], bias), like(output_mask[4], mask))
 
 

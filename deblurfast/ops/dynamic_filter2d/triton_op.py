@@ -20,7 +20,9 @@ def dynamic_filter2d_triton(
 
 @dynamic_filter2d_triton.register_fake
 def _(input, kernel, kernel_size, dilation, padding_mode, softmax):
-    return input.new_empty(input.shape)
+    from deblurfast.kernels.layout import memory_format
+
+    return torch.empty_like(input, memory_format=memory_format(input))
 
 
 @torch.library.custom_op("deblurfast::dynamic_filter2d_triton_backward", mutates_args=())

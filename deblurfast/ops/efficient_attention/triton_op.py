@@ -20,7 +20,10 @@ def efficient_attention_triton(
 
 @efficient_attention_triton.register_fake
 def _(value, key, query, gate):
-    return value.new_empty((value.shape[0], value.shape[1], *query.shape[2:]))
+    from deblurfast.kernels.layout import memory_format
+
+    return value.new_empty((value.shape[0], value.shape[1], *query.shape[2:])).contiguous(
+        memory_format=memory_format(query))
 
 
 @torch.library.custom_op("deblurfast::efficient_attention_triton_backward", mutates_args=())
