@@ -51,6 +51,7 @@ def main(argv=None) -> int:
     p.add_argument("--resume", help="a checkpoint of an interrupted run (WORK/run/last.pt)")
     p.add_argument("--minutes", type=float, help="training minutes to record when --resume finishes a run that "
                    "trained in an earlier process")
+    p.add_argument("--history", help="how the run went, for the card, when it spanned several processes")
     p.add_argument("--results", default="bench/results/cpu/heldout-default.json",
                    help="where the held-out benchmark's result is written")
     p.add_argument("--compare", nargs=2, metavar=("CARD", "RESULT"),
@@ -116,7 +117,7 @@ def main(argv=None) -> int:
                  "(outside the training seed stream)", "crop": args.crop},
         "training": {"steps": trainer.step, "batch_size": args.batch_size, "lr": args.lr, "schedule": "cosine",
                      "loss": "Charbonnier + 0.01 x L1 of the FFT (BANet's loss)", "minutes": round(minutes, 1),
-                     "resumed_at_step": resumed_at, "hardware": hardware, "torch": torch.__version__,
+                     "resumed_at_step": resumed_at, "history": args.history, "hardware": hardware, "torch": torch.__version__,
                      "final_loss": trainer.history[-1]["loss"] if trainer.history else None},
         "heldout": {"families": result["families"], "result_file": "bench/results/cpu/heldout-default.json"},
         "latency_720p_ms": {"device": device, "hardware": hardware, "median": latency},
@@ -175,7 +176,8 @@ def model_card_markdown(card: dict, result: dict) -> str:
         f"procedural scenes; crops of {d['crop']} px.",
         f"- **Held out:** the photos {', '.join(d['heldout_images'])} and scene seeds outside the training stream.",
         f"- **Training:** {t['steps']} steps of batch {t['batch_size']}, Adam, lr {t['lr']:g} with cosine decay, "
-        f"{t['loss']}; {t['minutes']} min on {t['hardware']} (torch {t['torch']}).",
+        f"{t['loss']}; {t['minutes']} min on {t['hardware']} (torch {t['torch']})."
+        + (f" {t['history']}" if t.get("history") else ""),
         f"- **720p latency** (`deblurfast deblur`'s engine, {card['latency_720p_ms']['device']}, "
         f"{card['latency_720p_ms']['hardware']}): {card['latency_720p_ms']['median']:.0f} ms median.",
         "",

@@ -119,10 +119,11 @@ def evaluate(deblur: Callable[[np.ndarray], np.ndarray], image_dir: str, sizes=S
         words = [int.from_bytes(hashlib.sha256(f"{name}|{size}|{family}".encode()).digest()[:8], "little")]
         blurred, sharp = blur_pair(canvas, family, words)
         out = deblur(blurred)
-        reference = blurred if family == "sharp" else sharp
-        rows.append({"image": name, "size": size, "family": family,
-                     "psnr_blurred": float(psnr(blurred, sharp)), "psnr_deblurred": float(psnr(out, reference)),
-                     "ssim_blurred": float(ssim(blurred, sharp)), "ssim_deblurred": float(ssim(out, reference))})
+        row = {"image": name, "size": size, "family": family, "psnr_deblurred": float(psnr(out, sharp)),
+               "ssim_deblurred": float(ssim(out, sharp))}
+        if family != "sharp":  # the sharp input is the target itself: only the output is scored
+            row.update(psnr_blurred=float(psnr(blurred, sharp)), ssim_blurred=float(ssim(blurred, sharp)))
+        rows.append(row)
     return {"rows": rows, "families": family_means(rows)}
 
 
@@ -131,8 +132,9 @@ def family_means(rows: list[dict]) -> dict:
     for family in dict.fromkeys(r["family"] for r in rows):
         sel = [r for r in rows if r["family"] == family]
         m = {k: float(np.mean([r[k] for r in sel])) for k in ("psnr_blurred", "psnr_deblurred", "ssim_blurred",
-                                                                "ssim_deblurred")}
-        m["gain_db"] = m["psnr_deblurred"] - m["psnr_blurred"]
+                                                                "ssim_deblurred") if k in sel[0]}
+        if "psnr_blurred" in m:
+            m["gain_db"] = m["psnr_deblurred"] - m["psnr_blurred"]
         m["cases"] = len(sel)
         out[family] = m
     return out
