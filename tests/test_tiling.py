@@ -83,18 +83,19 @@ def test_tiled_equals_untiled_at_the_default_overlap():
     assert np.abs(seams - whole[:, :40]).max() > 1e-5
 
 
-def test_engine_tiles_the_bundled_model_invisibly():
-    """The bundled model (trained weights, receptive field 206) through the engine, as
-    `deblurfast deblur --tile` runs it: uint8 results within rounding of the untiled ones."""
+def test_engine_tiles_the_bundled_model_within_one_level():
+    """The bundled model (trained weights, receptive field 266) through the engine, as
+    `deblurfast deblur --tile` runs it. Its strip pooling sees whole rows and columns, so tiles
+    cannot equal the whole image exactly; with the default overlap they stay within one 8-bit level."""
     from deblurfast.weights import default_model
 
     engine = Engine(default_model(), device="cpu")
-    assert engine.io.receptive_field == 206
-    frame = np.random.default_rng(2).integers(0, 256, (960, 20, 3), dtype=np.uint8)
+    assert engine.io.receptive_field == 266 and engine.io.global_context
+    frame = np.random.default_rng(2).integers(0, 256, (1400, 20, 3), dtype=np.uint8)
     whole = engine.deblur(frame)
-    tiled = engine.deblur(frame, tile=448)  # three tiles down the strip
+    tiled = engine.deblur(frame, tile=600)  # three tiles down the strip
     diff = np.abs(tiled.astype(int) - whole.astype(int))
-    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.1
 
 
 class Strided(nn.Module):
