@@ -486,8 +486,11 @@ class MotionBlurGenerator:
     ``blur(image, rng)`` does both on a whole image (reflected at the borders), returning the
     blurred image of the same size; the datasets render crops with real context instead."""
 
+    config_type = MotionBlurConfig
+
     def __init__(self, config: MotionBlurConfig | dict | None = None, **overrides):
-        config = MotionBlurConfig(**config) if isinstance(config, dict) else (config or MotionBlurConfig())
+        kind = self.config_type
+        config = kind(**config) if isinstance(config, dict) else (config or kind())
         self.config = replace(config, **overrides) if overrides else config
 
     def kernel(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -650,9 +653,10 @@ class BlurFamilyGenerator(MotionBlurGenerator):
     static, blended by smooth masks), mild defocus, or none ("sharp"). Then degradations: a random
     gamma (blur in linear light), saturated highlights, shot and Gaussian noise, JPEG."""
 
+    config_type = BlurFamilyConfig
+
     def __init__(self, config: BlurFamilyConfig | dict | None = None, **overrides):
-        config = BlurFamilyConfig(**config) if isinstance(config, dict) else (config or BlurFamilyConfig())
-        self.config = replace(config, **overrides) if overrides else config
+        super().__init__(config, **overrides)
         names = [name for name, _ in self.config.families]
         unknown = set(names) - set(BLUR_FAMILIES)
         if unknown:
