@@ -355,8 +355,8 @@ def test_mask_op_nonfinite_gradient_stays_local(backend, device):
 def test_opcheck(backend, device):
     require_backend("blur_aware_mask", backend, device, torch.float32)
     a = make_mask_args(2, 3, 4, 3, 5, 3, 2, torch.float32, device)
-    args = (leaf(a["x"]), leaf(a["row_table"]), leaf(a["col_table"]), leaf(a["weight"]), leaf(a["bias"]),
-            a["col_index"], a["row_index"])
+    args = (leaf(a["x"]), leaf(a["row_table"]), a["col_index"], leaf(a["col_table"]), a["row_index"],
+            leaf(a["weight"]), leaf(a["bias"]))
     op = {"triton": torch.ops.deblurfast.blur_aware_mask_triton, "cpu": torch.ops.deblurfast.blur_aware_mask}[backend]
     torch.library.opcheck(op.default, args)
 

@@ -251,7 +251,7 @@ def test_opcheck(backend, device):
     x = torch.randn(2, 3, 6, 9, device=device)
     torch.library.opcheck(torch.ops.deblurfast.strip_pool_triton.default, (leaf(x), [1, 3, 5, 7]))
     v, h = torch.randn(2, 3, 6, 3, device=device), torch.randn(2, 3, 5, 9, device=device)
-    torch.library.opcheck(torch.ops.deblurfast.strip_expand_triton.default, (leaf(v), leaf(h), 6, 9))
+    torch.library.opcheck(torch.ops.deblurfast.strip_expand_triton.default, (leaf(v), leaf(h), [6, 9]))
 
 
 @pytest.mark.parametrize("backend,device", POOL_BACKENDS)
