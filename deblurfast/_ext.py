@@ -35,7 +35,14 @@ WITH_OPENMP = bool(_C is not None and _C.WITH_OPENMP)
 DYNAMIC_FILTER2D_CUDA_MAX_KERNEL_SIZE = getattr(_C, "DYNAMIC_FILTER2D_CUDA_MAX_KERNEL_SIZE", None)
 
 
+_COMPILED_OPS: dict[str, bool] = {}
+
+
 def has_compiled_op(name: str) -> bool:
     """True when deblurfast._C has the kernels of torch.ops.deblurfast.<name> (every compiled op
-    has a CPU kernel; the schema is declared in Python, deblurfast/ops/<op>/declaration.py)."""
-    return _C is not None and torch._C._dispatch_has_kernel_for_dispatch_key(f"deblurfast::{name}", "CPU")
+    has a CPU kernel; the schema is declared in Python, deblurfast/ops/<op>/declaration.py).
+    Asked once per op, when the op is registered: torch.compile cannot trace the question."""
+    if name not in _COMPILED_OPS:
+        _COMPILED_OPS[name] = _C is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
+            f"deblurfast::{name}", "CPU")
+    return _COMPILED_OPS[name]

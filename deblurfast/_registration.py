@@ -86,6 +86,7 @@ def register_op(spec: OpSpec) -> Op:
         packet = getattr(torch.ops.deblurfast, spec.name)
         _register_autograd(qualname, getattr(torch.ops.deblurfast, f"{spec.name}_backward").default, tensors,
                            reference, lib=_LIB)
+        _ext.has_compiled_op(spec.name)  # asked now, outside any torch.compile trace
         fn = _finished(packet.default, spec.finish)
         for name, b in compiled.items():
             impls[name] = Impl(fn, b.dtypes, b.can_run, compiled_op=spec.name)

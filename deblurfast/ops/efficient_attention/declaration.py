@@ -9,7 +9,6 @@ import math
 import torch
 
 from ..._registration import Compiled, OpSpec, Triton, register_op
-from ...dispatch import FLOAT_DTYPES
 from ...kernels.limits import EFFICIENT_ATTENTION_MAX_MAPS, int32_overflow
 from .reference import efficient_attention_reference
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import torch
 
 from ..._registration import Compiled, OpSpec, Triton, register_op
-from ...dispatch import FLOAT_DTYPES
 from ...kernels.limits import (BLUR_AWARE_MASK_MAX_FUSE_CHANNELS, STRIP_POOL_MAX_BINS, STRIP_POOL_MAX_SIZES,
                                int32_overflow)
 from .buffer import pool_buffer_reference, pool_buffer_views
