@@ -14,10 +14,11 @@
 
 namespace deblurfast {
 
+// Arguments in the op's (public) order, mask last.
 inline DeformConv2dShape deform_conv2d_shape(const at::Tensor& input, const c10::optional<at::Tensor>& offset,
                                              const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
-                                             const c10::optional<at::Tensor>& mask, at::IntArrayRef stride,
-                                             at::IntArrayRef padding, at::IntArrayRef dilation) {
+                                             at::IntArrayRef stride, at::IntArrayRef padding,
+                                             at::IntArrayRef dilation, const c10::optional<at::Tensor>& mask) {
   TORCH_CHECK(input.dim() == 4, "deform_conv2d: input must be (N, Cin, H, W), got shape ", input.sizes());
   TORCH_CHECK(weight.dim() == 4, "deform_conv2d: weight must be (Cout, Cin/groups, kh, kw), got shape ",
               weight.sizes());
@@ -96,6 +97,14 @@ inline DeformConv2dShape deform_conv2d_shape(const at::Tensor& input, const c10:
                 ",), got shape ", bias->sizes());
   }
   return s;
+}
+
+inline void check_grad_output(const at::Tensor& grad_output, const at::Tensor& input, const DeformConv2dShape& s) {
+  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({s.N, s.Cout, s.Ho, s.Wo}),
+              "deform_conv2d_backward: grad_output shape ", grad_output.sizes(), " must be (", s.N, ", ", s.Cout,
+              ", ", s.Ho, ", ", s.Wo, ")");
+  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() && grad_output.device() == input.device(),
+              "deform_conv2d_backward: grad_output must match input's dtype and device");
 }
 
 }  // namespace deblurfast

@@ -31,8 +31,18 @@ else:
 
 WITH_CUDA = bool(_C is not None and _C.WITH_CUDA)
 WITH_OPENMP = bool(_C is not None and _C.WITH_OPENMP)
+# The CUDA kernels' limits, stated in csrc (None without the extension).
+DYNAMIC_FILTER2D_CUDA_MAX_KERNEL_SIZE = getattr(_C, "DYNAMIC_FILTER2D_CUDA_MAX_KERNEL_SIZE", None)
+
+
+_COMPILED_OPS: dict[str, bool] = {}
 
 
 def has_compiled_op(name: str) -> bool:
-    """True when deblurfast._C defines torch.ops.deblurfast.<name>."""
-    return _C is not None and hasattr(torch.ops.deblurfast, name)
+    """True when deblurfast._C has the kernels of torch.ops.deblurfast.<name> (every compiled op
+    has a CPU kernel; the schema is declared in Python, deblurfast/ops/<op>/declaration.py).
+    Asked once per op, when the op is registered: torch.compile cannot trace the question."""
+    if name not in _COMPILED_OPS:
+        _COMPILED_OPS[name] = _C is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
+            f"deblurfast::{name}", "CPU")
+    return _COMPILED_OPS[name]

@@ -26,6 +26,7 @@ import torch
 
 from . import _ext
 from ._errors import ArgumentError, ArgumentTypeError
+from .kernels._triton_common import interpreting
 
 BACKENDS = ("reference", "cpu", "cuda", "triton")
 AUTO = "auto"
@@ -93,10 +94,6 @@ def current_backend() -> str:
     return os.environ.get("DEBLURFAST_BACKEND") or AUTO
 
 
-def _triton_interpreter() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
 def availability(backend: str, device: torch.device) -> str | None:
     """Why `backend` cannot run on `device` whatever the op, or None."""
     if backend == "reference":
@@ -115,7 +112,7 @@ def availability(backend: str, device: torch.device) -> str | None:
         if device.type == "cuda":
             return None
         if device.type == "cpu":
-            if _triton_interpreter():
+            if interpreting():
                 return None
             return "CPU tensors need the Triton interpreter: set TRITON_INTERPRET=1 before importing triton"
         return f"Triton does not run on {device.type} tensors"
@@ -128,8 +125,8 @@ class Impl:
 
     fn: Callable
     dtypes: tuple[torch.dtype, ...]
-    # Extra per-call limits of the kernel, called with the op's arguments; returns the reason or None.
-    check: Callable[..., str | None] | None = None
+    # The backend's own limits, called with the op's arguments: why it cannot run them, or None.
+    can_run: Callable[..., str | None] | None = None
     # torch.ops.deblurfast.<compiled_op> must exist (compiled backends).
     compiled_op: str | None = None
 
@@ -172,7 +169,12 @@ class Op:
         if dtype not in impl.dtypes:
             return f"dtype {_dtype_name(dtype)} not supported (supports {', '.join(map(_dtype_name, impl.dtypes))})"
         # Without arguments (status queries) only the static conditions apply.
-        return impl.check(*args) if impl.check is not None and args else None
+        return impl.can_run(*args) if impl.can_run is not None and args else None
+
+    def __call__(self, backend: str | None, *args):
+        """Runs the op on its (checked) arguments with the backend `backend` picks; the first
+        argument's device and dtype are the call's."""
+        return self.select(backend, args[0].device, args[0].dtype, *args)(*args)
 
     def select(self, spec: str | None, device: torch.device, dtype: torch.dtype, *args) -> Callable:
         """The implementation to run, per the request `spec` (None: current_backend())."""

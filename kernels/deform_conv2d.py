@@ -27,15 +27,15 @@ Backward, weight: split-K over pixel chunks into float32 partials, summed in a
 fixed order.
 """
 
-import contextlib
 import functools
-import os
 
 import torch
 import triton
 import triton.language as tl
 
 from deblurfast._device_constants import device_constant_cache
+
+from ._triton_common import on_device, tl_dot
 
 # -- sampling geometry ------------------------------------------------------------
 
@@ -364,10 +364,6 @@ def deform_conv2d_bwd_weight_kernel(
 FIXED_POINT_RANGE = 2.0**61  # deterministic grad_input: |sum| <= bound maps into int64 with headroom
 
 
-def _on_device(t: torch.Tensor):
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
 @device_constant_cache(maxsize=128)
 def _segments(cin: int, groups: int, offset_groups: int, block_c: int, device: str):
     """Channel segments [S, 4] (og, wg, c_lo, c_hi), each inside one weight group and one
@@ -431,18 +427,10 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     return x if x.is_contiguous(memory_format=torch.channels_last) else x.contiguous(memory_format=torch.channels_last)
 
 
-_TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
-
-
 def _dot_args(dtype: torch.dtype) -> dict:
     """tl.dot operand dtype and precision. float32 goes through three TF32 products
-    (near-float32 accuracy on tensor cores); 16-bit operands are exact. The CPU
-    interpreter multiplies bfloat16 bit patterns in tl.dot (triton 3.9), so there
-    bfloat16 operands go in as float32 — the same products, since bfloat16 x
-    bfloat16 is exact in float32."""
-    if dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        return {"DOT": tl.float32, "PRECISION": "ieee"}
-    return {"DOT": _TL_DTYPES[dtype], "PRECISION": "tf32x3" if dtype == torch.float32 else "ieee"}
+    (near-float32 accuracy on tensor cores); 16-bit operands are exact."""
+    return {"DOT": tl_dot(dtype), "PRECISION": "tf32x3" if dtype == torch.float32 else "ieee"}
 
 
 def _geometry_args(x, offset, weight, mask, stride, padding, dilation):
@@ -493,7 +481,7 @@ def packed_weight(weight: torch.Tensor, groups: int, for_input_grad: bool = Fals
     return packed
 
 
-def forward(x, offset, weight, bias, mask, stride, padding, dilation, memory_format=torch.contiguous_format):
+def forward(x, offset, weight, bias, stride, padding, dilation, mask, memory_format=torch.contiguous_format):
     (N, Cin, H, W, Cout, Cin_g, K, Ho, Wo, G), consts = _geometry_args(x, offset, weight, mask, stride, padding,
                                                                         dilation)
     consts.pop("PIXEL_MAJOR")
@@ -511,7 +499,7 @@ def forward(x, offset, weight, bias, mask, stride, padding, dilation, memory_for
                                                  Ho * Wo if out_pixel_major else Cout // groups)) else 1
     segs, start_wg, _, _, _ = _segments(Cin, groups, G, cfg["BLOCK_C"], str(x.device))
     grid = (triton.cdiv(Ho * Wo, cfg["BLOCK_P"]) * triton.cdiv(Cout // groups, cfg["BLOCK_O"]) * groups * N,)
-    with _on_device(x):
+    with on_device(x):
         deform_conv2d_fwd_kernel[grid](
             x, offset if offset is not None else x, mask if mask is not None else x, packed_weight(weight, groups),
             bias if bias is not None else weight, out, segs, start_wg,
@@ -541,7 +529,7 @@ def fixed_point_scale(grad_out, weight, mask) -> torch.Tensor:
     return scale.float().reshape(1)
 
 
-def backward(grad_out, x, offset, weight, bias, mask, stride, padding, dilation, output_mask):
+def backward(grad_out, x, offset, weight, bias, stride, padding, dilation, mask, output_mask):
     (N, Cin, H, W, Cout, Cin_g, K, Ho, Wo, G), consts = _geometry_args(x, offset, weight, mask, stride, padding,
                                                                         dilation)
     consts["PIXEL_MAJOR"] = grad_out.stride(1) != 1  # how grad_out's tiles are read
@@ -570,7 +558,7 @@ def backward(grad_out, x, offset, weight, bias, mask, stride, padding, dilation,
     cfg = _config(min(Cin_g, Cin // G), Cout_g, "bwd_weight", dtype=x.dtype)
     segs, _, start_og, blocks, n_blocks = _segments(Cin, groups, G, cfg["BLOCK_C"], str(x.device))
     strides = (*grad_out.stride(), x.stride(0), x.stride(2), x.stride(3), *_strides(offset), *_strides(mask))
-    with _on_device(x):
+    with on_device(x):
         if need_x or need_off or need_m:
             scale = fixed_point_scale(grad_out, weight, mask) if fixed_point else gx_buf.new_ones(1, dtype=torch.float32)
             # two launches: the grad-input scatter, and the offset and mask gradients

@@ -10,13 +10,12 @@ as one [K2P, BLOCK_C, BLOCK_W] gather. Accumulation is float32 (float64 for
 float64). No atomics: every output element is written by exactly one program.
 """
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
 
-from .layout import is_channels_last, memory_format
+from ._triton_common import on_device, tl_acc
+from .layout import is_channels_last
 from .padding import PAD_MODES, num_preimages, pad_preimage, pad_source
 
 
@@ -215,15 +214,6 @@ def dynamic_filter2d_bwd_input_kernel(
     tl.store(p_gx, b_gx.to(grad_x.dtype.element_ty), mask=m_c[:, None] & m_w[None, :])
 
 
-def _on_device(t: torch.Tensor):
-    """Triton launches on the current CUDA device: make it t's."""
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
-def _acc(dtype: torch.dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
 def _config(kernel_size: int, channels: int, width: int) -> dict:
     """Tile sizes: a [K2P, BLOCK_C, BLOCK_W] sample tile of at most 8192 elements."""
     k2p = triton.next_power_of_2(kernel_size * kernel_size)
@@ -236,7 +226,7 @@ def _shape_args(x: torch.Tensor, kernel: torch.Tensor, kernel_size: int, dilatio
     N, C, H, W = x.shape
     G = kernel.shape[1] // (kernel_size * kernel_size)
     pad = dilation * (kernel_size - 1) // 2
-    consts = {"KS": kernel_size, "DIL": dilation, "PAD": pad, "MODE": PAD_MODES[padding_mode], "ACC": _acc(x.dtype)}
+    consts = {"KS": kernel_size, "DIL": dilation, "PAD": pad, "MODE": PAD_MODES[padding_mode], "ACC": tl_acc(x.dtype)}
     return (N, C, H, W, G, C // G), consts
 
 
@@ -251,15 +241,16 @@ def _fwd_config(channels: int, width: int, channels_last: bool) -> dict:
     return {"BLOCK_C": block_c, "BLOCK_W": block_w, "CL": channels_last, "num_warps": 8}
 
 
-def forward(x, kernel, kernel_size, dilation, padding_mode, softmax):
+def forward(x, kernel, kernel_size, dilation, padding_mode, softmax, memory_format=torch.contiguous_format):
+    """memory_format: the output's, x's own (the kernels index x and the output alike)."""
     cl = is_channels_last(x)
-    out = torch.empty_like(x, memory_format=memory_format(x))
+    out = torch.empty_like(x, memory_format=memory_format)
     (N, C, H, W, G, Cg), consts = _shape_args(x, kernel, kernel_size, dilation, padding_mode)
     if out.numel() == 0:
         return out
     cfg = _fwd_config(Cg, W, cl)
     grid = (triton.cdiv(W, cfg["BLOCK_W"]) * H * N * G,)
-    with _on_device(x):
+    with on_device(x):
         dynamic_filter2d_fwd_kernel[grid](x, kernel, out, C, H, W, G, Cg, *x.stride(), *kernel.stride(),
                                           *out.stride(),
                                           SOFTMAX=softmax, **consts, **cfg)
@@ -278,7 +269,7 @@ def backward(grad_out, x, kernel, kernel_size, dilation, padding_mode, softmax, 
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     probs = torch.empty(kernel.shape, dtype=acc_dtype, device=x.device) if store_probs else kernel.new_empty(0)
     cfg = _config(kernel_size, Cg, W)
-    with _on_device(x):
+    with on_device(x):
         if need_k or store_probs:
             grid = (triton.cdiv(W, cfg["BLOCK_W"]) * H * N * G,)
             dynamic_filter2d_bwd_kernel_kernel[grid](

@@ -30,15 +30,12 @@ Matmuls use tl.dot on tiles >= 16 in each dimension: inputs in float16/bfloat16
 with float32 accumulation; float32 in IEEE precision (no TF32); float64 in float64.
 """
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
 
-from .layout import memory_format
+from ._triton_common import acc_dtype, on_device, tl_dot, tl_dtype
 
-MAX_MAPS = 128  # C2 limit: a query column's softmax over the maps is kept in one tile
 INTERPRETER_SMS = 4  # splits under the interpreter as if on a GPU this size (small, so tests see several)
 
 
@@ -381,24 +378,9 @@ def efficient_attention_bwd_kv_kernel(
 # -- host side ----------------------------------------------------------------
 
 
-def _on_device(t: torch.Tensor):
-    """Triton launches on the current CUDA device: make it t's."""
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
-_TL = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32, torch.float64: tl.float64}
-
-
-def _acc(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def dtype_consts(dtype: torch.dtype, device: torch.device) -> dict:
-    """ACC: accumulation dtype; DOT: tl.dot operand dtype. The interpreter's
-    tl.dot multiplies bfloat16 bit patterns as integers (triton 3.9), so on CPU
-    bfloat16 operands go through float32 (the GPU keeps bfloat16)."""
-    dot = tl.float32 if dtype == torch.bfloat16 and device.type != "cuda" else _TL[dtype]
-    return {"ACC": _TL[_acc(dtype)], "DOT": dot}
+    """ACC: accumulation dtype; DOT: tl.dot operand dtype."""
+    return {"ACC": tl_dtype(acc_dtype(dtype)), "DOT": tl_dot(dtype)}
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
@@ -453,7 +435,7 @@ def _context(v, k, cfg, consts):
     C2 = k.shape[1]
     n_cb = triton.cdiv(C, cfg["BLOCK_C"])
     S, tps = splits(L, cfg["BLOCK_L"], N * n_cb, v.device)
-    new = lambda *shape: torch.empty(shape, dtype=_acc(v.dtype), device=v.device)  # noqa: E731
+    new = lambda *shape: torch.empty(shape, dtype=acc_dtype(v.dtype), device=v.device)  # noqa: E731
     part_ctx, part_m, part_l = new(N, S, C, C2), new(N, S, C2), new(N, S, C2)
     ctx, mx, den = new(N, C, C2), new(N, C2), new(N, C2)
     efficient_attention_ctx_partial_kernel[(N * n_cb * S,)](
@@ -471,17 +453,15 @@ def _degenerate(N, C, C2, Lin, Lout) -> bool:
     return 0 in (N, C, C2, Lin, Lout)
 
 
-def forward(value, key, query, gate):
+def forward(value, key, query, gate, memory_format=torch.contiguous_format):
     N, C = value.shape[:2]
-    # the output keeps the query's layout (channels_last in, channels_last out)
-    out = torch.empty((N, C, *query.shape[2:]), dtype=value.dtype, device=value.device,
-                      memory_format=memory_format(query))
+    out = torch.empty((N, C, *query.shape[2:]), dtype=value.dtype, device=value.device, memory_format=memory_format)
     v, k, q, o = _flat(value), _flat(key), _flat(query), _flat(out)
     C2, Lin, Lout = k.shape[1], v.shape[2], q.shape[2]
     if _degenerate(N, C, C2, Lin, Lout):
         return out.zero_()
     cfg, consts = config(C, C2, value.dtype, value.device), dtype_consts(value.dtype, value.device)
-    with _on_device(value):
+    with on_device(value):
         ctx, _, _ = _context(v, k, cfg, consts)
         efficient_attention_out_kernel[(N * triton.cdiv(Lout, cfg["BLOCK_L"]),)](
             q, ctx, gate.contiguous() if gate is not None else ctx, o, C, C2, Lout, *q.stride(), *o.stride(),
@@ -505,8 +485,8 @@ def backward(grad_out, value, key, query, gate, output_mask):
     cfg, consts = config(C, C2, value.dtype, value.device), dtype_consts(value.dtype, value.device)
     has_gate = gate is not None
     n_cb = triton.cdiv(C, cfg["BLOCK_C"])
-    new = lambda *shape: torch.empty(shape, dtype=_acc(value.dtype), device=value.device)  # noqa: E731
-    with _on_device(value):
+    new = lambda *shape: torch.empty(shape, dtype=acc_dtype(value.dtype), device=value.device)  # noqa: E731
+    with on_device(value):
         ctx, mx, den = _context(v, k, cfg, consts)
         gate_c = gate.contiguous() if has_gate else ctx  # unused pointers get any tensor
         grad_q3 = grad_q.view(N, C2, Lout) if need_q else ctx

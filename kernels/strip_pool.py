@@ -31,9 +31,7 @@ Accumulation is float32 (float64 for float64). No atomics: every output element
 and every partial is written by exactly one program.
 """
 
-import contextlib
 import functools
-import os
 
 import torch
 import triton
@@ -41,10 +39,11 @@ import triton.language as tl
 
 from deblurfast._device_constants import device_constant_cache
 
+from ._triton_common import acc_dtype, on_device, tl_acc, tl_dot
+from .limits import STRIP_POOL_MAX_SIZES
+
 MODE_ADAPTIVE = 0  # bins = PyTorch's adaptive bins of each n in sizes; means
 MODE_INDEX = 1  # bins given by an index map; sums
-
-MAX_SIZES = 8  # strip_pool sizes passed as the scalars S0..S7 (function.py refuses more)
 
 # Tile limits (tests lower them to reach multi-tile code paths on tiny inputs).
 _MAX_BLOCK_W = 128
@@ -358,28 +357,6 @@ def blur_aware_mask_bwd_kernel(
 # -- launchers ---------------------------------------------------------------------------------------------
 
 
-def _on_device(t: torch.Tensor):
-    """Triton launches on the current CUDA device: make it t's."""
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
-def _acc(dtype: torch.dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
-def _acc_torch(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _dot(dtype: torch.dtype):
-    """Operand type of the 0/1-membership matmuls: the data's own type (exact with
-    float32 accumulation), except bfloat16 under the interpreter, whose dot
-    mishandles it (float32 is exact there too)."""
-    if dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        return tl.float32
-    return {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}.get(dtype, tl.float64)
-
-
 def _pad(k: int) -> int:
     """A bin axis as a tile axis: a power of two, at least 16 (the smallest tl.dot)."""
     return max(16, triton.next_power_of_2(k))
@@ -402,7 +379,7 @@ def _target_programs(device: torch.device) -> int:
 
 def _sizes_args(sizes) -> list:
     sizes = list(sizes)
-    return sizes + [0] * (MAX_SIZES - len(sizes))
+    return sizes + [0] * (STRIP_POOL_MAX_SIZES - len(sizes))
 
 
 def reduce(x, v_out, h_out, KV, KH, sizes=None, idx_w=None, idx_h=None):
@@ -421,19 +398,19 @@ def reduce(x, v_out, h_out, KV, KH, sizes=None, idx_w=None, idx_h=None):
     ranges = min(n_tiles, max(1, triton.cdiv(_target_programs(x.device), P)))
     tiles_per_range = triton.cdiv(n_tiles, ranges)
     ranges = triton.cdiv(n_tiles, tiles_per_range)
-    acc = _acc_torch(x.dtype)
+    acc = acc_dtype(x.dtype)
     ws = torch.empty((P, ranges, H, KVP), dtype=acc, device=x.device)
     dummy = torch.empty(0, dtype=torch.int32, device=x.device)
-    with _on_device(x):
+    with on_device(x):
         strip_reduce_kernel[(P * ranges,)](
             x, ws, h_out, dummy if idx_w is None else idx_w, dummy if idx_h is None else idx_h,
             H, W, KV, KH, n_tiles, tiles_per_range, ranges, h_out.stride(0), *_sizes_args(sizes or ()),
-            MODE=mode, DOT=_dot(x.dtype), ACC=_acc(x.dtype), KVP=KVP, KHP=KHP, BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
+            MODE=mode, DOT=tl_dot(x.dtype), ACC=tl_acc(x.dtype), KVP=KVP, KHP=KHP, BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
             num_warps=4,
         )
         FINISH_H = _block(H, 64)
         strip_reduce_finish_kernel[(P * triton.cdiv(H, FINISH_H),)](
-            ws, v_out, H, KV, ranges, v_out.stride(0), ACC=_acc(x.dtype), KVP=KVP, BLOCK_H=FINISH_H, num_warps=4,
+            ws, v_out, H, KV, ranges, v_out.stride(0), ACC=tl_acc(x.dtype), KVP=KVP, BLOCK_H=FINISH_H, num_warps=4,
         )
 
 
@@ -448,11 +425,11 @@ def spread(v, h, out, KV, KH, sizes=None, idx_w=None, idx_h=None):
     BLOCK_H = _block(H, 32)
     dummy = torch.empty(0, dtype=torch.int32, device=out.device)
     grid = (P * triton.cdiv(H, BLOCK_H) * triton.cdiv(W, BLOCK_W),)
-    with _on_device(out):
+    with on_device(out):
         strip_spread_kernel[grid](
             v, h, out, dummy if idx_w is None else idx_w, dummy if idx_h is None else idx_h,
             H, W, KV, KH, v.stride(0), h.stride(0), *_sizes_args(sizes or ()),
-            MODE=mode, ACC=_acc(out.dtype), KVP=_pad(KV), KHP=_pad(KH), BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
+            MODE=mode, ACC=tl_acc(out.dtype), KVP=_pad(KV), KHP=_pad(KH), BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
             num_warps=4,
         )
 
@@ -471,7 +448,9 @@ def pool_forward(x, sizes):
     return buf
 
 
-def pool_backward(grad_buf, x, sizes):
+def pool_backward(grad_buf, x, sizes, output_mask):
+    if not output_mask[0]:
+        return x.new_empty(0)
     grad_buf = grad_buf.contiguous()
     N, C, H, W = x.shape
     K = sum(sizes)
@@ -488,7 +467,8 @@ def nearest_index(out_size: int, in_size: int, device: torch.device) -> torch.Te
     return torch.div(i * in_size, out_size, rounding_mode="floor").to(torch.int32)
 
 
-def expand_forward(v, h, H, W):
+def expand_forward(v, h, size):
+    H, W = size
     v, h = v.contiguous(), h.contiguous()
     N, C, _, nv = v.shape
     nh = h.shape[2]
@@ -498,14 +478,16 @@ def expand_forward(v, h, H, W):
     return out
 
 
-def expand_backward(grad_out, nv, nh):
+def expand_backward(grad_out, v, h, size, output_mask):
+    """(grad_v, grad_h) from one pass over grad_out; an unneeded one is an empty placeholder."""
+    nv, nh = v.shape[3], h.shape[2]
     grad_out = grad_out.contiguous()
     N, C, H, W = grad_out.shape
     grad_v = torch.empty((N, C, H, nv), dtype=grad_out.dtype, device=grad_out.device)
     grad_h = torch.empty((N, C, nh, W), dtype=grad_out.dtype, device=grad_out.device)
     reduce(grad_out.view(N * C, H, W), grad_v.view(N * C, H * nv), grad_h.view(N * C, nh * W), nv, nh,
            idx_w=nearest_index(W, nv, grad_out.device), idx_h=nearest_index(H, nh, grad_out.device))
-    return grad_v, grad_h
+    return grad_v if output_mask[0] else v.new_empty(0), grad_h if output_mask[1] else h.new_empty(0)
 
 
 # blur_aware_mask
@@ -530,7 +512,7 @@ def _mask_args(x, rows, cols, col_index, row_index, weight, bias):
     return x, rows, cols, col_index, row_index, weight, bias
 
 
-def mask_forward(x, rows, cols, col_index, row_index, weight, bias):
+def mask_forward(x, rows, col_index, cols, row_index, weight, bias):
     has_bias = bias is not None
     x, rows, cols, col_index, row_index, weight, bias = _mask_args(x, rows, cols, col_index, row_index, weight, bias)
     N, C, H, W = x.shape
@@ -540,17 +522,17 @@ def mask_forward(x, rows, cols, col_index, row_index, weight, bias):
         return out
     cfg = _mask_config(F, C, x.dtype)
     grid = (N * H * triton.cdiv(W, cfg["BLOCK_W"]),)
-    with _on_device(x):
+    with on_device(x):
         blur_aware_mask_fwd_kernel[grid](
             x, rows, cols, col_index, row_index, weight, bias, out, C, F, H, W, KA, KB,
-            HAS_BIAS=has_bias, DOT=_dot(x.dtype), ACC=_acc(x.dtype), **cfg,
+            HAS_BIAS=has_bias, DOT=tl_dot(x.dtype), ACC=tl_acc(x.dtype), **cfg,
         )
     return out
 
 
-def mask_backward(grad_out, x, rows, cols, col_index, row_index, weight, bias, output_mask):
-    """Gradients of (x, rows, cols, weight, bias); unneeded ones are empty placeholders."""
-    need_x, need_rows, need_cols, need_w, need_b = output_mask[:5]
+def mask_backward(grad_out, x, rows, col_index, cols, row_index, weight, bias, output_mask):
+    """Gradients of every tensor argument (the index maps take none); unneeded ones are empty placeholders."""
+    need_x, need_rows, need_cols, need_w, need_b = (output_mask[i] for i in (0, 1, 3, 5, 6))
     has_bias = bias is not None
     w_shape = weight.shape
     grad_out = grad_out.contiguous()
@@ -559,7 +541,7 @@ def mask_backward(grad_out, x, rows, cols, col_index, row_index, weight, bias, o
     F, KA, KB = rows.shape[1], rows.shape[3], cols.shape[2]
     need_z = need_rows or need_cols
     need_u = need_w or (need_b and has_bias)
-    acc = _acc_torch(x.dtype)
+    acc = acc_dtype(x.dtype)
 
     def empty():  # a placeholder; the op's outputs must not alias each other
         return x.new_empty(0)
@@ -571,11 +553,11 @@ def mask_backward(grad_out, x, rows, cols, col_index, row_index, weight, bias, o
     if N * H * W > 0:
         cfg = _mask_config(F, C, x.dtype)
         grid = (N * H * triton.cdiv(W, cfg["BLOCK_W"]),)
-        with _on_device(x):
+        with on_device(x):
             blur_aware_mask_bwd_kernel[grid](
                 grad_out, x, rows, cols, col_index, row_index, weight, bias, grad_x, grad_u, z, grad_z,
                 C, F, H, W, KA, KB, HAS_BIAS=has_bias, NEED_X=need_x, NEED_U=need_u, NEED_ZW=need_w,
-                NEED_Z=need_z, DOT=_dot(x.dtype), ACC=_acc(x.dtype), **cfg,
+                NEED_Z=need_z, DOT=tl_dot(x.dtype), ACC=tl_acc(x.dtype), **cfg,
             )
 
     grad_rows, grad_cols = empty(), empty()
@@ -593,4 +575,4 @@ def mask_backward(grad_out, x, rows, cols, col_index, row_index, weight, bias, o
         grad_w = torch.matmul(grad_u.view(N, C, H * W), z.view(N, F, H * W).transpose(1, 2)).sum(0, dtype=acc)
         grad_w = grad_w.to(weight.dtype).reshape(w_shape)
     grad_b = grad_u.sum((0, 2, 3), dtype=acc).to(bias.dtype) if (need_b and has_bias) else empty()
-    return grad_x, grad_rows, grad_cols, grad_w, grad_b
+    return grad_x, grad_rows, col_index.new_empty(0), grad_cols, row_index.new_empty(0), grad_w, grad_b

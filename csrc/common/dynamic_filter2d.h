@@ -8,6 +8,10 @@
 
 namespace deblurfast {
 
+// Largest kernel_size the CUDA dynamic_filter2d kernels take (taps live in registers;
+// = cuda::dynamic_filter2d::kMaxKernelSize). Python reads it from deblurfast._C.
+constexpr int kDynamicFilter2dMaxKernelSize = 15;
+
 struct DynamicFilter2dShape {
   int64_t N, C, H, W;
   int64_t groups;       // G: channel c uses kernel group c / (C / G)

@@ -309,10 +309,10 @@ at::Tensor contiguous_or_undefined(const c10::optional<at::Tensor>& t) {
 }
 
 at::Tensor deform_conv2d_cpu(const at::Tensor& input, const c10::optional<at::Tensor>& offset,
-                             const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
-                             const c10::optional<at::Tensor>& mask, at::IntArrayRef stride, at::IntArrayRef padding,
-                             at::IntArrayRef dilation) {
-  const DeformConv2dShape s = deform_conv2d_shape(input, offset, weight, bias, mask, stride, padding, dilation);
+                             const at::Tensor& weight, const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                             at::IntArrayRef padding, at::IntArrayRef dilation,
+                             const c10::optional<at::Tensor>& mask) {
+  const DeformConv2dShape s = deform_conv2d_shape(input, offset, weight, bias, stride, padding, dilation, mask);
   check_cpu(input);
   const at::Tensor x = input.contiguous(), w = weight.contiguous(), off = contiguous_or_undefined(offset),
                    msk = contiguous_or_undefined(mask), b = contiguous_or_undefined(bias);
@@ -329,15 +329,12 @@ at::Tensor deform_conv2d_cpu(const at::Tensor& input, const c10::optional<at::Te
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv2d_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const c10::optional<at::Tensor>& offset,
-    const at::Tensor& weight, const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& mask,
-    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, std::array<bool, 5> output_mask) {
-  const DeformConv2dShape s = deform_conv2d_shape(input, offset, weight, bias, mask, stride, padding, dilation);
+    const at::Tensor& weight, const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, const c10::optional<at::Tensor>& mask,
+    std::array<bool, 5> output_mask) {
+  const DeformConv2dShape s = deform_conv2d_shape(input, offset, weight, bias, stride, padding, dilation, mask);
   check_cpu(input);
-  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({s.N, s.Cout, s.Ho, s.Wo}),
-              "deform_conv2d_backward: grad_output shape ", grad_output.sizes(), " must be (", s.N, ", ", s.Cout,
-              ", ", s.Ho, ", ", s.Wo, ")");
-  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() && grad_output.device() == input.device(),
-              "deform_conv2d_backward: grad_output must match input's dtype and device");
+  check_grad_output(grad_output, input, s);
   const at::Tensor go = grad_output.contiguous(), x = input.contiguous(), w = weight.contiguous(),
                    off = contiguous_or_undefined(offset), msk = contiguous_or_undefined(mask);
   const auto opt = x.options();

@@ -120,8 +120,8 @@ at::Tensor strip_pool_cpu(const at::Tensor& input, at::IntArrayRef sizes_arg) {
   return buf;
 }
 
-std::vector<at::Tensor> strip_pool_backward_cpu(const at::Tensor& grad_buf, const at::Tensor& input,
-                                                at::IntArrayRef sizes_arg, std::array<bool, 1> output_mask) {
+at::Tensor strip_pool_backward_cpu(const at::Tensor& grad_buf, const at::Tensor& input, at::IntArrayRef sizes_arg,
+                                   std::array<bool, 1> output_mask) {
   check_float_cpu("strip_pool_backward", "x", input);
   check_same("strip_pool_backward", "grad_buf", grad_buf, input);
   const auto sizes = checked_sizes(sizes_arg);
@@ -130,7 +130,7 @@ std::vector<at::Tensor> strip_pool_backward_cpu(const at::Tensor& grad_buf, cons
   for (int64_t n : sizes) K += n;
   TORCH_CHECK(grad_buf.sizes() == at::IntArrayRef({N, C, H * K + K * W}), "strip_pool_backward: grad_buf shape ",
               grad_buf.sizes(), " must be (", N, ", ", C, ", ", H * K + K * W, ")");
-  if (!output_mask[0]) return {input.new_empty({0})};
+  if (!output_mask[0]) return input.new_empty({0});
   const at::Tensor g = grad_buf.contiguous();
   at::Tensor gx = at::empty({N, C, H, W}, input.options());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "strip_pool_backward_cpu", [&] {
@@ -143,7 +143,7 @@ std::vector<at::Tensor> strip_pool_backward_cpu(const at::Tensor& grad_buf, cons
       }
     });
   });
-  return {gx};
+  return gx;
 }
 
 // -- strip_expand: out[y, x] = v[y, floor(x nv / W)] + h[floor(y nh / H), x] ----------------------------
@@ -154,18 +154,22 @@ std::vector<int64_t> nearest_index(int64_t out_size, int64_t in_size) {
   return idx;
 }
 
-void check_expand(const char* op, const at::Tensor& v, const at::Tensor& h, int64_t H, int64_t W) {
+// Returns size as (H, W).
+std::pair<int64_t, int64_t> check_expand(const char* op, const at::Tensor& v, const at::Tensor& h,
+                                         at::IntArrayRef size) {
   check_float_cpu(op, "v", v);
   check_same(op, "h", h, v);
-  TORCH_CHECK(H >= 1 && W >= 1, op, ": size must be positive, got (", H, ", ", W, ")");
+  TORCH_CHECK(size.size() == 2 && size[0] >= 1 && size[1] >= 1, op, ": size must be two positive ints, got ", size);
+  const int64_t H = size[0], W = size[1];
   TORCH_CHECK(v.dim() == 4 && v.size(2) == H && v.size(3) >= 1, op, ": v must be (N, C, ", H,
               ", n_v), got shape ", v.sizes());
   TORCH_CHECK(h.dim() == 4 && h.size(0) == v.size(0) && h.size(1) == v.size(1) && h.size(2) >= 1 && h.size(3) == W,
               op, ": h must be (", v.size(0), ", ", v.size(1), ", n_h, ", W, "), got shape ", h.sizes());
+  return {H, W};
 }
 
-at::Tensor strip_expand_cpu(const at::Tensor& v_in, const at::Tensor& h_in, int64_t H, int64_t W) {
-  check_expand("strip_expand", v_in, h_in, H, W);
+at::Tensor strip_expand_cpu(const at::Tensor& v_in, const at::Tensor& h_in, at::IntArrayRef size) {
+  const auto [H, W] = check_expand("strip_expand", v_in, h_in, size);
   const at::Tensor v = v_in.contiguous(), h = h_in.contiguous();
   const int64_t planes = v.size(0) * v.size(1), nv = v.size(3), nh = h.size(2);
   at::Tensor out = at::empty({v.size(0), v.size(1), H, W}, v.options());
@@ -188,9 +192,9 @@ at::Tensor strip_expand_cpu(const at::Tensor& v_in, const at::Tensor& h_in, int6
 }
 
 std::tuple<at::Tensor, at::Tensor> strip_expand_backward_cpu(const at::Tensor& grad_out, const at::Tensor& v,
-                                                             const at::Tensor& h, int64_t H, int64_t W,
+                                                             const at::Tensor& h, at::IntArrayRef size,
                                                              std::array<bool, 2> output_mask) {
-  check_expand("strip_expand_backward", v, h, H, W);
+  const auto [H, W] = check_expand("strip_expand_backward", v, h, size);
   check_same("strip_expand_backward", "grad_out", grad_out, v);
   TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({v.size(0), v.size(1), H, W}), "strip_expand_backward: grad_out "
               "shape ", grad_out.sizes(), " must be (", v.size(0), ", ", v.size(1), ", ", H, ", ", W, ")");
@@ -234,9 +238,9 @@ struct MaskShape {
   int64_t rows_per_tile, tiles_per_image;
 };
 
-MaskShape mask_shape(const char* op, const at::Tensor& x, const at::Tensor& row_table, const at::Tensor& col_table,
-                     const at::Tensor& weight, const c10::optional<at::Tensor>& bias, const at::Tensor& col_index,
-                     const at::Tensor& row_index) {
+MaskShape mask_shape(const char* op, const at::Tensor& x, const at::Tensor& row_table, const at::Tensor& col_index,
+                     const at::Tensor& col_table, const at::Tensor& row_index, const at::Tensor& weight,
+                     const c10::optional<at::Tensor>& bias) {
   check_float_cpu(op, "x", x);
   for (auto [name, t] : {std::pair<const char*, const at::Tensor*>{"row_table", &row_table},
                          {"col_table", &col_table}, {"weight", &weight}})
@@ -315,11 +319,11 @@ void sigmoid_inplace(at::Tensor& u, const T* bias) {
   at::sigmoid_(u);
 }
 
-at::Tensor blur_aware_mask_cpu(const at::Tensor& x_in, const at::Tensor& row_table_in, const at::Tensor& col_table_in,
-                               const at::Tensor& weight_in, const c10::optional<at::Tensor>& bias_in,
-                               const at::Tensor& col_index, const at::Tensor& row_index) {
+at::Tensor blur_aware_mask_cpu(const at::Tensor& x_in, const at::Tensor& row_table_in, const at::Tensor& col_index,
+                               const at::Tensor& col_table_in, const at::Tensor& row_index,
+                               const at::Tensor& weight_in, const c10::optional<at::Tensor>& bias_in) {
   const char* op = "blur_aware_mask";
-  const MaskShape s = mask_shape(op, x_in, row_table_in, col_table_in, weight_in, bias_in, col_index, row_index);
+  const MaskShape s = mask_shape(op, x_in, row_table_in, col_index, col_table_in, row_index, weight_in, bias_in);
   const auto ci = index_values(op, "col_index", col_index, s.KA), ri = index_values(op, "row_index", row_index, s.KB);
   const at::Tensor x = x_in.contiguous(), rt = row_table_in.contiguous(), ct = col_table_in.contiguous(),
                    w = gemm_weight(weight_in, s);
@@ -356,18 +360,19 @@ at::Tensor blur_aware_mask_cpu(const at::Tensor& x_in, const at::Tensor& row_tab
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 blur_aware_mask_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x_in, const at::Tensor& row_table_in,
-                             const at::Tensor& col_table_in, const at::Tensor& weight_in,
-                             const c10::optional<at::Tensor>& bias_in, const at::Tensor& col_index,
-                             const at::Tensor& row_index, std::array<bool, 7> output_mask) {
+                             const at::Tensor& col_index, const at::Tensor& col_table_in,
+                             const at::Tensor& row_index, const at::Tensor& weight_in,
+                             const c10::optional<at::Tensor>& bias_in, std::array<bool, 7> output_mask) {
   const char* op = "blur_aware_mask_backward";
-  const MaskShape s = mask_shape(op, x_in, row_table_in, col_table_in, weight_in, bias_in, col_index, row_index);
+  const MaskShape s = mask_shape(op, x_in, row_table_in, col_index, col_table_in, row_index, weight_in, bias_in);
   check_same(op, "grad_out", grad_out, x_in);
   TORCH_CHECK(grad_out.sizes() == x_in.sizes(), op, ": grad_out shape ", grad_out.sizes(), " must be x's ",
               x_in.sizes());
   const auto ci = index_values(op, "col_index", col_index, s.KA), ri = index_values(op, "row_index", row_index, s.KB);
   const bool has_bias = bias_in.has_value() && bias_in->defined();
-  const bool want_x = output_mask[0], want_rt = output_mask[1], want_ct = output_mask[2], want_w = output_mask[3],
-             want_b = output_mask[4] && has_bias;
+  // output_mask follows the tensor arguments; the index maps (2 and 4) take no gradient.
+  const bool want_x = output_mask[0], want_rt = output_mask[1], want_ct = output_mask[3], want_w = output_mask[5],
+             want_b = output_mask[6] && has_bias;
   const bool want_z = want_rt || want_ct;  // the tables' gradients go through z
   const auto opt = x_in.options();
   auto grad_or_empty = [&](bool wanted, at::IntArrayRef sizes) {
@@ -377,7 +382,7 @@ blur_aware_mask_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x_in,
              gct = grad_or_empty(want_ct, col_table_in.sizes()), gw = grad_or_empty(want_w, weight_in.sizes()),
              gb = grad_or_empty(want_b, {s.C});
   const at::Tensor none_x = col_index.new_empty({0}), none_y = row_index.new_empty({0});
-  if (grad_out.numel() == 0 || !(want_x || want_z || want_w || want_b)) return {gx, grt, gct, gw, gb, none_x, none_y};
+  if (grad_out.numel() == 0 || !(want_x || want_z || want_w || want_b)) return {gx, grt, none_x, gct, none_y, gw, gb};
   const at::Tensor x = x_in.contiguous(), rt = row_table_in.contiguous(), ct = col_table_in.contiguous(),
                    w = gemm_weight(weight_in, s), go = grad_out.contiguous();
   const at::Tensor b = has_bias ? bias_in->contiguous() : at::Tensor();
@@ -455,7 +460,7 @@ blur_aware_mask_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x_in,
   });
   if (want_w) gw.view({s.C, s.F}).copy_(gw_parts.sum(0));
   if (want_b) gb.copy_(gb_parts.sum(0));
-  return {gx, grt, gct, gw, gb, none_x, none_y};
+  return {gx, grt, none_x, gct, none_y, gw, gb};
 }
 
 }  // namespace

@@ -17,12 +17,12 @@ namespace {
 
 constexpr int64_t kInt32Limit = int64_t(1) << 31;
 
+// The arguments' shape (checked by deform_conv2d_args.h) within the CUDA kernels' limits.
 DeformConv2dShape checked_shape(const at::Tensor& input, const c10::optional<at::Tensor>& offset,
                                 const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
-                                const c10::optional<at::Tensor>& mask, at::IntArrayRef stride,
-                                at::IntArrayRef padding, at::IntArrayRef dilation) {
-  const DeformConv2dShape s = deform_conv2d_shape(input, offset, weight, bias, mask, stride, padding, dilation);
-  TORCH_CHECK(input.is_cuda(), "deform_conv2d (cuda): input must be a CUDA tensor, got ", input.device());
+                                at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                const c10::optional<at::Tensor>& mask) {
+  const DeformConv2dShape s = deform_conv2d_shape(input, offset, weight, bias, stride, padding, dilation, mask);
   // The kernels index within one image plane with int32.
   TORCH_CHECK(s.H < kInt32Limit && s.W < kInt32Limit && s.H * s.W < kInt32Limit,
               "deform_conv2d (cuda): H*W must be < 2^31, got ", s.H, "x", s.W);
@@ -39,9 +39,9 @@ const void* data_or_null(const at::Tensor& t) { return t.defined() ? t.const_dat
 
 at::Tensor deform_conv2d_op(const at::Tensor& input, const c10::optional<at::Tensor>& offset,
                               const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
-                              const c10::optional<at::Tensor>& mask, at::IntArrayRef stride, at::IntArrayRef padding,
-                              at::IntArrayRef dilation) {
-  const DeformConv2dShape s = checked_shape(input, offset, weight, bias, mask, stride, padding, dilation);
+                              at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                              const c10::optional<at::Tensor>& mask) {
+  const DeformConv2dShape s = checked_shape(input, offset, weight, bias, stride, padding, dilation, mask);
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
   const at::Tensor off = contiguous_or_none(offset), m = contiguous_or_none(mask), b = contiguous_or_none(bias);
@@ -60,15 +60,11 @@ at::Tensor deform_conv2d_op(const at::Tensor& input, const c10::optional<at::Ten
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv2d_backward_op(
     const at::Tensor& grad_output, const at::Tensor& input, const c10::optional<at::Tensor>& offset,
-    const at::Tensor& weight, const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& mask,
-    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, std::array<bool, 5> output_mask) {
-  const DeformConv2dShape s = checked_shape(input, offset, weight, bias, mask, stride, padding, dilation);
-  TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == s.N && grad_output.size(1) == s.Cout &&
-                  grad_output.size(2) == s.Ho && grad_output.size(3) == s.Wo,
-              "deform_conv2d_backward: grad_output shape ", grad_output.sizes(), " must be (", s.N, ", ", s.Cout,
-              ", ", s.Ho, ", ", s.Wo, ")");
-  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() && grad_output.device() == input.device(),
-              "deform_conv2d_backward: grad_output must match input's dtype and device");
+    const at::Tensor& weight, const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, const c10::optional<at::Tensor>& mask,
+    std::array<bool, 5> output_mask) {
+  const DeformConv2dShape s = checked_shape(input, offset, weight, bias, stride, padding, dilation, mask);
+  check_grad_output(grad_output, input, s);
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor go = grad_output.contiguous(), x = input.contiguous(), w = weight.contiguous();
   const at::Tensor off = contiguous_or_none(offset), m = contiguous_or_none(mask);

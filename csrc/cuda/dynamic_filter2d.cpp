@@ -11,10 +11,10 @@
 namespace deblurfast {
 namespace {
 
+// The arguments' shape (checked by dynamic_filter2d_args.h) within the CUDA kernels' limits.
 DynamicFilter2dShape checked_shape(const at::Tensor& input, const at::Tensor& kernel, int64_t kernel_size,
                                    int64_t dilation, c10::string_view padding_mode, bool softmax) {
   const DynamicFilter2dShape s = dynamic_filter2d_shape(input, kernel, kernel_size, dilation, padding_mode, softmax);
-  TORCH_CHECK(input.is_cuda(), "dynamic_filter2d (cuda): input must be a CUDA tensor, got ", input.device());
   TORCH_CHECK(kernel_size <= kDynamicFilter2dMaxKernelSize, "dynamic_filter2d (cuda): kernel_size at most ",
               kDynamicFilter2dMaxKernelSize, ", got ", kernel_size);
   TORCH_CHECK(s.H * s.W < (int64_t(1) << 31), "dynamic_filter2d (cuda): H*W must be < 2^31, got ", s.H, "x", s.W);

@@ -13,9 +13,6 @@
 
 namespace deblurfast {
 
-// Largest kernel_size the CUDA dynamic_filter2d kernels take (taps live in registers).
-constexpr int kDynamicFilter2dMaxKernelSize = 15;  // = cuda::dynamic_filter2d::kMaxKernelSize
-
 cudaError_t dynamic_filter2d_forward_cuda(DType dtype, const void* input, const void* kernel, void* out,
                                           const DynamicFilter2dShape& s, cudaStream_t stream);
 

@@ -41,8 +41,8 @@ def _deform_conv(x: torch.Tensor, offset: Optional[torch.Tensor], weight: torch.
                  mask: Optional[torch.Tensor], backend: Optional[str]) -> torch.Tensor:
     """deform_conv2d through the dispatcher; under TorchScript, the compiled op (see the module doc)."""
     if torch.jit.is_scripting():
-        return torch.ops.deblurfast.deform_conv2d(x, offset, weight, bias, mask, [stride[0], stride[1]],
-                                                  [padding[0], padding[1]], [dilation[0], dilation[1]])
+        return torch.ops.deblurfast.deform_conv2d(x, offset, weight, bias, [stride[0], stride[1]],
+                                                  [padding[0], padding[1]], [dilation[0], dilation[1]], mask)
     return _dispatched(x, offset, weight, bias, stride, padding, dilation, mask, backend)
 
 

@@ -3,6 +3,7 @@ import itertools
 import torch
 
 from deblurfast.kernels import strip_pool as sp
+from deblurfast.kernels._triton_common import tl_acc, tl_dot
 
 KERNELS = [
     sp.strip_reduce_kernel,
@@ -20,21 +21,21 @@ def cases():
     for name, mode in itertools.product(PTR, (sp.MODE_ADAPTIVE, sp.MODE_INDEX)):
         dtype, p = DTYPES[name], PTR[name]
         acc = "*fp64" if name == "fp64" else "*fp32"
-        base = {"MODE": mode, "ACC": sp._acc(dtype), "KVP": 16, "KHP": 16, "BLOCK_H": 32, "BLOCK_W": sp._MAX_BLOCK_W}
+        base = {"MODE": mode, "ACC": tl_acc(dtype), "KVP": 16, "KHP": 16, "BLOCK_H": 32, "BLOCK_W": sp._MAX_BLOCK_W}
         tag = f"{name}-mode{mode}"
         yield (f"strip_reduce-{tag}", sp.strip_reduce_kernel,
-               {"x": p, "ws": acc, "h_out": p, "idx_w": "*i32", "idx_h": "*i32"}, {**base, "DOT": sp._dot(dtype)})
+               {"x": p, "ws": acc, "h_out": p, "idx_w": "*i32", "idx_h": "*i32"}, {**base, "DOT": tl_dot(dtype)})
         yield (f"strip_spread-{tag}", sp.strip_spread_kernel,
                {"v": p, "h": p, "out": p, "idx_w": "*i32", "idx_h": "*i32"}, base)
         if mode == sp.MODE_ADAPTIVE:
             yield (f"strip_reduce_finish-{name}", sp.strip_reduce_finish_kernel, {"ws": acc, "v_out": p},
-                   {"ACC": sp._acc(dtype), "KVP": 16, "BLOCK_H": 64})
+                   {"ACC": tl_acc(dtype), "KVP": 16, "BLOCK_H": 64})
     # BANet (F = 64, C = 128) and BANet+ (F = 192, C = 192) tiles
     for name, (F, C) in itertools.product(PTR, ((64, 128), (192, 192))):
         dtype, p = DTYPES[name], PTR[name]
         acc = "*fp64" if name == "fp64" else "*fp32"
         cfg = sp._mask_config(F, C, dtype)
-        base = {"DOT": sp._dot(dtype), "ACC": sp._acc(dtype), **cfg}
+        base = {"DOT": tl_dot(dtype), "ACC": tl_acc(dtype), **cfg}
         tensors = {"x": p, "rows": p, "cols": p, "col_index": "*i32", "row_index": "*i32", "weight": p, "bias": p}
         for has_bias in (True, False):
             yield (f"blur_aware_mask_fwd-{name}-F{F}-bias{int(has_bias)}", sp.blur_aware_mask_fwd_kernel,

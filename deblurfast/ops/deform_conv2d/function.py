@@ -1,58 +1,14 @@
 """Public deform_conv2d / pixel_adaptive_conv2d: argument checks, then the
-backend the dispatcher picks."""
+backend the dispatcher picks (declaration.py)."""
 
 from __future__ import annotations
 
 import torch
 
 from ..._checks import INT64_MAX, ArgumentError, autocast_inputs, check_like, check_shape, check_tensor, pair
-from ...dispatch import FLOAT_DTYPES, Impl, Op
 from .._fx import fx_leaf
-from .extension import deform_conv2d_compiled
-from .reference import deform_conv2d_reference, output_size
-from .triton_op import deform_conv2d_triton_backend
-
-
-def _sizes(input, weight, stride, padding, dilation) -> tuple[int, int, int, int]:
-    H, W = input.shape[-2:]
-    (sh, sw), (ph, pw), (dh, dw) = (pair("deform_conv2d", n, v, 0) for n, v in
-                                    (("stride", stride), ("padding", padding), ("dilation", dilation)))
-    return H, W, output_size(H, weight.shape[2], sh, ph, dh), output_size(W, weight.shape[3], sw, pw, dw)
-
-
-def _plane_limit(input, offset, weight, bias, stride, padding, dilation, mask, batch_limit=False):
-    H, W, Ho, Wo = _sizes(input, weight, stride, padding, dilation)
-    if max(H * W, Ho * Wo) >= 2**31:
-        return f"H*W = {H * W} or Ho*Wo = {Ho * Wo} needs 64-bit in-plane offsets (the kernels use 32-bit ones)"
-    if batch_limit and input.shape[0] * Ho * Wo >= 2**31:
-        return f"N*Ho*Wo = {input.shape[0] * Ho * Wo}: the weight-gradient kernel counts (image, pixel) pairs in 32 bits"
-    return None
-
-
-def _triton_limits(*args):
-    return _plane_limit(*args, batch_limit=True)
-
-
-def _cuda_limits(input, offset, weight, bias, stride, padding, dilation, mask):
-    if (torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
-            and torch.is_grad_enabled() and input.requires_grad):
-        return "its grad_input uses float atomics and torch.use_deterministic_algorithms(True) is set"
-    return _plane_limit(input, offset, weight, bias, stride, padding, dilation, mask)
-
-
-OP = Op(
-    "deform_conv2d",
-    {
-        "reference": Impl(deform_conv2d_reference, FLOAT_DTYPES),
-        "cpu": Impl(deform_conv2d_compiled, (torch.float32, torch.float64), compiled_op="deform_conv2d"),
-        "cuda": Impl(deform_conv2d_compiled, FLOAT_DTYPES, check=_cuda_limits, compiled_op="deform_conv2d"),
-        "triton": Impl(deform_conv2d_triton_backend, (torch.float32, torch.float16, torch.bfloat16),
-                       check=_triton_limits),
-    },
-    # `auto` on CUDA: the default order (CUDA first) until measured on a GPU. In the static report
-    # (bench/results/static-sm90) the CUDA deform kernels keep no stack frame, while several Triton
-    # configurations (channels_last, float32, the backward at 5x5) still spill.
-)
+from .declaration import OP
+from .reference import output_size
 
 
 def _check(op, input, offset, weight, bias, stride, padding, dilation, mask, mask_name="mask"):
@@ -160,8 +116,7 @@ def deform_conv2d(
     stride, padding, dilation = _check(
         "deform_conv2d", input, offset, weight, bias, stride, padding, dilation, mask
     )
-    fn = OP.select(backend, input.device, input.dtype, input, offset, weight, bias, stride, padding, dilation, mask)
-    return fn(input, offset, weight, bias, stride, padding, dilation, mask)
+    return OP(backend, input, offset, weight, bias, stride, padding, dilation, mask)
 
 
 @fx_leaf
@@ -188,5 +143,4 @@ def pixel_adaptive_conv2d(
     stride, padding, dilation = _check(
         "pixel_adaptive_conv2d", input, offset, weight, bias, stride, padding, dilation, kernel, mask_name="kernel"
     )
-    fn = OP.select(backend, input.device, input.dtype, input, offset, weight, bias, stride, padding, dilation, kernel)
-    return fn(input, offset, weight, bias, stride, padding, dilation, kernel)
+    return OP(backend, input, offset, weight, bias, stride, padding, dilation, kernel)

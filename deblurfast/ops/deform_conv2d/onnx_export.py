@@ -15,7 +15,7 @@ def _output_extent(size, kernel: int, stride: int, padding: int, dilation: int):
 
 
 @onnx_translation("deblurfast::deform_conv2d_triton", "deblurfast::deform_conv2d")
-def deform_conv2d_onnx(input, offset, weight, bias, mask, stride, padding, dilation):
+def deform_conv2d_onnx(input, offset, weight, bias, stride, padding, dilation, mask):
     cin_per_group, kh, kw = weight.shape[1], weight.shape[2], weight.shape[3]
     taps = kh * kw
     groups = input.shape[1] // cin_per_group

@@ -108,11 +108,6 @@ def _conv_rows(xg, H, W, offset, mask, weight, rows, Wo, stride, padding, dilati
     return torch.einsum("gok,ngkp->ngop", w, cols).reshape(N, Cout, P)
 
 
-def deform_conv2d_reference_op_order(input, offset, weight, bias, mask, stride, padding, dilation) -> torch.Tensor:
-    """deform_conv2d_reference taking the custom ops' argument order (mask before stride)."""
-    return deform_conv2d_reference(input, offset, weight, bias, stride, padding, dilation, mask)
-
-
 def deform_conv2d_reference(
     input: torch.Tensor,
     offset: torch.Tensor | None,

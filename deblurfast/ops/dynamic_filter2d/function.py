@@ -1,56 +1,15 @@
-"""Public dynamic_filter2d: argument checks, then the backend the dispatcher picks."""
+"""Public dynamic_filter2d: argument checks, then the backend the dispatcher picks (declaration.py)."""
 
 from __future__ import annotations
 
 import torch
 
 from ..._checks import INT64_MAX, ArgumentError, as_int, autocast_inputs, check_like, check_shape, check_tensor
-from ...dispatch import FLOAT_DTYPES, Impl, Op
 from .._fx import fx_leaf
-from .extension import dynamic_filter2d_compiled
-from .reference import dynamic_filter2d_reference
-from .triton_op import dynamic_filter2d_triton
+from .declaration import OP
 
 PADDING_MODES = ("zeros", "reflect", "replicate")
 NORMALIZE = (None, "softmax")
-CUDA_MAX_KERNEL_SIZE = 15  # kDynamicFilter2dMaxKernelSize in csrc/cuda/launch.h
-
-
-def _kernel_limits(input, kernel, kernel_size, dilation, padding_mode, softmax):
-    """The compiled and Triton kernels' limits."""
-    H, W = input.shape[-2:]
-    pad = dilation * (kernel_size - 1) // 2
-    if padding_mode == "replicate" and pad > max(H, W):
-        return (f"replicate padding {pad} > max(H, W) = {max(H, W)}: the backward enumerates every padded "
-                "coordinate of the border pixels")
-    if H * W >= 2**31:
-        return f"H*W = {H * W} needs 64-bit in-plane offsets (the kernels use 32-bit ones)"
-    return None
-
-
-def _triton_limits(input, kernel, kernel_size, dilation, padding_mode, softmax):
-    padded = max(input.shape[-2:]) + dilation * (kernel_size - 1)
-    if padded >= 2**31:
-        return f"the padded size max(H, W) + dilation*(kernel_size-1) = {padded} needs 64-bit positions (32-bit here)"
-    return _kernel_limits(input, kernel, kernel_size, dilation, padding_mode, softmax)
-
-
-def _cuda_limits(input, kernel, kernel_size, dilation, padding_mode, softmax):
-    if kernel_size > CUDA_MAX_KERNEL_SIZE:
-        return f"kernel_size {kernel_size} > {CUDA_MAX_KERNEL_SIZE} (taps are kept in registers)"
-    return _kernel_limits(input, kernel, kernel_size, dilation, padding_mode, softmax)
-
-
-OP = Op(
-    "dynamic_filter2d",
-    {
-        "reference": Impl(dynamic_filter2d_reference, FLOAT_DTYPES),
-        "cpu": Impl(dynamic_filter2d_compiled, (torch.float32, torch.float64), check=_kernel_limits,
-                    compiled_op="dynamic_filter2d"),
-        "cuda": Impl(dynamic_filter2d_compiled, FLOAT_DTYPES, check=_cuda_limits, compiled_op="dynamic_filter2d"),
-        "triton": Impl(dynamic_filter2d_triton, FLOAT_DTYPES, check=_triton_limits),
-    },
-)
 
 
 def check_arguments(kernel_size, dilation, padding_mode, normalize, op: str = "dynamic_filter2d") -> tuple[int, int]:
@@ -131,6 +90,4 @@ def dynamic_filter2d(
         )
     if padding_mode == "replicate" and pad > 0 and (H == 0 or W == 0):
         raise ArgumentError(f"{op}: replicate padding needs H, W > 0, got H={H}, W={W}")
-    softmax = normalize == "softmax"
-    fn = OP.select(backend, input.device, input.dtype, input, kernel, kernel_size, dilation, padding_mode, softmax)
-    return fn(input, kernel, kernel_size, dilation, padding_mode, softmax)
+    return OP(backend, input, kernel, kernel_size, dilation, padding_mode, normalize == "softmax")

@@ -1,4 +1,4 @@
-"""Public efficient_attention: argument checks, then the backend the dispatcher picks."""
+"""Public efficient_attention: argument checks, then the backend the dispatcher picks (declaration.py)."""
 
 from __future__ import annotations
 
@@ -7,34 +7,8 @@ import math
 import torch
 
 from ..._checks import ArgumentError, autocast_inputs, check_like, check_shape, check_tensor
-from ...dispatch import FLOAT_DTYPES, Impl, Op
 from .._fx import fx_leaf
-from .extension import efficient_attention_compiled
-from .reference import efficient_attention_reference
-from .triton_op import efficient_attention_triton
-
-TRITON_MAX_MAPS = 128  # MAX_MAPS in kernels/efficient_attention.py
-
-
-def _triton_limits(value, key, query, gate):
-    if key.shape[1] > TRITON_MAX_MAPS:
-        return (
-            f"C2 = {key.shape[1]} maps > {TRITON_MAX_MAPS} (a query column's softmax over the maps is kept in one tile)"
-        )
-    for name, t in (("value", value), ("query", query)):
-        if math.prod(t.shape[2:]) >= 2**31:
-            return f"{name} has {math.prod(t.shape[2:])} positions; the kernels index positions in 32 bits (< 2**31)"
-    return None
-
-
-OP = Op(
-    "efficient_attention",
-    {
-        "reference": Impl(efficient_attention_reference, FLOAT_DTYPES),
-        "cpu": Impl(efficient_attention_compiled, (torch.float32, torch.float64), compiled_op="efficient_attention"),
-        "triton": Impl(efficient_attention_triton, FLOAT_DTYPES, check=_triton_limits),
-    },
-)
+from .declaration import OP
 
 
 @fx_leaf
@@ -84,5 +58,4 @@ def efficient_attention(
         check_tensor(op, "gate", gate, 2, "(N, C)")
         check_like(op, "gate", gate, "value", value)
         check_shape(op, "gate", gate, (N, C), "(N, C)")
-    fn = OP.select(backend, value.device, value.dtype, value, key, query, gate)
-    return fn(value, key, query, gate)
+    return OP(backend, value, key, query, gate)

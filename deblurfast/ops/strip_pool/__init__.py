@@ -1,4 +1,5 @@
-from .function import EXPAND_OP, MASK_OP, POOL_OP, blur_aware_mask, strip_expand, strip_pool
+from .declaration import EXPAND_OP, MASK_OP, POOL_OP
+from .function import blur_aware_mask, strip_expand, strip_pool
 from .reference import blur_aware_mask_reference, strip_expand_reference, strip_pool_reference
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""Public strip_pool / strip_expand / blur_aware_mask: argument checks, then the backend the dispatcher picks."""
+"""Public strip_pool / strip_expand / blur_aware_mask: argument checks, then the backend the dispatcher
+picks (declaration.py)."""
 
 from __future__ import annotations
 
@@ -6,76 +7,8 @@ import torch
 
 from ..._checks import (ArgumentError, ArgumentTypeError, as_int, autocast_inputs, check_like, check_shape,
                         check_tensor, promote_inputs)
-from ...dispatch import FLOAT_DTYPES, Impl, Op
 from .._fx import fx_leaf
-from .extension import blur_aware_mask_compiled, strip_expand_compiled, strip_pool_compiled
-from .reference import blur_aware_mask_reference, strip_expand_reference, strip_pool_reference
-from .triton_op import blur_aware_mask_triton, strip_expand_triton, strip_pool_triton
-
-# Limits of the Triton kernels (deblurfast/kernels/strip_pool.py).
-TRITON_MAX_SIZES = 8  # passed as eight scalars
-TRITON_MAX_BINS = 64  # the bins of all sizes are one tile axis
-
-
-CPU_DTYPES = (torch.float32, torch.float64)
-
-
-def _plane_limit(H: int, W: int) -> str | None:
-    if H * W >= 2**31:
-        return f"H*W = {H * W} needs 64-bit in-plane offsets (the kernels use 32-bit ones)"
-    return None
-
-
-def _triton_pool_limits(x, sizes):
-    if len(sizes) > TRITON_MAX_SIZES:
-        return f"{len(sizes)} sizes > {TRITON_MAX_SIZES}"
-    if sum(sizes) > TRITON_MAX_BINS:
-        return f"sum(sizes) = {sum(sizes)} > {TRITON_MAX_BINS} (all bins are held in registers)"
-    H, W = x.shape[-2:]
-    if (max(sizes) + 1) * max(H, W) >= 2**31:
-        return "the bin bounds (n + 1) * max(H, W) overflow 32-bit integers"
-    return _plane_limit(H, W)
-
-
-def _triton_expand_limits(v, h, size):
-    if max(v.shape[3], h.shape[2]) > TRITON_MAX_BINS:
-        return (f"n_v = {v.shape[3]} or n_h = {h.shape[2]} > {TRITON_MAX_BINS} "
-                "(the backward holds the bins in registers)")
-    return _plane_limit(*size)
-
-
-def _triton_mask_limits(x, row_table, col_index, col_table, row_index, weight, bias):
-    if row_table.shape[3] > TRITON_MAX_BINS or col_table.shape[2] > TRITON_MAX_BINS:
-        return f"tables wider than {TRITON_MAX_BINS} entries (the backward holds them in registers)"
-    if row_table.shape[1] > 512:
-        return f"F = {row_table.shape[1]} > 512 fuse channels (held in registers)"
-    return _plane_limit(*x.shape[-2:])
-
-
-POOL_OP = Op(
-    "strip_pool",
-    {
-        "reference": Impl(strip_pool_reference, FLOAT_DTYPES),
-        "cpu": Impl(strip_pool_compiled, CPU_DTYPES, compiled_op="strip_pool"),
-        "triton": Impl(strip_pool_triton, FLOAT_DTYPES, check=_triton_pool_limits),
-    },
-)
-EXPAND_OP = Op(
-    "strip_expand",
-    {
-        "reference": Impl(strip_expand_reference, FLOAT_DTYPES),
-        "cpu": Impl(strip_expand_compiled, CPU_DTYPES, compiled_op="strip_expand"),
-        "triton": Impl(strip_expand_triton, FLOAT_DTYPES, check=_triton_expand_limits),
-    },
-)
-MASK_OP = Op(
-    "blur_aware_mask",
-    {
-        "reference": Impl(blur_aware_mask_reference, FLOAT_DTYPES),
-        "cpu": Impl(blur_aware_mask_compiled, CPU_DTYPES, compiled_op="blur_aware_mask"),
-        "triton": Impl(blur_aware_mask_triton, FLOAT_DTYPES, check=_triton_mask_limits),
-    },
-)
+from .declaration import EXPAND_OP, MASK_OP, POOL_OP
 
 
 @fx_leaf
@@ -103,9 +36,7 @@ def strip_pool(
     ints = tuple(as_int(n) for n in sizes) if isinstance(sizes, (tuple, list)) else ()
     if not ints or not all(n is not None and n >= 1 for n in ints):
         raise ArgumentError(f"{op}: sizes must be a non-empty sequence of positive ints, got {sizes!r}")
-    sizes = ints
-    fn = POOL_OP.select(backend, x.device, x.dtype, x, sizes)
-    return fn(x, sizes)
+    return POOL_OP(backend, x, ints)
 
 
 @fx_leaf
@@ -138,8 +69,7 @@ def strip_expand(
         raise ArgumentError(
             f"{op}: h must have shape (N, C', n_h, W) = ({N}, {C}, n_h, {W}) with n_h >= 1, got {tuple(h.shape)}"
         )
-    fn = EXPAND_OP.select(backend, v.device, v.dtype, v, h, (H, W))
-    return fn(v, h, (H, W))
+    return EXPAND_OP(backend, v, h, (H, W))
 
 
 def _index_values(op: str, name: str, t: torch.Tensor, bound: int) -> None:
@@ -242,6 +172,4 @@ def blur_aware_mask(
             raise ArgumentError(f"{op}: {name} is on {t.device} but x is on {x.device}; expected the same device")
     _index_values(op, "col_index", col_index, row_table.shape[3])
     _index_values(op, "row_index", row_index, col_table.shape[2])
-    args = (x, row_table, col_index, col_table, row_index, weight, bias)
-    fn = MASK_OP.select(backend, x.device, x.dtype, *args)
-    return fn(*args)
+    return MASK_OP(backend, x, row_table, col_index, col_table, row_index, weight, bias)

@@ -47,13 +47,13 @@ def _nearest(t, axis: int, length):
 
 
 @onnx_translation("deblurfast::strip_expand_triton")
-def strip_expand_onnx(v, h, H, W):
+def strip_expand_onnx(v, h, size):
     # The sizes come from the tensors (v has H rows, h has W columns), so they stay dynamic.
     return op.Add(_nearest(v, 3, op.Shape(h, start=3, end=4)), _nearest(h, 2, op.Shape(v, start=2, end=3)))
 
 
 @onnx_translation("deblurfast::blur_aware_mask_triton")
-def blur_aware_mask_onnx(x, row_table, col_table, weight, bias, col_index, row_index):
+def blur_aware_mask_onnx(x, row_table, col_index, col_table, row_index, weight, bias):
     z = op.Relu(op.Add(op.Gather(row_table, col_index, axis=3), op.Gather(col_table, row_index, axis=2)))
     kernel = op.Reshape(weight, int64s(weight.shape[0], weight.shape[1], 1, 1))
     u = op.Conv(z, kernel, bias) if bias is not None else op.Conv(z, kernel)
