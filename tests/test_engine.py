@@ -9,7 +9,7 @@ from torch import nn
 
 import deblurfast
 from deblurfast._device_constants import clear_device_constant_caches
-from deblurfast.engine import Engine, Float32Island, to_low_precision
+from deblurfast.engine import CpuPath, Engine, Float32Island, cpu_path, to_low_precision
 from deblurfast.models import IOConvention
 from deblurfast.nn import BlurAwareAttention, DeformConv2d
 from tiny_model import TinyDeblurNet
@@ -71,6 +71,74 @@ def test_stream_equals_the_plain_model_frame_by_frame_cpu():
         assert s.dtype == np.uint8 and s.shape == f.shape
         assert np.abs(s.astype(int) - deblurfast.deblur(plain, f).astype(int)).max() <= 1, i
         assert np.array_equal(f, frames(4)[i])  # inputs are not written
+
+
+# -- the CPU path, chosen by measurement ----------------------------------------------------
+
+
+@pytest.fixture
+def fresh_cpu_choices(monkeypatch):
+    """No choice remembered from another test's engine."""
+    monkeypatch.setattr(cpu_path, "_CHOSEN", {})
+
+
+@pytest.mark.parametrize("fastest", [CpuPath("reference", True), CpuPath("auto", False), CpuPath("auto", True)])
+def test_cpu_engine_runs_the_path_it_measured_fastest(monkeypatch, fresh_cpu_choices, fastest):
+    """Whatever the timings, the engine keeps the fastest path, sets the model to it (its
+    layers' backend, its layout) and still deblurs as the plain model does; a second engine of
+    the same model reuses the choice without measuring."""
+    measured = []
+
+    def fake_measure(path, forward, x):
+        measured.append(path)
+        assert x.shape[-2:] == (16, 24) and x.dtype == torch.float32  # the first input, padded to 8
+        assert forward(x.contiguous(memory_format=torch.channels_last) if path.channels_last else x).shape == x.shape
+        return 1.0 if path == fastest else 2.0 + len(measured)
+
+    monkeypatch.setattr(cpu_path, "measure_path", fake_measure)
+    plain = make_model()
+    engine = Engine(copy.deepcopy(plain), device="cpu")
+    frame = frames(1, 13, 22)[0]
+    got = engine.deblur(frame)
+    assert set(measured) == set(cpu_path.candidates()) and len(measured) == 4
+    assert engine.cpu_path == fastest and engine.cpu_timings[fastest] == 1.0
+    assert engine.model.dcn.backend == fastest.backend
+    assert engine.model.dcn.weight.is_contiguous(memory_format=torch.channels_last) == fastest.channels_last
+    assert np.abs(got.astype(int) - deblurfast.deblur(plain, frame).astype(int)).max() <= 1
+    again = Engine(copy.deepcopy(plain), device="cpu")
+    again.deblur(frame)
+    assert len(measured) == 4 and again.cpu_path == fastest and again.cpu_timings == {}
+
+
+def test_cpu_engine_measures_only_the_paths_its_arguments_allow(monkeypatch, fresh_cpu_choices):
+    measured = []
+    monkeypatch.setattr(cpu_path, "measure_path", lambda path, forward, x: measured.append(path) or len(measured))
+    Engine(make_model(), device="cpu", backend="cpu,reference").deblur(frames(1)[0])
+    assert measured == [CpuPath("cpu,reference", False), CpuPath("cpu,reference", True)]
+    measured.clear()
+    engine = Engine(make_model(), device="cpu", channels_last=True, cpu_path=None)
+    engine.deblur(frames(1)[0])
+    assert measured == [CpuPath("auto", True), CpuPath("reference", True)] and engine.cpu_path == CpuPath("auto", True)
+    measured.clear()
+    forced = Engine(make_model(), device="cpu", cpu_path=CpuPath("reference", True))
+    forced.deblur(frames(1)[0])
+    assert measured == [] and forced.cpu_path == CpuPath("reference", True) and forced.model.dcn.backend == "reference"
+    with pytest.raises(TypeError, match="cpu_path must be a deblurfast.engine.CpuPath or None, got 'fast'"):
+        Engine(make_model(), device="cpu", cpu_path="fast")
+
+
+def test_cpu_engine_measures_for_real_and_every_path_deblurs_alike(fresh_cpu_choices):
+    """The real timings (no fake): every path gets a positive time, the engine keeps the least,
+    and each path, compiled by inductor with frozen weights included, gives the plain model's image."""
+    plain, frame = make_model(), frames(1, 40, 56)[0]
+    want = deblurfast.deblur(plain, frame).astype(int)
+    engine = Engine(copy.deepcopy(plain), device="cpu")
+    assert np.abs(engine.deblur(frame).astype(int) - want).max() <= 1
+    assert len(engine.cpu_timings) == 4 and all(t > 0 for t in engine.cpu_timings.values())
+    assert engine.cpu_path == min(engine.cpu_timings, key=engine.cpu_timings.get)
+    for path in (CpuPath("reference", True), CpuPath("auto", False, compiled=True)):
+        forced = Engine(copy.deepcopy(plain), device="cpu", cpu_path=path)
+        assert np.abs(forced.deblur(frame).astype(int) - want).max() <= 1, path
 
 
 def test_engine_checks_its_arguments():

@@ -149,7 +149,11 @@ def run_model(name: str, device: torch.device, size: tuple[int, int], reps: int,
             row["peak_extra_bytes"], row["memory_measured_by"] = peak_extra_memory(lambda: timed[cand][1](x), device)
             row["peak_mb"] = row["peak_extra_bytes"] / 2**20 if row["peak_extra_bytes"] is not None else None
         for cand, (row, fn) in timed.items():
-            if getattr(fn, "engine", None) is not None:
+            engine = getattr(fn, "engine", None)
+            if engine is not None and engine.cpu_path is not None:  # the path it measured fastest, and why
+                row["cpu_path"] = str(engine.cpu_path)
+                row["cpu_path_ms"] = {str(p): 1e3 * s for p, s in engine.cpu_timings.items()}
+            if engine is not None:
                 row["stream_fps"] = stream_fps(fn.engine, size, frames=max(reps, 5))
                 row["stream_vs_single"] = row["stream_fps"] / row["fps"]
     sync(device)
@@ -160,5 +164,6 @@ COLUMNS = [
     ("model", "model", ""), ("size", "size", ""), ("candidate", "candidate", ""),
     ("median ms", "latency_ms_median", ".2f"), ("p90 ms", "latency_ms_p90", ".2f"), ("fps", "fps", ".1f"),
     ("stream fps", "stream_fps", ".1f"), ("stream / single", "stream_vs_single", ".2f"),
-    ("peak extra MB", "peak_mb", ".0f"), ("max dev vs fp32", "max_dev_vs_fp32", ".1e"), ("status", "status", ""),
+    ("peak extra MB", "peak_mb", ".0f"), ("max dev vs fp32", "max_dev_vs_fp32", ".1e"),
+    ("CPU path (measured)", "cpu_path", ""), ("status", "status", ""),
 ]

@@ -127,6 +127,10 @@ def run(args) -> int:
         failed = _process(jobs, engine, tiles, args)
     done = len(jobs) - failed
     if not args.quiet:
+        if engine.cpu_path is not None:
+            measured = ", ".join(f"{path} {1e3 * s:.0f} ms" for path, s in engine.cpu_timings.items())
+            print(f"CPU path: {engine.cpu_path}" + (f" (measured on a crop: {measured})" if measured else ""),
+                  file=sys.stderr)
         print(f"deblurred {done} of {len(jobs)} file(s) into {args.output}", file=sys.stderr)
     return 1 if failed else 0
 

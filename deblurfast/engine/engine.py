@@ -17,7 +17,9 @@ pool, so a folder of images of many sizes does not grow GPU memory; if a capture
 fails, the engine warns and runs eagerly. The stream overlaps the host->device
 copy of the next frame and the device->host copy of the previous result with the
 compute of the current one, through pinned buffers and a copy stream. On CPU
-everything falls back to plain eager execution.
+there are no graphs or streams, and the way to run the network (deblurfast's kernels
+or the reference ops, NCHW or channels_last, compiled or not) is chosen by timing
+each on the first input (deblurfast.engine.cpu_path).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from torch import nn
 from .._device_constants import kept_alive
 from ..models.registry import IOConvention
 from .accelerate import accelerate
+from .cpu_path import CpuPath, candidates, choose, configure
 from .images import image_to_unit, unit_to_image
 from .tiling import plan_tiles, run_tiled
 
@@ -119,9 +122,15 @@ class Engine:
         it is modified in place (eval, accelerated, cast).
     device: "cuda" means the CUDA device current at construction; the engine keeps to it.
     dtype: None keeps float32; torch.float16 / torch.bfloat16 for 16-bit inference.
-    channels_last: None: on CUDA only.
+    backend: the deblurfast layers' backend; on CPU "auto" lets the measurement also try
+        the reference ops.
+    channels_last: None: on CUDA; on CPU, whichever the measurement finds faster.
     compile: torch.compile the model (mode "max-autotune-no-cudagraphs" when CUDA
-        graphs are on, since the engine captures its own).
+        graphs are on, since the engine captures its own). On CPU the compiled paths
+        (inductor, frozen weights) join the measured ones and are kept only if faster.
+    cpu_path: on CPU, a CpuPath to run without measuring; None measures on the first
+        input among the paths `backend`, `channels_last` and `compile` allow. The
+        choice is `engine.cpu_path`, the timings `engine.cpu_timings`.
     cuda_graph: capture a CUDA graph per padded frame size (CUDA only); if a capture
         fails, a RuntimeWarning says why and the engine runs eagerly from then on.
     max_graphs: how many captured sizes to keep (least recently used dropped first).
@@ -131,7 +140,8 @@ class Engine:
 
     def __init__(self, model: nn.Module, device: str | torch.device = "cuda", dtype: torch.dtype | None = None,
                  backend: str = "auto", channels_last: bool | None = None, compile: bool = False,
-                 cuda_graph: bool = True, io: IOConvention | None = None, max_graphs: int = 8):
+                 cuda_graph: bool = True, io: IOConvention | None = None, max_graphs: int = 8,
+                 cpu_path: CpuPath | None = None):
         self.device = indexed_device(device)
         self.io = io or getattr(model, "io", None)
         if self.io is None:
@@ -141,19 +151,33 @@ class Engine:
             raise ValueError(f"Engine: dtype must be None, float32, float16 or bfloat16, got {dtype}")
         if isinstance(max_graphs, bool) or not isinstance(max_graphs, int) or max_graphs < 1:
             raise ValueError(f"Engine: max_graphs must be an int >= 1, got {max_graphs!r}")
+        if cpu_path is not None and not isinstance(cpu_path, CpuPath):
+            raise TypeError(f"Engine: cpu_path must be a deblurfast.engine.CpuPath or None, got {cpu_path!r}")
         self.dtype = dtype or torch.float32
-        # channels_last pays on GPUs (tensor-core convolutions); on CPU it can slow plain convolutions
-        self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
+        on_cpu = self.device.type != "cuda"
+        # channels_last pays on GPUs (tensor-core convolutions); on CPU the measurement decides
+        self.channels_last = not on_cpu if channels_last is None else channels_last
         model = model.eval().requires_grad_(False).to(self.device)
-        accelerate(model, backend=backend, channels_last=self.channels_last)
-        if self.dtype != torch.float32:
-            to_low_precision(model, self.dtype)
-            if self.channels_last:
-                model.to(memory_format=torch.channels_last)
         self.model = model
-        self.cuda_graph = cuda_graph and self.device.type == "cuda"
+        self.cuda_graph = cuda_graph and not on_cpu
         self.max_graphs = max_graphs
+        self.cpu_path: CpuPath | None = None
+        self.cpu_timings: dict[CpuPath, float] = {}
+        self._cpu_paths: list[CpuPath] = []  # still to be measured (at the first input)
         self._forward = model
+        if on_cpu:
+            if self.dtype != torch.float32:
+                to_low_precision(model, self.dtype)
+            paths = [cpu_path] if cpu_path is not None else candidates(backend, channels_last, compile)
+            self._use_cpu_path(paths[0], configure(model, paths[0]))
+            self._cpu_paths = paths if len(paths) > 1 else []
+            compile = False  # a compiled path is one of the measured ones
+        else:
+            accelerate(model, backend=backend, channels_last=self.channels_last)
+            if self.dtype != torch.float32:
+                to_low_precision(model, self.dtype)
+                if self.channels_last:
+                    model.to(memory_format=torch.channels_last)
         if compile:
             mode = "max-autotune-no-cudagraphs" if self.cuda_graph else "max-autotune"
             self._forward = torch.compile(model, mode=mode)
@@ -164,6 +188,9 @@ class Engine:
             # was current at the process's first capture), and one pool for all graphs
             self._capture_stream = torch.cuda.Stream(self.device)
             self._graph_pool = torch.cuda.graph_pool_handle()
+
+    def _use_cpu_path(self, path: CpuPath, forward) -> None:
+        self.cpu_path, self._forward, self.channels_last = path, forward, path.channels_last
 
     def _on_device(self):
         """Makes the engine's device current (CUDA launches go to the current device)."""
@@ -190,6 +217,10 @@ class Engine:
         """run() without the copy: (output, whether it is the caller's). A graph's output is its
         static buffer, overwritten by the engine's next replay."""
         with self._on_device():
+            if self._cpu_paths:
+                paths, self._cpu_paths = self._cpu_paths, []
+                path, forward, self.cpu_timings = choose(self.model, x.to(self.device, self.dtype), self.io, paths)
+                self._use_cpu_path(path, forward)
             x = self._prepare_input(x)
             if not self.cuda_graph:
                 return self._forward_image(x), True
