@@ -52,7 +52,7 @@ def main(arch: int) -> int:
           f"shared limit {target.shared_per_block} B per block)")
     for case in cases:
         try:
-            row = static.triton_row(case, target)
+            row = static.triton_resources(case, target)[0]
         except Exception:
             failures += 1
             print(f"FAILED {case[0]} sm_{arch}\n{traceback.format_exc()}")

@@ -397,8 +397,8 @@ def banet_loss(out, gt):
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_training_parity(name, backend):
-    """Liger-style: 20 Adam steps from one initialization on fixed random data, reference vs
-    accelerated, losses within 1e-3 relative at every step (fp32)."""
+    """Liger-style: 20 Adam steps (8 on the Triton interpreter) from one initialization on fixed
+    random data, reference vs accelerated, losses within 1e-3 relative at every step (fp32)."""
     if backend == "triton,reference" and name == "banet_plus":
         cfg = dict(num_bams=1)  # the interpreter is slow: one BAM for the second variant
     else:
@@ -406,7 +406,8 @@ def test_training_parity(name, backend):
     m = narrow(name, seed=12, **cfg)
     fast = deblurfast.accelerate(copy.deepcopy(m), backend=backend)
     x, gt = images(2, 16, 16, seed=13), images(2, 16, 16, seed=14) * 0.8
-    assert_training_parity(m, fast, lambda model, step: banet_loss(model(x), gt))
+    steps = 8 if backend == "triton,reference" and x.device.type == "cpu" else 20  # the interpreter is slow
+    assert_training_parity(m, fast, lambda model, step: banet_loss(model(x), gt), steps=steps)
     # every BA parameter was trained through the fused ops (the strip convs included)
     for p in fast.BAM_1.BA.parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0

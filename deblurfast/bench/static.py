@@ -80,16 +80,18 @@ def cuda_home() -> str | None:
     return None
 
 
-def read_cubin(cubin: bytes) -> tuple[str, str]:
-    """cuobjdump's (-res-usage, -sass) text of a cubin."""
+def read_cubin(cubin: bytes, sass: bool = True) -> tuple[str, str]:
+    """cuobjdump's (-res-usage, -sass) text of a cubin; without `sass`, "" for the SASS (the
+    disassembly is most of the reading time)."""
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
         f.write(cubin)
     try:
         usage = subprocess.run([cuobjdump(), "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
-        sass = subprocess.run([cuobjdump(), "-sass", f.name], capture_output=True, text=True, check=True).stdout
+        code = subprocess.run([cuobjdump(), "-sass", f.name], capture_output=True, text=True,
+                              check=True).stdout if sass else ""
     finally:
         os.remove(f.name)
-    return usage, sass
+    return usage, code
 
 
 # -- parsers -------------------------------------------------------------------------------------------
@@ -267,19 +269,24 @@ def compile_triton(case: tuple, target: Arch):
                           target=GPUTarget("cuda", target.capability, 32), options=options)
 
 
+def triton_resources(case: tuple, target: Arch, sass: bool = False) -> tuple[dict, object, str]:
+    """One compile case compiled for the target: ({"num_warps", "registers", "stack", "local",
+    "shared"}, the compiled kernel, its SASS if asked for, else "")."""
+    compiled = compile_triton(case, target)
+    usage, code = read_cubin(compiled.asm["cubin"], sass=sass)
+    res = parse_resource_usage(usage)[case[1].fn.__name__]
+    return ({"num_warps": compiled.metadata.num_warps, "registers": res["registers"], "stack": res["stack"],
+             "local": res["local"], "shared": compiled.metadata.shared + res["static_shared"]}, compiled, code)
+
+
 def triton_row(case: tuple, target: Arch) -> dict:
     """The report's row of one compile case: resources, occupancy, memory and tensor-core instructions."""
-    compiled = compile_triton(case, target)
-    usage, sass = read_cubin(compiled.asm["cubin"])
+    res, compiled, sass = triton_resources(case, target, sass=True)
     kernel = case[1].fn.__name__
-    res = parse_resource_usage(usage)[kernel]
     stats = sass_stats(sass)[kernel]
-    warps = compiled.metadata.num_warps
-    shared = compiled.metadata.shared + res["static_shared"]
     return {
-        "source": "triton", "arch": target.name, "case": case[0], "kernel": kernel, "num_warps": warps,
-        "registers": res["registers"], "stack": res["stack"], "local": res["local"], "shared": shared,
-        **occupancy(res["registers"], shared, warps, target),
+        "source": "triton", "arch": target.name, "case": case[0], "kernel": kernel, **res,
+        **occupancy(res["registers"], res["shared"], res["num_warps"], target),
         "sass_instructions": stats["instructions"], **{k: v for k, v in sorted(stats["ops"].items())},
         "constexprs": {k: v for k, v in case[3].items() if isinstance(v, (int, str))},
         "accesses": accesses(compiled.asm["ttgir"]),

@@ -7,8 +7,8 @@ NCHW than channels_last, and inductor's CPU code (torch.compile with frozen weig
 pays only for some networks, after a compile of tens of seconds. So the engine times
 the candidate paths on a proxy of the first input (a corner crop of at most PROXY_SIDE
 pixels a side) and keeps the fastest; the timings stay on the engine (`cpu_timings`).
-A choice is remembered per (model, proxy shape, threads) for the process, so engines
-built again for the same model do not measure again.
+A choice is remembered per (model, dtype, threads) for the process, so engines built
+again for the same model do not measure again.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def time_path(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, 
     return min(times)
 
 
-_CHOSEN: dict[tuple, CpuPath] = {}  # (model key, proxy shape, threads, paths) -> fastest path
+_CHOSEN: dict[tuple, CpuPath] = {}  # (model key, dtype, threads, paths) -> fastest path
 
 
 def measure_path(path: CpuPath, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> float:
@@ -106,7 +106,7 @@ def choose(model: nn.Module, x: torch.Tensor, io: IOConvention,
     (that path, the function that runs the model, {path: seconds}; empty if the choice was
     remembered from an earlier engine of the same model)."""
     x = proxy(x, io)
-    key = (_model_key(model), tuple(x.shape), x.dtype, torch.get_num_threads(), tuple(paths))
+    key = (_model_key(model), x.dtype, torch.get_num_threads(), tuple(paths))
     timings: dict[CpuPath, float] = {}
     if key not in _CHOSEN:
         for path in paths:
