@@ -15,8 +15,6 @@
 namespace deblurfast {
 namespace {
 
-constexpr int64_t kInt32Limit = int64_t(1) << 31;
-
 // The arguments' shape (checked by deform_conv2d_args.h) within the CUDA kernels' limits.
 DeformConv2dShape checked_shape(const at::Tensor& input, const c10::optional<at::Tensor>& offset,
                                 const at::Tensor& weight, const c10::optional<at::Tensor>& bias,

@@ -17,7 +17,7 @@ DynamicFilter2dShape checked_shape(const at::Tensor& input, const at::Tensor& ke
   const DynamicFilter2dShape s = dynamic_filter2d_shape(input, kernel, kernel_size, dilation, padding_mode, softmax);
   TORCH_CHECK(kernel_size <= kDynamicFilter2dMaxKernelSize, "dynamic_filter2d (cuda): kernel_size at most ",
               kDynamicFilter2dMaxKernelSize, ", got ", kernel_size);
-  TORCH_CHECK(s.H * s.W < (int64_t(1) << 31), "dynamic_filter2d (cuda): H*W must be < 2^31, got ", s.H, "x", s.W);
+  TORCH_CHECK(s.H * s.W < kInt32Limit, "dynamic_filter2d (cuda): H*W must be < 2^31, got ", s.H, "x", s.W);
   return s;
 }
 

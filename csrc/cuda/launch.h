@@ -6,12 +6,16 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <cstdint>
 
 #include "common/deform_conv2d.h"
 #include "common/dtype.h"
 #include "common/dynamic_filter2d.h"
 
 namespace deblurfast {
+
+// The CUDA kernels index a plane (and deform_conv2d an output plane) with int32.
+constexpr int64_t kInt32Limit = int64_t(1) << 31;
 
 cudaError_t dynamic_filter2d_forward_cuda(DType dtype, const void* input, const void* kernel, void* out,
                                           const DynamicFilter2dShape& s, cudaStream_t stream);
