@@ -159,3 +159,17 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str
              "|" + "|".join("---:" if spec else "---" for _, _, spec in columns) + "|"]
     lines += ["| " + " | ".join(cell(r, k, s) for _, k, s in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def onnxruntime_session_options():
+    """onnxruntime's options for a timing beside other candidates: torch's thread count, and no
+    spinning (by default its idle threads spin after each run, taking the cores from whatever
+    candidate is timed next)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options

@@ -32,7 +32,7 @@ import torch
 
 from ..engine import Engine
 from ..models import create, model_entry
-from .core import peak_extra_memory, summarize, sync, time_interleaved
+from .core import onnxruntime_session_options, peak_extra_memory, summarize, sync, time_interleaved
 
 
 def _input(model, h: int, w: int, device) -> torch.Tensor:
@@ -64,7 +64,7 @@ def onnxruntime_runner(model, device: torch.device) -> tuple[Callable, str] | No
     side = -(-max(32, io.min_size) // io.multiple) * io.multiple
     with tempfile.TemporaryDirectory(prefix="deblurfast-bench-") as folder:
         path = to_onnx(model, os.path.join(folder, f"{model.model_name}.onnx"), height=side, width=side)
-        session = ort.InferenceSession(path, providers=[provider])
+        session = ort.InferenceSession(path, onnxruntime_session_options(), providers=[provider])
 
     def run(x):
         (y,) = session.run(None, {"image": x.cpu().numpy()})

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from .. import ops
 from ..dispatch import BACKENDS, OPS
 from ..testing import check_close, max_abs_error
-from .core import peak_extra_memory, roofline_percent, summarize, sync, time_interleaved
+from .core import onnxruntime_session_options, peak_extra_memory, roofline_percent, summarize, sync, time_interleaved
 
 
 @dataclass
@@ -82,10 +82,7 @@ class OnnxruntimeDeformConv:
             output = helper.make_tensor_value_info("Y", elem, [n, weight.shape[0], ho, wo])
             model = helper.make_model(helper.make_graph([node], "deform_conv", inputs, [output]),
                                       opset_imports=[helper.make_opsetid("", 19)])
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = torch.get_num_threads()
-            options.inter_op_num_threads = 1
-            self.sessions[key] = onnxruntime.InferenceSession(model.SerializeToString(), options,
+            self.sessions[key] = onnxruntime.InferenceSession(model.SerializeToString(), onnxruntime_session_options(),
                                                               providers=["CPUExecutionProvider"])
         return self.sessions[key]
 

@@ -8,7 +8,7 @@ from .images import deblur, image_to_unit, unit_to_image
 from .tiling import FADE, TilePlan, TilingWarning, plan_tiles, run_tiled
 
 __all__ = [
-    "FADE", "CpuPath", "Engine", "Float32Island", "TilePlan", "TilingWarning", "accelerable_layers", "accelerate", "check_frame",
-    "deaccelerate", "deblur", "image_to_unit", "indexed_device", "plan_tiles", "run_tiled", "to_low_precision",
-    "unit_to_image",
+    "FADE", "CpuPath", "Engine", "Float32Island", "TilePlan", "TilingWarning", "accelerable_layers", "accelerate",
+    "check_frame", "deaccelerate", "deblur", "image_to_unit", "indexed_device", "plan_tiles", "run_tiled",
+    "to_low_precision", "unit_to_image",
 ]
