@@ -326,10 +326,17 @@ def test_triton_multi_block_paths(g):
     assert_grads_close(got, want, torch.float32)
 
 
-def test_cpu_multi_tile_paths():
+@pytest.mark.parametrize("g", [dict(PLAIN, n=2, cin=256, cout=32, h=60, w=59, groups=2, G=2),
+                               # without weight groups the C++ kernels go by blocks of channels, which end at
+                               # offset-group borders: here two blocks, several pixel tiles each
+                               dict(PLAIN, n=2, cin=256, cout=32, h=60, w=59, G=2),
+                               # 24 float64 planes of 256x512 are more than one 16 MB block: blocks of 16 and
+                               # 8 channels in one offset group, whose offset and mask gradients add up
+                               dict(PLAIN, n=1, cin=24, cout=3, h=256, w=512, stride=(2, 2))],
+                         ids=["weight_groups", "offset_groups", "channel_blocks"])
+def test_cpu_multi_tile_paths(g):
     """Big enough for several forward and backward tiles (ragged last tile, grad_weight summed over tiles)."""
     require_backend(OP, "cpu", "cpu", torch.float64)
-    g = dict(PLAIN, n=2, cin=256, cout=32, h=60, w=59, groups=2, G=2)
     tensors = deform_inputs(g)
     out, got = with_grads("cpu", tensors, g)
     want_out, want = with_grads("reference", tensors, g)

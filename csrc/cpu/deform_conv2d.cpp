@@ -7,15 +7,17 @@
 // with the weight gives the outputs. Extra memory is a few tile buffers,
 // bounded by kTileBudgetBytes whatever the image size.
 //
-// Forward: tiles in parallel, each thread with its own buffers. Without weight
-// groups the forward goes by blocks of input channels copied channels_last (at
-// most kBlockBytes), so each sample's 4 corners are contiguous channel runs
-// blended with vector FMAs (AVX2 where the CPU has it), and each tile's GEMM
-// accumulates into the output in place. Backward:
-// tiles in sequence, parallel inside a tile — grad_input is scattered one
-// input channel per task, grad_offset/grad_mask reduced one (group, tap) per
-// task, grad_weight accumulated tile after tile — so the result does not
-// depend on the thread count and no atomics are needed.
+// Without weight groups both directions go by blocks of input channels copied
+// channels_last (at most kBlockBytes), so each sample's 4 corners are
+// contiguous channel runs, blended, dotted and added to with vector FMAs (AVX2
+// where the CPU has it). Forward: tiles in parallel, each thread with its own
+// buffers, each tile's GEMM accumulated into the output in place. Backward:
+// tiles in sequence, parallel inside a tile (grad_input split by channels,
+// grad_offset/grad_mask by pixels, grad_weight accumulated tile after tile),
+// so the result does not depend on the thread count and no atomics are
+// needed. With weight groups the forward reads the planes directly and the
+// backward scatters grad_input one input channel per task.
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -31,6 +33,7 @@ namespace {
 
 constexpr int64_t kTileBudgetBytes = int64_t(48) << 20;  // backward: all threads' tile buffers together
 constexpr int64_t kForwardTileBytes = int64_t(1) << 20;  // forward: one thread's tile buffers
+constexpr int64_t kBlockedBackwardTileBytes = int64_t(4) << 20;  // channel-block backward: the tile all threads share
 
 // Where one (offset group, tap, pixel) samples: in-plane offsets of the 4
 // bilinear corners (-1: outside, reads 0), the fractional position and the mask.
@@ -227,58 +230,127 @@ void blend_corners(T* dst, const T* p0, int64_t W, const Corners<T>& r, int64_t 
   blend_corners_body(dst, p0, W, r, n);
 }
 
+// a[k] = g . corner_k for the inside corners k (0 outside), over n channels.
+template <typename T>
+inline void corner_dots_body(const T* __restrict__ g, const T* p0, int64_t W, int32_t inside, int64_t n, T* a) {
+  for (int k = 0; k < 4; ++k) {
+    T sum = 0;
+    if (inside & (1 << k)) {
+      const T* __restrict__ src = p0 + ((k / 2) * W + k % 2) * n;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t i = 0; i < n; ++i) sum += g[i] * src[i];
+    }
+    a[k] = sum;
+  }
+}
+
+template <typename T>
+DEBLURFAST_AVX2 void corner_dots_avx2(const T* g, const T* p0, int64_t W, int32_t inside, int64_t n, T* a) {
+  corner_dots_body(g, p0, W, inside, n, a);
+}
+
+// corner_k[i] += w[k] * src[i] for the inside corners k, i < len; the corners are `stride` channels apart.
+template <typename T>
+inline void add_to_corners_body(T* p0, int64_t W, const Corners<T>& r, int64_t stride, const T* __restrict__ src,
+                                int64_t len) {
+  for (int k = 0; k < 4; ++k) {
+    if (!(r.inside & (1 << k))) continue;
+    T* __restrict__ dst = p0 + ((k / 2) * W + k % 2) * stride;
+    const T w = r.w[k];
+    for (int64_t i = 0; i < len; ++i) dst[i] += w * src[i];
+  }
+}
+
+template <typename T>
+DEBLURFAST_AVX2 void add_to_corners_avx2(T* p0, int64_t W, const Corners<T>& r, int64_t stride, const T* src,
+                                         int64_t len) {
+  add_to_corners_body(p0, W, r, stride, src, len);
+}
+
+// Channels in a block: its channels_last copy fits kBlockBytes, at least 8, within one offset group.
+int64_t block_channels(const DeformConv2dShape& s, int64_t elem_bytes) {
+  const int64_t HW = s.H * s.W, Cg = s.cin_per_offset_group();
+  return std::min(Cg, std::max<int64_t>(8, kBlockBytes / std::max<int64_t>(1, HW * elem_bytes)));
+}
+
+// The blocks' channel ranges: [c0, c1) of at most `CB` channels, ending early at an offset-group border.
+template <typename F>
+void for_each_block(const DeformConv2dShape& s, int64_t CB, F&& body) {
+  const int64_t Cg = s.cin_per_offset_group();
+  for (int64_t c0 = 0, c1 = 0; c0 < s.Cin; c0 = c1) {
+    c1 = std::min(c0 + CB, (c0 / Cg + 1) * Cg);
+    body(c0, c1);
+  }
+}
+
+// copy(pixel, c) over a block's HW pixels and nb channels, by runs of 64 pixels: the channel planes
+// are read or written in contiguous runs, the channels_last block in rows of nb.
+template <typename F>
+void by_pixel_runs(int64_t HW, int64_t nb, const F& copy) {
+  at::parallel_for(0, HW, 4096, [&](int64_t b, int64_t e) {
+    for (int64_t q0 = b; q0 < e; q0 += 64)
+      for (int64_t c = 0; c < nb; ++c)
+        for (int64_t q = q0; q < std::min(q0 + 64, e); ++q) copy(q, c);
+  });
+}
+
+// wb[o][t][c] = weight[o][c0 + c][t], the order of a block's column.
+template <typename T>
+void block_weight(const T* weight, const DeformConv2dShape& s, int64_t c0, int64_t nb, T* wb) {
+  const int64_t K = s.taps();
+  for (int64_t o = 0; o < s.Cout; ++o)
+    for (int64_t t = 0; t < K; ++t)
+      for (int64_t c = 0; c < nb; ++c) wb[(o * K + t) * nb + c] = weight[(o * s.Cin + c0 + c) * K + t];
+}
+
+// The columns of one output pixel, cols[t][c] for the block's nb channels, from its taps' corners.
+template <typename T>
+void pixel_columns(const T* xb, int64_t W, const Corners<T>* geo, int64_t K, int64_t nb, bool avx2, T* cols) {
+  for (int64_t t = 0; t < K; ++t) {
+    const T* corner0 = xb + geo[t].base * nb;
+    if (avx2)
+      blend_corners_avx2(cols + t * nb, corner0, W, geo[t], nb);
+    else
+      blend_corners(cols + t * nb, corner0, W, geo[t], nb);
+  }
+}
+
 template <typename T>
 void forward_kernel_blocked(const T* x, const T* offset, const T* mask, const T* weight, const T* bias, T* out,
                             const DeformConv2dShape& s, const at::TensorOptions& opt) {
-  const int64_t K = s.taps(), HoWo = s.out_pixels(), HW = s.H * s.W, Cg = s.cin_per_offset_group();
-  const int64_t CB = std::max<int64_t>(8, std::min(Cg, kBlockBytes / std::max<int64_t>(1, HW * int64_t(sizeof(T)))));
-  const int64_t P = std::max<int64_t>(
-      1, std::min(HoWo, kForwardTileBytes / int64_t(sizeof(T) * K * std::min(CB, Cg) + sizeof(Corners<T>) * K)));
+  const int64_t K = s.taps(), HoWo = s.out_pixels(), HW = s.H * s.W, CB = block_channels(s, sizeof(T));
+  const int64_t P =
+      std::max<int64_t>(1, std::min(HoWo, kForwardTileBytes / int64_t(sizeof(T) * K * CB + sizeof(Corners<T>) * K)));
   const int64_t tiles = (HoWo + P - 1) / P;
   const bool avx2 = has_avx2();
   const Geometry<T> geometry{s, offset, mask};
-  std::vector<T> xb(HW * std::min(CB, Cg)), wb(s.Cout * K * std::min(CB, Cg));
+  std::vector<T> xb(HW * CB), wb(s.Cout * K * CB);
   for (int64_t n = 0; n < s.N; ++n) {
     T* on = out + n * s.Cout * HoWo;
     at::parallel_for(0, s.Cout, 1, [&](int64_t b, int64_t e) {
       for (int64_t o = b; o < e; ++o) std::fill(on + o * HoWo, on + (o + 1) * HoWo, bias ? bias[o] : T(0));
     });
-    for (int64_t c0 = 0, c1 = 0; c0 < s.Cin; c0 = c1) {  // a block ends early at an offset-group border
-      const int64_t g = c0 / Cg;
-      c1 = std::min(c0 + CB, (g + 1) * Cg);
-      const int64_t nb = c1 - c0;
-      const T* xn = x + n * s.Cin * HW;
-      at::parallel_for(0, HW, 4096, [&](int64_t b, int64_t e) {  // xb[pixel][c]: the block, channels_last
-        for (int64_t q0 = b; q0 < e; q0 += 64)  // by runs of 64 pixels: contiguous reads per channel
-          for (int64_t c = 0; c < nb; ++c)
-            for (int64_t q = q0; q < std::min(q0 + 64, e); ++q) xb[q * nb + c] = xn[(c0 + c) * HW + q];
-      });
-      for (int64_t o = 0; o < s.Cout; ++o)  // wb[o][t][c], the order of a column
-        for (int64_t t = 0; t < K; ++t)
-          for (int64_t c = 0; c < nb; ++c) wb[(o * K + t) * nb + c] = weight[(o * s.Cin + c0 + c) * K + t];
+    for_each_block(s, CB, [&](int64_t c0, int64_t c1) {
+      const int64_t g = c0 / s.cin_per_offset_group(), nb = c1 - c0;
+      const T* planes = x + (n * s.Cin + c0) * HW;  // xb[pixel][c]: the block channels_last
+      by_pixel_runs(HW, nb, [&](int64_t q, int64_t c) { xb[q * nb + c] = planes[c * HW + q]; });
+      block_weight(weight, s, c0, nb, wb.data());
       const at::Tensor w = wrap(wb.data(), {s.Cout, K * nb}, {K * nb, 1}, opt);
       at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
-        std::vector<T> cols(P * K * nb);
+        std::vector<T> cols(P * K * nb);  // cols[q][t][c]
         std::vector<Corners<T>> geo(K);
         for (int64_t tile = begin; tile < end; ++tile) {
           const int64_t p0 = tile * P, Pt = std::min(P, HoWo - p0);
           for (int64_t q = 0; q < Pt; ++q) {
             for (int64_t t = 0; t < K; ++t) geo[t] = corners_of(geometry(n, g, t, p0 + q), s.W);
-            for (int64_t t = 0; t < K; ++t) {
-              T* dst = cols.data() + (q * K + t) * nb;
-              const T* corner0 = xb.data() + geo[t].base * nb;
-              if (avx2)
-                blend_corners_avx2(dst, corner0, s.W, geo[t], nb);
-              else
-                blend_corners(dst, corner0, s.W, geo[t], nb);
-            }
+            pixel_columns(xb.data(), s.W, geo.data(), K, nb, avx2, cols.data() + q * K * nb);
           }
           // out[:, p0:p0+Pt] += w @ cols^T, written in place (the tiles' pixels are disjoint)
           at::Tensor o = wrap(on + p0, {s.Cout, Pt}, {HoWo, 1}, opt);
           o.addmm_(w, wrap(cols.data(), {K * nb, Pt}, {1, K * nb}, opt));
         }
       });
-    }
+    });
   }
 }
 
@@ -316,9 +388,104 @@ void forward_kernel(const T* x, const T* offset, const T* mask, const T* weight,
   });
 }
 
+// Backward without weight groups, by the forward's channel blocks; blocks outer and images inner, so a
+// block's grad_weight is summed over every image before it is written. For a tile of output pixels:
+// cols (the forward's columns) and gcols = grad_out^T @ weight, both [pixel][tap][channel]; the block's
+// grad_weight += grad_out @ cols; grad_offset and grad_mask from the dots of each (pixel, tap)'s gcols
+// run with its 4 corners' channel runs, added over the blocks (pixels in parallel: disjoint outputs);
+// grad_input by adding each gcols run into its corners of a channels_last buffer, the threads split by
+// channels, so every element has one writer and the same order of additions whatever the thread count.
+template <typename T>
+void backward_kernel_blocked(const T* grad_out, const T* x, const T* offset, const T* mask, const T* weight,
+                             const DeformConv2dShape& s, const at::TensorOptions& opt, T* gx, T* goff, T* gw,
+                             T* gmask) {
+  const int64_t K = s.taps(), HoWo = s.out_pixels(), HW = s.H * s.W, CB = block_channels(s, sizeof(T));
+  const bool need_cols = gw != nullptr, need_gcols = gx || goff || gmask;
+  const int64_t bytes_per_pixel = int64_t(sizeof(T)) * K * CB * (int64_t(need_cols) + int64_t(need_gcols)) +
+                                  int64_t(sizeof(Sample<T>) + sizeof(Corners<T>)) * K;
+  const int64_t P = std::max<int64_t>(1, std::min(HoWo, kBlockedBackwardTileBytes / bytes_per_pixel));
+  const bool avx2 = has_avx2();
+  const Geometry<T> geometry{s, offset, mask};
+  std::vector<T> xb(HW * CB), gxb(gx ? HW * CB : 0), wb(s.Cout * K * CB), gwb(gw ? s.Cout * K * CB : 0);
+  std::vector<T> cols(need_cols ? P * K * CB : 0), gcols(need_gcols ? P * K * CB : 0);
+  std::vector<Sample<T>> smp(P * K);
+  std::vector<Corners<T>> geo(P * K);
+  for_each_block(s, CB, [&](int64_t c0, int64_t c1) {
+    const int64_t g = c0 / s.cin_per_offset_group(), nb = c1 - c0;
+    block_weight(weight, s, c0, nb, wb.data());
+    const at::Tensor w = wrap(wb.data(), {s.Cout, K * nb}, {K * nb, 1}, opt);
+    std::fill(gwb.begin(), gwb.end(), T(0));
+    for (int64_t n = 0; n < s.N; ++n) {
+      const T* planes = x + (n * s.Cin + c0) * HW;
+      by_pixel_runs(HW, nb, [&](int64_t q, int64_t c) { xb[q * nb + c] = planes[c * HW + q]; });
+      std::fill(gxb.begin(), gxb.end(), T(0));
+      for (int64_t p0 = 0; p0 < HoWo; p0 += P) {
+        const int64_t Pt = std::min(P, HoWo - p0);
+        at::parallel_for(0, Pt, 16, [&](int64_t b, int64_t e) {
+          for (int64_t q = b; q < e; ++q) {
+            for (int64_t t = 0; t < K; ++t) {
+              smp[q * K + t] = geometry(n, g, t, p0 + q);
+              geo[q * K + t] = corners_of(smp[q * K + t], s.W);
+            }
+            if (need_cols) pixel_columns(xb.data(), s.W, geo.data() + q * K, K, nb, avx2, cols.data() + q * K * nb);
+          }
+        });
+        const at::Tensor go = wrap(grad_out + n * s.Cout * HoWo + p0, {s.Cout, Pt}, {HoWo, 1}, opt);  // [Cout, Pt]
+        if (need_cols)
+          wrap(gwb.data(), {s.Cout, K * nb}, {K * nb, 1}, opt).addmm_(go, wrap(cols.data(), {Pt, K * nb}, {K * nb, 1}, opt));
+        if (!need_gcols) continue;
+        at::Tensor gc = wrap(gcols.data(), {Pt, K * nb}, {K * nb, 1}, opt);
+        at::mm_out(gc, go.t(), w);
+        if (goff || gmask) {
+          at::parallel_for(0, Pt, 16, [&](int64_t b, int64_t e) {
+            for (int64_t qt = b * K; qt < e * K; ++qt) {
+              const Sample<T>& sm = smp[qt];
+              const Corners<T>& r = geo[qt];
+              T a[4], wt[4];  // a[k]: gcols . corner k's channels
+              if (avx2)
+                corner_dots_avx2(gcols.data() + qt * nb, xb.data() + r.base * nb, s.W, r.inside, nb, a);
+              else
+                corner_dots_body(gcols.data() + qt * nb, xb.data() + r.base * nb, s.W, r.inside, nb, a);
+              corner_weights(sm, wt);
+              const int64_t t = qt % K, i = ((n * s.offset_groups + g) * K + t) * HoWo + p0 + qt / K;
+              if (gmask) gmask[i] += wt[0] * a[0] + wt[1] * a[1] + wt[2] * a[2] + wt[3] * a[3];
+              if (goff) {
+                T* o = goff + i + ((n * s.offset_groups + g) * K + t) * HoWo;  // rows 2(gK+t) (dy) and 2(gK+t)+1 (dx)
+                o[0] += sm.m * ((1 - sm.lx) * (a[2] - a[0]) + sm.lx * (a[3] - a[1]));
+                o[HoWo] += sm.m * ((1 - sm.ly) * (a[1] - a[0]) + sm.ly * (a[3] - a[2]));
+              }
+            }
+          });
+        }
+        if (gx) {
+          at::parallel_for(0, nb, 8, [&](int64_t b, int64_t e) {
+            for (int64_t qt = 0; qt < Pt * K; ++qt) {
+              const Corners<T>& r = geo[qt];
+              if (!r.inside) continue;
+              if (avx2)
+                add_to_corners_avx2(gxb.data() + r.base * nb + b, s.W, r, nb, gcols.data() + qt * nb + b, e - b);
+              else
+                add_to_corners_body(gxb.data() + r.base * nb + b, s.W, r, nb, gcols.data() + qt * nb + b, e - b);
+            }
+          });
+        }
+      }
+      if (gx) {  // gx arrives zeroed and each (image, channel) plane belongs to one block
+        T* gplanes = gx + (n * s.Cin + c0) * HW;
+        by_pixel_runs(HW, nb, [&](int64_t q, int64_t c) { gplanes[c * HW + q] = gxb[q * nb + c]; });
+      }
+    }
+    if (gw)
+      for (int64_t o = 0; o < s.Cout; ++o)
+        for (int64_t t = 0; t < K; ++t)
+          for (int64_t c = 0; c < nb; ++c) gw[(o * s.Cin + c0 + c) * K + t] = gwb[(o * K + t) * nb + c];
+  });
+}
+
 template <typename T>
 void backward_kernel(const T* grad_out, const T* x, const T* offset, const T* mask, const T* weight,
                      const DeformConv2dShape& s, const at::TensorOptions& opt, T* gx, T* goff, T* gw, T* gmask) {
+  if (s.groups == 1) return backward_kernel_blocked(grad_out, x, offset, mask, weight, s, opt, gx, goff, gw, gmask);
   const int64_t K = s.taps(), HoWo = s.out_pixels(), CinK = s.Cin * K, HW = s.H * s.W;
   const int64_t Cg_out = s.cout_per_group(), CgK = s.cin_per_group() * K, Cg = s.cin_per_offset_group();
   const bool need_cols = gw != nullptr, need_gcols = gx || goff || gmask;
