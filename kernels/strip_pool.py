@@ -47,6 +47,9 @@ MODE_INDEX = 1  # bins given by an index map; sums
 
 # Tile limits (tests lower them to reach multi-tile code paths on tiny inputs).
 _MAX_BLOCK_W = 128
+# 8 warps for strip_reduce and strip_spread, and strip_reduce's tiles half as wide: on 4 warps their
+# [32, 128] float32 tiles spilled up to 832 B a thread on sm_90 (the bin products run on FMAs).
+_STRIP_WARPS = 8
 _PROGRAMS_PER_SM = 4
 
 
@@ -391,7 +394,7 @@ def reduce(x, v_out, h_out, KV, KH, sizes=None, idx_w=None, idx_h=None):
         return
     mode = MODE_ADAPTIVE if sizes is not None else MODE_INDEX
     KVP, KHP = _pad(KV), _pad(KH)
-    BLOCK_W = _block(W, _MAX_BLOCK_W)
+    BLOCK_W = _block(W, _MAX_BLOCK_W // 2)
     BLOCK_H = _block(H, 32)
     n_tiles = triton.cdiv(W, BLOCK_W)
     # Enough programs for the GPU, each range of tiles as long as possible (fewer partials).
@@ -406,7 +409,7 @@ def reduce(x, v_out, h_out, KV, KH, sizes=None, idx_w=None, idx_h=None):
             x, ws, h_out, dummy if idx_w is None else idx_w, dummy if idx_h is None else idx_h,
             H, W, KV, KH, n_tiles, tiles_per_range, ranges, h_out.stride(0), *_sizes_args(sizes or ()),
             MODE=mode, DOT=tl_dot(x.dtype), ACC=tl_acc(x.dtype), KVP=KVP, KHP=KHP, BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
-            num_warps=4,
+            num_warps=_STRIP_WARPS,
         )
         FINISH_H = _block(H, 64)
         strip_reduce_finish_kernel[(P * triton.cdiv(H, FINISH_H),)](
@@ -430,7 +433,7 @@ def spread(v, h, out, KV, KH, sizes=None, idx_w=None, idx_h=None):
             v, h, out, dummy if idx_w is None else idx_w, dummy if idx_h is None else idx_h,
             H, W, KV, KH, v.stride(0), h.stride(0), *_sizes_args(sizes or ()),
             MODE=mode, ACC=tl_acc(out.dtype), KVP=_pad(KV), KHP=_pad(KH), BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
-            num_warps=4,
+            num_warps=_STRIP_WARPS,
         )
 
 
@@ -500,8 +503,20 @@ def _mask_config(F: int, C: int, dtype: torch.dtype) -> dict:
     FP = _pad(F)
     budget = 4096 if dtype == torch.float64 else 8192
     BLOCK_W = 64 if FP <= budget // 128 else 32
-    BLOCK_C = max(16, min(64, triton.next_power_of_2(max(C, 1)), budget // FP))
-    return {"FP": FP, "BLOCK_C": BLOCK_C, "BLOCK_W": BLOCK_W, "num_warps": 4 if FP * BLOCK_W <= 4096 else 8}
+    # half the budget for the weight tile and 8 warps: 4 warps at F = 64 and [32, 256] weight tiles at
+    # F = 192 spilled 8-48 B a thread on sm_90 in float32
+    BLOCK_C = max(16, min(64, triton.next_power_of_2(max(C, 1)), budget // (2 * FP)))
+    return {"FP": FP, "BLOCK_C": BLOCK_C, "BLOCK_W": BLOCK_W, "num_warps": 8}
+
+
+def _mask_bwd_config(F: int) -> dict:
+    """The backward keeps two more [FP, BLOCK_W] tiles (the pre-activation and grad_z's accumulator)
+    across its channel loop and runs a second product: with the forward's tiles it spilled up to 9.9 KB
+    a thread on sm_90 (float32, whose products run on FMAs). [FP, BLOCK_W] of at most 4096 elements,
+    16 channels a step and 8 warps keep float32/16 at F = 64 and F = 192 in registers (float64 at F = 64
+    keeps 8 B on the stack; at 2048 elements another of its configurations spilled more)."""
+    FP = _pad(F)
+    return {"FP": FP, "BLOCK_C": 16, "BLOCK_W": max(16, min(64, 4096 // FP)), "num_warps": 8}
 
 
 def _mask_args(x, rows, cols, col_index, row_index, weight, bias):
@@ -551,7 +566,7 @@ def mask_backward(grad_out, x, rows, col_index, cols, row_index, weight, bias, o
     z = x.new_empty((N, F, H, W)) if need_w else empty()
     grad_z = torch.empty((N, F, H, W), dtype=acc, device=x.device) if need_z else empty()
     if N * H * W > 0:
-        cfg = _mask_config(F, C, x.dtype)
+        cfg = _mask_bwd_config(F)
         grid = (N * H * triton.cdiv(W, cfg["BLOCK_W"]),)
         with on_device(x):
             blur_aware_mask_bwd_kernel[grid](

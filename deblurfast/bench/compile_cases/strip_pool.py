@@ -24,9 +24,10 @@ def cases():
         base = {"MODE": mode, "ACC": tl_acc(dtype), "KVP": 16, "KHP": 16, "BLOCK_H": 32, "BLOCK_W": sp._MAX_BLOCK_W}
         tag = f"{name}-mode{mode}"
         yield (f"strip_reduce-{tag}", sp.strip_reduce_kernel,
-               {"x": p, "ws": acc, "h_out": p, "idx_w": "*i32", "idx_h": "*i32"}, {**base, "DOT": tl_dot(dtype)})
+               {"x": p, "ws": acc, "h_out": p, "idx_w": "*i32", "idx_h": "*i32"},
+               {**base, "DOT": tl_dot(dtype), "BLOCK_W": sp._MAX_BLOCK_W // 2, "num_warps": sp._STRIP_WARPS})
         yield (f"strip_spread-{tag}", sp.strip_spread_kernel,
-               {"v": p, "h": p, "out": p, "idx_w": "*i32", "idx_h": "*i32"}, base)
+               {"v": p, "h": p, "out": p, "idx_w": "*i32", "idx_h": "*i32"}, {**base, "num_warps": sp._STRIP_WARPS})
         if mode == sp.MODE_ADAPTIVE:
             yield (f"strip_reduce_finish-{name}", sp.strip_reduce_finish_kernel, {"ws": acc, "v_out": p},
                    {"ACC": tl_acc(dtype), "KVP": 16, "BLOCK_H": 64})
@@ -44,4 +45,5 @@ def cases():
         for need in ((True, True, True, True), (True, False, False, False), (False, False, False, True)):
             flags = dict(zip(("NEED_X", "NEED_U", "NEED_ZW", "NEED_Z"), need))
             yield (f"blur_aware_mask_bwd-{name}-F{F}-need{''.join(str(int(n)) for n in need)}",
-                   sp.blur_aware_mask_bwd_kernel, {**tensors, **outs}, {**base, "HAS_BIAS": True, **flags})
+                   sp.blur_aware_mask_bwd_kernel, {**tensors, **outs},
+                   {**base, **sp._mask_bwd_config(F), "HAS_BIAS": True, **flags})
