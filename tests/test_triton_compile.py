@@ -24,7 +24,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFORM_HOT_PATH = re.compile(r"^(dc_fwd|dc_bwd_data|dc_bwd_offmask|dc_bwd_weight)-(fp16|bf16|fp32)-k3x3-off1-mask1"
                              r"(-fixed0)?(-cl)?$")
 # kernels whose every configuration fits in registers on sm_90 (their tiles were chosen for it)
-SPILL_FREE = re.compile(r"^(df_fwd-.*|(strip_reduce|strip_spread|blur_aware_mask_fwd|blur_aware_mask_bwd)-(fp16|bf16|fp32)-.*)$")
+SPILL_FREE = re.compile(r"^(df_fwd-.*|(strip_reduce|strip_spread|blur_aware_mask_fwd|blur_aware_mask_bwd)"
+                        r"-(fp16|bf16|fp32)-.*)$")
 
 
 @pytest.mark.parametrize("arch", [80, 90], ids=lambda a: f"sm_{a}")

@@ -1,5 +1,6 @@
 import itertools
 
+import torch
 import triton.language as tl
 
 from deblurfast.kernels import dynamic_filter2d as df
@@ -8,6 +9,7 @@ from deblurfast.kernels.padding import num_preimages
 KERNELS = [df.dynamic_filter2d_fwd_kernel, df.dynamic_filter2d_bwd_kernel_kernel, df.dynamic_filter2d_bwd_input_kernel]
 
 PTR = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16", "fp64": "*fp64"}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}
 ACC = {"fp32": tl.float32, "fp16": tl.float32, "bf16": tl.float32, "fp64": tl.float64}
 
 
@@ -22,7 +24,8 @@ def cases():
         fwd = {k: v for k, v in base.items() if k not in cfg}
         for cl in (False, True) if dtype == "fp16" else (False,):
             yield (f"df_fwd-{name}" + ("-cl" if cl else ""), df.dynamic_filter2d_fwd_kernel,
-                   {"x": p, "k": p, "out": p}, {**fwd, **df._fwd_config(64, 1280, cl), "SOFTMAX": softmax})
+                   {"x": p, "k": p, "out": p},
+                   {**fwd, **df._fwd_config(64, 1280, cl, ks, DTYPES[dtype]), "SOFTMAX": softmax})
         yield (f"df_bwd_kernel-{name}", df.dynamic_filter2d_bwd_kernel_kernel,
                {"go": p, "x": p, "k": p, "grad_k": p, "probs": acc},
                {**base, "SOFTMAX": softmax, "NEED_GRAD_K": True, "STORE_PROBS": softmax})
