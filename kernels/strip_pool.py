@@ -47,9 +47,7 @@ MODE_INDEX = 1  # bins given by an index map; sums
 
 # Tile limits (tests lower them to reach multi-tile code paths on tiny inputs).
 _MAX_BLOCK_W = 128
-# 8 warps for strip_reduce and strip_spread, and strip_reduce's tiles half as wide: on 4 warps their
-# [32, 128] float32 tiles spilled up to 832 B a thread on sm_90 (the bin products run on FMAs).
-_STRIP_WARPS = 8
+_SPREAD_WARPS = 8  # 4 spilled 136-160 B a thread on sm_90 in every dtype
 _PROGRAMS_PER_SM = 4
 
 
@@ -385,6 +383,16 @@ def _sizes_args(sizes) -> list:
     return sizes + [0] * (STRIP_POOL_MAX_SIZES - len(sizes))
 
 
+def _reduce_tiles(W: int, dtype: torch.dtype) -> tuple[int, int]:
+    """(BLOCK_W, num_warps) of strip_reduce's [32, BLOCK_W] tiles. float32/float64 bin products run on
+    FMAs: [32, 128] tiles spilled up to 832 B (float32) and 5.6 KB (float64) a thread on sm_90 on 4 warps,
+    [32, 64] on 8 warps keep float32 in registers. The half types keep [32, 128] on 4 warps (56-224 B
+    spilled): narrower tiles on 8 warps fit, but the static estimate of their issue time is 4x."""
+    if dtype in (torch.float16, torch.bfloat16):
+        return _block(W, _MAX_BLOCK_W), 4
+    return _block(W, _MAX_BLOCK_W // 2), 8
+
+
 def reduce(x, v_out, h_out, KV, KH, sizes=None, idx_w=None, idx_h=None):
     """strip_reduce of x [P, H, W] (contiguous) into v_out (plane stride v_out.stride(0),
     rows of KV) and h_out (plane stride h_out.stride(0), KH rows of W): adaptive
@@ -394,7 +402,7 @@ def reduce(x, v_out, h_out, KV, KH, sizes=None, idx_w=None, idx_h=None):
         return
     mode = MODE_ADAPTIVE if sizes is not None else MODE_INDEX
     KVP, KHP = _pad(KV), _pad(KH)
-    BLOCK_W = _block(W, _MAX_BLOCK_W // 2)
+    BLOCK_W, warps = _reduce_tiles(W, x.dtype)
     BLOCK_H = _block(H, 32)
     n_tiles = triton.cdiv(W, BLOCK_W)
     # Enough programs for the GPU, each range of tiles as long as possible (fewer partials).
@@ -409,7 +417,7 @@ def reduce(x, v_out, h_out, KV, KH, sizes=None, idx_w=None, idx_h=None):
             x, ws, h_out, dummy if idx_w is None else idx_w, dummy if idx_h is None else idx_h,
             H, W, KV, KH, n_tiles, tiles_per_range, ranges, h_out.stride(0), *_sizes_args(sizes or ()),
             MODE=mode, DOT=tl_dot(x.dtype), ACC=tl_acc(x.dtype), KVP=KVP, KHP=KHP, BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
-            num_warps=_STRIP_WARPS,
+            num_warps=warps,
         )
         FINISH_H = _block(H, 64)
         strip_reduce_finish_kernel[(P * triton.cdiv(H, FINISH_H),)](
@@ -433,7 +441,7 @@ def spread(v, h, out, KV, KH, sizes=None, idx_w=None, idx_h=None):
             v, h, out, dummy if idx_w is None else idx_w, dummy if idx_h is None else idx_h,
             H, W, KV, KH, v.stride(0), h.stride(0), *_sizes_args(sizes or ()),
             MODE=mode, ACC=tl_acc(out.dtype), KVP=_pad(KV), KHP=_pad(KH), BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
-            num_warps=_STRIP_WARPS,
+            num_warps=_SPREAD_WARPS,
         )
 
 

@@ -25,9 +25,9 @@ def cases():
         tag = f"{name}-mode{mode}"
         yield (f"strip_reduce-{tag}", sp.strip_reduce_kernel,
                {"x": p, "ws": acc, "h_out": p, "idx_w": "*i32", "idx_h": "*i32"},
-               {**base, "DOT": tl_dot(dtype), "BLOCK_W": sp._MAX_BLOCK_W // 2, "num_warps": sp._STRIP_WARPS})
+               {**base, "DOT": tl_dot(dtype), **dict(zip(("BLOCK_W", "num_warps"), sp._reduce_tiles(1280, dtype)))})
         yield (f"strip_spread-{tag}", sp.strip_spread_kernel,
-               {"v": p, "h": p, "out": p, "idx_w": "*i32", "idx_h": "*i32"}, {**base, "num_warps": sp._STRIP_WARPS})
+               {"v": p, "h": p, "out": p, "idx_w": "*i32", "idx_h": "*i32"}, {**base, "num_warps": sp._SPREAD_WARPS})
         if mode == sp.MODE_ADAPTIVE:
             yield (f"strip_reduce_finish-{name}", sp.strip_reduce_finish_kernel, {"ws": acc, "v_out": p},
                    {"ACC": tl_acc(dtype), "KVP": 16, "BLOCK_H": 64})
