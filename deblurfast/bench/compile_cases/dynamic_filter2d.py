@@ -28,7 +28,8 @@ def cases():
                    {**fwd, **df._fwd_config(64, 1280, cl, ks, DTYPES[dtype]), "SOFTMAX": softmax})
         yield (f"df_bwd_kernel-{name}", df.dynamic_filter2d_bwd_kernel_kernel,
                {"go": p, "x": p, "k": p, "grad_k": p, "probs": acc},
-               {**base, "SOFTMAX": softmax, "NEED_GRAD_K": True, "STORE_PROBS": softmax})
+               {**base, "SOFTMAX": softmax, "NEED_GRAD_K": True, "STORE_PROBS": softmax,
+                "num_warps": df._GRAD_KERNEL_WARPS})
         yield (f"df_bwd_input-{name}", df.dynamic_filter2d_bwd_input_kernel,
                {"go": p, "taps": acc if softmax else p, "grad_x": p},
                {**base, "N_PRE": num_preimages(mode, pad)})
