@@ -105,15 +105,6 @@ int64_t tile_pixels(int64_t bytes_per_pixel, int64_t buffers, int64_t total) {
   return std::max<int64_t>(1, std::min(p, total));
 }
 
-// Samples of tile [p0, p0+P) of image n: geo[(g*K + t)*P + q].
-template <typename T>
-void tile_geometry(const Geometry<T>& geometry, int64_t n, int64_t p0, int64_t P, Sample<T>* geo) {
-  const DeformConv2dShape& s = geometry.s;
-  const int64_t K = s.taps();
-  for (int64_t gt = 0; gt < s.offset_groups * K; ++gt)
-    for (int64_t q = 0; q < P; ++q) geo[gt * P + q] = geometry(n, gt / K, gt % K, p0 + q);
-}
-
 // cols[(c*K + t)*P + q] = mask * sample of channel c for channels [c0, c1).
 template <typename T>
 void tile_columns(const DeformConv2dShape& s, const T* xn, const Sample<T>* geo, int64_t P, int64_t c0, int64_t c1,
