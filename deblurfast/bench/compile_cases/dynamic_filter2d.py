@@ -1,15 +1,13 @@
 import itertools
 
-import torch
 import triton.language as tl
 
+from deblurfast.bench.compile_cases import DTYPES, PTR
 from deblurfast.kernels import dynamic_filter2d as df
 from deblurfast.kernels.padding import num_preimages
 
 KERNELS = [df.dynamic_filter2d_fwd_kernel, df.dynamic_filter2d_bwd_kernel_kernel, df.dynamic_filter2d_bwd_input_kernel]
 
-PTR = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16", "fp64": "*fp64"}
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}
 ACC = {"fp32": tl.float32, "fp16": tl.float32, "bf16": tl.float32, "fp64": tl.float64}
 
 

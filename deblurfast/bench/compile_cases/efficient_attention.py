@@ -4,6 +4,7 @@ also at wide maps (C=256, C2=128: two channel blocks) and narrow ones (C2=4,
 padded to 16) in float16 and float32, and at the op sweep's C = C2 = 64 in float16."""
 import torch
 
+from deblurfast.bench.compile_cases import DTYPES
 from deblurfast.kernels import efficient_attention as ea
 
 KERNELS = [
@@ -16,7 +17,6 @@ KERNELS = [
     ea.efficient_attention_bwd_kv_kernel,
 ]
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}
 
 
 def cases():

@@ -1,7 +1,6 @@
 import itertools
 
-import torch
-
+from deblurfast.bench.compile_cases import DTYPES, PTR
 from deblurfast.kernels import strip_pool as sp
 from deblurfast.kernels._triton_common import tl_acc, tl_dot
 
@@ -13,8 +12,6 @@ KERNELS = [
     sp.blur_aware_mask_bwd_kernel,
 ]
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}
-PTR = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16", "fp64": "*fp64"}
 
 
 def cases():
