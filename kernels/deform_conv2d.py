@@ -400,6 +400,13 @@ def _config(cin_seg: int, cout_g: int, kernel: str = "fwd", dtype: torch.dtype =
     elif kernel in ("bwd_data", "bwd_offmask"):
         if fp32 and kernel == "bwd_data":
             cfg["BLOCK_C"] = 16
+            if fixed_point:  # the int64 atomics' registers: 104 B spilled a thread at 64 pixels and 3 stages
+                cfg.update(BLOCK_P=32, num_stages=2)
+        if cout_g > cfg["BLOCK_O"]:  # grad_out is reloaded per tap and block (SAPHNet's 128 channels spilled
+            if fp32:                  # 32-376 B a thread with these tiles)
+                cfg.update(BLOCK_O=32, num_stages=1)
+            elif kernel == "bwd_data":
+                cfg["BLOCK_C"] = 16
         if not fp32 and not fixed_point:  # the int64 atomics of deterministic mode would spill at 128
             cfg["maxnreg"] = 128
     elif kernel == "bwd_weight":

@@ -401,7 +401,8 @@ def config(C: int, C2: int, dtype: torch.dtype, device: torch.device) -> dict:
     tiny test shapes span several channel blocks, tiles and combine steps."""
     block_k = max(16, triton.next_power_of_2(C2))
     if device.type != "cuda":
-        return {"BLOCK_C": 16, "BLOCK_K": block_k, "BLOCK_L": 16, "COMBINE_C": 8, "BLOCK_S": 2, "num_warps": 4}
+        return {"BLOCK_C": 16, "BLOCK_K": block_k, "BLOCK_L": 16, "COMBINE_C": 8, "BLOCK_S": 2, "num_warps": 4,
+                "num_stages": 1}
     budget = 2048 if dtype == torch.float64 else 4096  # elements of the [BLOCK_C, BLOCK_K] accumulator
     block_c = max(16, min(triton.next_power_of_2(max(C, 1)), 128, budget // block_k))
     # float32's products run on FMAs (ieee), holding more in registers than the tensor cores' half types:
@@ -409,8 +410,11 @@ def config(C: int, C2: int, dtype: torch.dtype, device: torch.device) -> dict:
     # 32 on 8 warps up to 160 B (6); 32 positions of float32 are still one 128 B line a row.
     block_l = 64 if dtype in (torch.float16, torch.bfloat16) else 32
     warps = 8 if dtype == torch.float32 or block_c * block_k >= 4096 else 4
+    # float32 without software pipelining: the staged loads cost the FMA products' registers (at 3 stages
+    # 6 float32 configurations kept a stack frame on sm_90; at 1 stage the kv gradient's did, see tiles())
+    stages = 1 if dtype == torch.float32 else 3
     return {"BLOCK_C": block_c, "BLOCK_K": block_k, "BLOCK_L": block_l, "COMBINE_C": 4,
-            "BLOCK_S": max(1, min(32, 4096 // (4 * block_k))), "num_warps": warps}
+            "BLOCK_S": max(1, min(32, 4096 // (4 * block_k))), "num_warps": warps, "num_stages": stages}
 
 
 def _sms(device: torch.device) -> int:
@@ -428,8 +432,11 @@ def splits(L: int, block_l: int, programs: int, device: torch.device) -> tuple[i
     return triton.cdiv(tiles, tps), tps
 
 
-def _tiles(cfg: dict) -> dict:
-    return {k: cfg[k] for k in ("BLOCK_C", "BLOCK_K", "BLOCK_L", "num_warps")}
+def tiles(cfg: dict, kv_gradient: bool = False) -> dict:
+    """The launch's tile constexprs and options; the kv gradient keeps 3 stages (at 1, float32 with
+    C2 = 128 spilled 264 B a thread on sm_90, at 3 none)."""
+    return {**{k: cfg[k] for k in ("BLOCK_C", "BLOCK_K", "BLOCK_L", "num_warps", "num_stages")},
+            **({"num_stages": 3} if kv_gradient else {})}
 
 
 def _context(v, k, cfg, consts):
@@ -443,7 +450,7 @@ def _context(v, k, cfg, consts):
     part_ctx, part_m, part_l = new(N, S, C, C2), new(N, S, C2), new(N, S, C2)
     ctx, mx, den = new(N, C, C2), new(N, C2), new(N, C2)
     efficient_attention_ctx_partial_kernel[(N * n_cb * S,)](
-        v, k, part_ctx, part_m, part_l, C, C2, L, S, tps, *v.stride(), *k.stride(), **consts, **_tiles(cfg),
+        v, k, part_ctx, part_m, part_l, C, C2, L, S, tps, *v.stride(), *k.stride(), **consts, **tiles(cfg),
     )
     efficient_attention_ctx_combine_kernel[(N * triton.cdiv(C, cfg["COMBINE_C"]),)](
         part_ctx, part_m, part_l, ctx, mx, den, C, C2, S,
@@ -469,7 +476,7 @@ def forward(value, key, query, gate, memory_format=torch.contiguous_format):
         ctx, _, _ = _context(v, k, cfg, consts)
         efficient_attention_out_kernel[(N * triton.cdiv(Lout, cfg["BLOCK_L"]),)](
             q, ctx, gate.contiguous() if gate is not None else ctx, o, C, C2, Lout, *q.stride(), *o.stride(),
-            HAS_GATE=gate is not None, **consts, **_tiles(cfg),
+            HAS_GATE=gate is not None, **consts, **tiles(cfg),
         )
     return out
 
@@ -501,7 +508,7 @@ def backward(grad_out, value, key, query, gate, output_mask):
             part_a = new(N, S, C, C2)
             efficient_attention_bwd_ctx_partial_kernel[(N * n_cb * S,)](
                 go, q, ctx, gate_c, part_a, grad_q3, C, C2, Lout, S, tps, *go.stride(), *q.stride(),
-                HAS_GATE=has_gate, FUSE_GRAD_Q=fuse_q, **consts, **_tiles(cfg),
+                HAS_GATE=has_gate, FUSE_GRAD_Q=fuse_q, **consts, **tiles(cfg),
             )
             ncb_d = triton.cdiv(C, cfg["COMBINE_C"])
             dctx, part_d = new(N, C, C2), new(N, ncb_d, C2)
@@ -514,11 +521,11 @@ def backward(grad_out, value, key, query, gate, output_mask):
                 efficient_attention_bwd_kv_kernel[(N * triton.cdiv(Lin, cfg["BLOCK_L"]),)](
                     v, k, mx, dctx, part_d, grad_v if need_v else ctx, grad_k if need_k else ctx,
                     C, C2, Lin, ncb_d, *v.stride(), *k.stride(), NEED_V=need_v, NEED_K=need_k,
-                    BLOCK_S=cfg["BLOCK_S"], **consts, **_tiles(cfg),
+                    BLOCK_S=cfg["BLOCK_S"], **consts, **tiles(cfg, kv_gradient=True),
                 )
         if need_q and not fuse_q:
             efficient_attention_bwd_query_kernel[(N * triton.cdiv(Lout, cfg["BLOCK_L"]),)](
                 go, q, ctx, gate_c, grad_q3, C, C2, Lout, *go.stride(), *q.stride(),
-                HAS_GATE=has_gate, **consts, **_tiles(cfg),
+                HAS_GATE=has_gate, **consts, **tiles(cfg),
             )
     return grad_v, grad_k, grad_q, grad_g

@@ -87,18 +87,25 @@ def _bin_scale(lo, hi, ACC: tl.constexpr):
 
 
 @triton.jit
-def _bin_dot(b_data, b_bins, DATA_FIRST: tl.constexpr):
-    """b_data @ b_bins (DATA_FIRST) or b_bins @ b_data, where b_bins holds bin weights (finite,
-    >= 0; zero: not in the bin): a NaN or inf datum reaches only the bins it is in, where a
-    plain product would carry it into every bin as 0 * inf = NaN. The non-finite data are
-    taken out of the product and put back per bin by counting them (a rare branch)."""
+def _finite_part(b_data):
+    """b_data with its NaN and inf entries set to 0, and whether it had any: checked once per tile
+    and shared by every product of the tile (each check is a pass over the tile in registers)."""
     finite = tl.abs(b_data) < float("inf")  # False for NaN too
-    b_clean = tl.where(finite, b_data, 0.0).to(b_data.dtype)
+    return tl.where(finite, b_data, 0.0).to(b_data.dtype), tl.sum((finite == 0).to(tl.int32)) > 0
+
+
+@triton.jit
+def _bin_dot(b_clean, b_data, any_nonfinite, b_bins, DATA_FIRST: tl.constexpr):
+    """b_data @ b_bins (DATA_FIRST) or b_bins @ b_data, where b_bins holds bin weights (finite,
+    >= 0; zero: not in the bin), from (b_clean, any_nonfinite) = _finite_part(b_data): a NaN or inf
+    datum reaches only the bins it is in, where a plain product would carry it into every bin as
+    0 * inf = NaN. The non-finite data are taken out of the product and put back per bin by
+    counting them (a rare branch)."""
     if DATA_FIRST:
         b_out = tl.dot(b_clean, b_bins, input_precision="ieee")
     else:
         b_out = tl.dot(b_bins, b_clean, input_precision="ieee")
-    if tl.sum((finite == 0).to(tl.int32)) > 0:
+    if any_nonfinite:
         b_in = (b_bins != 0).to(b_bins.dtype)
         b_nan = (b_data != b_data).to(b_bins.dtype)
         b_pos = (b_data == float("inf")).to(b_bins.dtype)
@@ -158,20 +165,22 @@ def strip_reduce_kernel(
             b_iw = tl.load(idx_w + o_w, mask=m_w, other=-1)  # [BLOCK_W]
             m_wk = b_iw[:, None] == o_kv[None, :]  # [BLOCK_W, KVP]
         m_wk = m_wk.to(DOT)
-        b_h = tl.zeros([KHP, BLOCK_W], dtype=ACC)
+        # h transposed, x^T @ bins: the product bins @ x held ~130 more registers and spilled in the half types
+        b_ht = tl.zeros([BLOCK_W, KHP], dtype=ACC)
         for r0 in range(0, H, BLOCK_H):
             o_r = r0 + tl.arange(0, BLOCK_H)  # [BLOCK_H]
             m_r = o_r < H
             b_x = tl.load(p_x + o_r[:, None] * W + o_w[None, :], mask=m_r[:, None] & m_w[None, :], other=0.0)
             b_x = b_x.to(DOT)  # [BLOCK_H, BLOCK_W]
+            b_xc, x_nonfinite = _finite_part(b_x)
             if MODE == 0:
-                m_kr = (o_r[None, :] >= lo_h[:, None]) & (o_r[None, :] < hi_h[:, None])  # [KHP, BLOCK_H]
+                m_rk = (o_r[:, None] >= lo_h[None, :]) & (o_r[:, None] < hi_h[None, :])  # [BLOCK_H, KHP]
             else:
                 b_ih = tl.load(idx_h + o_r, mask=m_r, other=-1)  # [BLOCK_H]
-                m_kr = o_kh[:, None] == b_ih[None, :]  # [KHP, BLOCK_H]
-            b_h += _bin_dot(b_x, m_kr.to(DOT), False).to(ACC)
+                m_rk = b_ih[:, None] == o_kh[None, :]  # [BLOCK_H, KHP]
+            b_ht += _bin_dot(tl.trans(b_xc), tl.trans(b_x), x_nonfinite, m_rk.to(DOT), True).to(ACC)
 
-            b_v = _bin_dot(b_x, m_wk, True).to(ACC)  # [BLOCK_H, KVP]
+            b_v = _bin_dot(b_xc, b_x, x_nonfinite, m_wk, True).to(ACC)  # [BLOCK_H, KVP]
             if MODE == 0:
                 b_v = b_v * s_w[None, :]
             p_v = p_ws + o_r[:, None] * KVP + o_kv[None, :]
@@ -180,6 +189,7 @@ def strip_reduce_kernel(
             if t > t0:
                 b_v += tl.load(p_v, mask=m_v, other=0.0)
             tl.store(p_v, b_v, mask=m_v)
+        b_h = tl.trans(b_ht)  # [KHP, BLOCK_W]
         if MODE == 0:
             b_h = b_h * s_h[:, None]
         p_ho = p_h + o_kh[:, None] * W + o_w[None, :]
@@ -235,14 +245,18 @@ def strip_spread_kernel(
         m_kw = (o_w[None, :] >= lo_w[:, None]) & (o_w[None, :] < hi_w[:, None])  # [KVP, BLOCK_W]
         b_kw = m_kw.to(ACC) * _bin_scale(lo_w, hi_w, ACC)[:, None]
         b_v = tl.load(p_v + o_r[:, None] * KV + o_kv[None, :], mask=m_r[:, None] & (o_kv < KV)[None, :], other=0.0)
-        b_o = _bin_dot(b_v.to(ACC), b_kw, True)  # [BLOCK_H, BLOCK_W]
+        b_v = b_v.to(ACC)
+        b_vc, v_nonfinite = _finite_part(b_v)
+        b_o = _bin_dot(b_vc, b_v, v_nonfinite, b_kw, True)  # [BLOCK_H, BLOCK_W]
 
         o_kh = tl.arange(0, KHP)
         lo_h, hi_h = _adaptive_bins(o_kh, H, S0, S1, S2, S3, S4, S5, S6, S7)
         m_rk = (o_r[:, None] >= lo_h[None, :]) & (o_r[:, None] < hi_h[None, :])  # [BLOCK_H, KHP]
         b_rk = m_rk.to(ACC) * _bin_scale(lo_h, hi_h, ACC)[None, :]
         b_h = tl.load(p_h + o_kh[:, None] * W + o_w[None, :], mask=(o_kh < KH)[:, None] & m_w[None, :], other=0.0)
-        b_o += _bin_dot(b_h.to(ACC), b_rk, False)
+        b_h = b_h.to(ACC)
+        b_hc, h_nonfinite = _finite_part(b_h)
+        b_o += _bin_dot(b_hc, b_h, h_nonfinite, b_rk, False)
     else:
         # nearest expansion: one source per pixel and axis; indices are clamped so no read leaves the maps
         b_iw = tl.minimum(tl.maximum(tl.load(idx_w + o_w, mask=m_w, other=0), 0), KV - 1)  # [BLOCK_W]
@@ -384,10 +398,10 @@ def _sizes_args(sizes) -> list:
 
 
 def _reduce_tiles(W: int, dtype: torch.dtype) -> tuple[int, int]:
-    """(BLOCK_W, num_warps) of strip_reduce's [32, BLOCK_W] tiles. float32/float64 bin products run on
-    FMAs: [32, 128] tiles spilled up to 832 B (float32) and 5.6 KB (float64) a thread on sm_90 on 4 warps,
-    [32, 64] on 8 warps keep float32 in registers. The half types keep [32, 128] on 4 warps (56-224 B
-    spilled): narrower tiles on 8 warps fit, but the static estimate of their issue time is 4x."""
+    """(BLOCK_W, num_warps) of strip_reduce's [32, BLOCK_W] tiles, none with a stack frame on sm_90.
+    float32/float64 bin products run on FMAs: [32, 128] tiles spilled 104-1072 B a thread, [32, 64] on 8
+    warps fit. The half types run on tensor cores with [32, 128] on 4 warps: narrower tiles' static issue
+    estimate is 4x."""
     if dtype in (torch.float16, torch.bfloat16):
         return _block(W, _MAX_BLOCK_W), 4
     return _block(W, _MAX_BLOCK_W // 2), 8

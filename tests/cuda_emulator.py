@@ -55,6 +55,7 @@ def library():
     lib = ctypes.CDLL(path)
     i64, i32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
     geometry = [i64] * 7 + [i32, i32]  # N C H W groups k dilation, mode softmax
+    lib.emulate_divmod.argtypes = [i64, ptr, ptr, i64]
     lib.emulate_dynamic_filter2d_forward.argtypes = [i32, ptr, ptr, ptr] + geometry + [i64]
     lib.emulate_dynamic_filter2d_workspace.argtypes = [i32] + geometry + [i32]
     lib.emulate_dynamic_filter2d_workspace.restype = i64
@@ -74,6 +75,13 @@ def _nan_like(t, dtype=None):
 def _geometry(x, kernel, k, dilation, mode, softmax):
     N, C, H, W = x.shape
     return [N, C, H, W, kernel.shape[1] // (k * k), k, dilation, MODES[mode], int(softmax)]
+
+
+def divmod_quotients(divisor, dividends):
+    """DivMod(divisor).div of each of dividends (an int64 tensor): the kernels' index division."""
+    out = torch.empty_like(dividends)
+    library().emulate_divmod(divisor, _ptr(dividends), _ptr(out), dividends.numel())
+    return out
 
 
 def dynamic_filter2d_forward(x, kernel, k, dilation, mode, softmax, min_items=1):

@@ -53,6 +53,20 @@ def test_float64_against_oracle_and_reference(mode, softmax, k, d, groups, shape
     assert torch.equal(gx_only, gx) and torch.equal(gk_only, gk)
 
 
+@pytest.mark.parametrize("divisor", [1, 2, 3, 7, 64, 921_600, 2**31 - 1, 2**31, 2**32 + 5, 3**30])
+def test_index_division_by_multiply_high(divisor):
+    """DivMod, which replaces the kernels' 64-bit `/` (a subroutine call on the GPU), against exact
+    integer division, at the edges of the range: multiples of the divisor and their neighbours up to 2^62."""
+    g = torch.Generator().manual_seed(divisor % 1000)
+    edges = [0, 1, divisor - 1, divisor, divisor + 1, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**62 - 1, 2**62]
+    q = [2**62 // divisor, 2**40 // divisor, 12345]
+    edges += [m * divisor + e for m in q for e in (-1, 0, 1)]
+    dividends = torch.cat([torch.tensor([e for e in edges if 0 <= e <= 2**62], dtype=torch.int64),
+                           torch.randint(0, 2**62, (4096,), generator=g, dtype=torch.int64)])
+    expected = torch.tensor([int(n) // divisor for n in dividends.tolist()], dtype=torch.int64)
+    assert torch.equal(emu.divmod_quotients(divisor, dividends), expected)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("mode", ["reflect", "zeros"])
 def test_low_precision(dtype, mode):

@@ -230,3 +230,18 @@ def test_model_charges_strided_lanes_a_line_each():
     assert few["lsu_ms"] == pytest.approx(2 * times[0]["lsu_ms"])
     assert static_model.lane_axis(_row(0), "tt.load", (32, 64)) is None
 
+
+
+def test_cuda_dynamic_filter_keeps_no_stack_frame_below_float64(tmp_path):
+    """nvcc's sm_90 cubin of the CUDA dynamic_filter2d kernels: no stack frame (spills) in any float32, float16
+    or bfloat16 function. 64-bit index division (a subroutine call) and the border gather inlined into the
+    input gradient had put one in 31 of them."""
+    if static.cuda_home() is None:
+        pytest.skip("nvcc: no CUDA toolkit found")
+    source = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc", "cuda",
+                          "dynamic_filter2d_kernel.cu")
+    rows = static.cuda_rows(static.compile_cuda(source, static.arch("sm_90"), str(tmp_path)), source,
+                            static.arch("sm_90"))
+    kernels = {r["kernel"]: r["stack"] for r in rows}
+    assert len(kernels) > 40 and any("InputGradBorder" in k for k in kernels), sorted(kernels)
+    assert {k: stack for k, stack in kernels.items() if stack and "double" not in k} == {}

@@ -45,6 +45,8 @@ struct Work {
   int64_t chunk_size;  // channels per item
   int64_t chunks;      // chunks per group
   int64_t total;       // items
+  int64_t group_channels;  // C / groups
+  DivMod by_plane, by_width, by_chunks, by_groups;  // H*W, W, chunks, groups: the items' index arithmetic
 };
 
 // Split each group's channels into chunks so that there are at least
@@ -55,21 +57,21 @@ inline Work channel_chunks(const DynamicFilter2dShape& s, int64_t min_items) {
   chunks = chunks < 1 ? 1 : (chunks > Cg ? Cg : chunks);
   const int64_t chunk_size = Cg > 0 ? (Cg + chunks - 1) / chunks : 1;
   chunks = Cg > 0 ? (Cg + chunk_size - 1) / chunk_size : 1;
-  return {chunk_size, chunks, pixels * chunks};
+  return {chunk_size, chunks, pixels * chunks, Cg, DivMod(s.H * s.W), DivMod(s.W), DivMod(chunks), DivMod(s.groups)};
 }
 
 // Item index -> (n, g, chunk, pixel); the pixel varies fastest so a warp reads
 // consecutive addresses.
 struct Item {
-  int64_t n, g, chunk, pixel;
-  DEBLURFAST_HOST_DEVICE Item(int64_t idx, const DynamicFilter2dShape& s, int64_t chunks) {
-    const int64_t HW = s.H * s.W;
-    pixel = idx % HW;
-    const int64_t rest = idx / HW;
-    chunk = rest % chunks;
-    const int64_t ng = rest / chunks;
-    n = ng / s.groups;
-    g = ng % s.groups;
+  int64_t n, g, chunk, pixel, y, x;
+  DEBLURFAST_HOST_DEVICE Item(int64_t idx, const Work& work) {
+    const int64_t rest = work.by_plane.div(idx), ng = work.by_chunks.div(rest);
+    pixel = idx - rest * static_cast<int64_t>(work.by_plane.d);
+    chunk = rest - ng * work.chunks;
+    n = work.by_groups.div(ng);
+    g = ng - n * static_cast<int64_t>(work.by_groups.d);
+    y = work.by_width.div(pixel);
+    x = pixel - y * static_cast<int64_t>(work.by_width.d);
   }
 };
 
@@ -161,11 +163,11 @@ struct Forward {
     using A = acc_t<T>;
     constexpr int CB = ChannelBlock<A>::kSize;
     const int k = Taps<KS>::size(s), K2 = k * k;
-    const int64_t HW = s.H * s.W, Cg = s.C / s.groups;
-    const Item it(idx, s, work.chunks);
+    const int64_t HW = s.H * s.W, Cg = work.group_channels;
+    const Item it(idx, work);
     const T* kp = kern + (it.n * s.groups + it.g) * K2 * HW + it.pixel;
     const TapNorm<A> norm = tap_norm<KS>(kp, HW, K2, s.softmax);
-    const SampleGrid<KS> grid(s, it.pixel / s.W, it.pixel % s.W);
+    const SampleGrid<KS> grid(s, it.y, it.x);
     const int64_t c0 = it.g * Cg + it.chunk * work.chunk_size;
     const int64_t c1 = min64(c0 + work.chunk_size, (it.g + 1) * Cg);
     for (int64_t cb = c0; cb < c1; cb += CB) {
@@ -210,6 +212,7 @@ struct KernelGrad {
   T* __restrict__ grad_kernel;     // [N, G*K2, H, W] or null
   acc_t<T>* __restrict__ probs;    // [N, G*K2, H, W] normalized taps, or null
   DynamicFilter2dShape s;
+  Work work;  // its divisors and group_channels (the items are (n, g, pixel), no chunks)
 
   // sum over the group's channels of grad_out * the sample tap (i, j) reads
   DEBLURFAST_HOST_DEVICE acc_t<T> tap_grad(const SampleGrid<KS>& grid, int64_t plane0, int64_t Cg, int64_t pixel,
@@ -226,8 +229,9 @@ struct KernelGrad {
   DEBLURFAST_HOST_DEVICE void operator()(int64_t idx) const {
     using A = acc_t<T>;
     const int k = Taps<KS>::size(s), K2 = k * k;
-    const int64_t HW = s.H * s.W, Cg = s.C / s.groups;
-    const int64_t pixel = idx % HW, ng = idx / HW, n = ng / s.groups, g = ng % s.groups;
+    const int64_t HW = s.H * s.W, Cg = work.group_channels;
+    const int64_t ng = work.by_plane.div(idx), n = work.by_groups.div(ng), g = ng - n * s.groups;
+    const int64_t pixel = idx - ng * HW, y = work.by_width.div(pixel);
     const int64_t tap0 = ng * K2 * HW + pixel;  // [n, g*K2, pixel]
     const TapNorm<A> norm = tap_norm<KS>(kern + tap0, HW, K2, s.softmax);
     if (probs != nullptr) {
@@ -236,7 +240,7 @@ struct KernelGrad {
         if (t < K2) probs[tap0 + t * HW] = norm.weight(to_acc(kern[tap0 + t * HW]));
     }
     if (grad_kernel == nullptr) return;
-    const SampleGrid<KS> grid(s, pixel / s.W, pixel % s.W);
+    const SampleGrid<KS> grid(s, y, pixel - y * s.W);
     const int64_t plane0 = (n * s.C + g * Cg) * HW;
     if constexpr (KS > 0) {
       A gw[KS * KS];
@@ -277,6 +281,11 @@ struct KernelGrad {
   }
 };
 
+// bounds[i] of a Preimages interval, read with constant indices (a runtime index puts the array on the stack).
+DEBLURFAST_HOST_DEVICE int interval_bound(const int64_t (&bounds)[3], int i) {
+  return static_cast<int>(i == 0 ? bounds[0] : i == 1 ? bounds[1] : bounds[2]);
+}
+
 // grad_input of input pixel (y, x) for channels [c0, c1) when the pixel lies
 // in the border band: gather through every padding preimage.
 template <typename T, typename P>
@@ -284,29 +293,35 @@ DEBLURFAST_HOST_DEVICE void input_grad_border(const T* __restrict__ grad_out, co
                                               T* __restrict__ grad_in, const DynamicFilter2dShape& s,
                                               int64_t n, int64_t c0, int64_t c1, int64_t y, int64_t xcol) {
   using A = acc_t<T>;
-  const int k = static_cast<int>(s.kernel_size);
+  // in-plane arithmetic in 32 bits (the launchers require H*W < 2^31)
+  const int k = static_cast<int>(s.kernel_size), H = static_cast<int>(s.H), W = static_cast<int>(s.W);
+  const int pad = static_cast<int>(s.pad), dil = static_cast<int>(s.dilation);
   const int64_t HW = s.H * s.W;
   const Preimages rows = pad_preimages(y, s.H, s.pad, s.mode);
   const Preimages cols = pad_preimages(xcol, s.W, s.pad, s.mode);
   for (int64_t c = c0; c < c1; ++c) {
     const T* goc = grad_out + (n * s.C + c) * HW;
     A acc = 0;
-    // the interval loops unrolled: constant indices keep the Preimages in registers, not on the stack
-#pragma unroll
-    for (int ri = 0; ri < 3; ++ri)
-      for (int64_t qy = rows.lo[ri]; ri < rows.n && qy <= rows.hi[ri]; ++qy)
+    // one loop over the intervals, each picked by selects: constant indices keep the Preimages in registers,
+    // not on the stack, without unrolling the loop nest 9 times
+    for (int ri = 0; ri < rows.n; ++ri) {
+      const int qy0 = interval_bound(rows.lo, ri), qy1 = interval_bound(rows.hi, ri);
+      for (int qy = qy0; qy <= qy1; ++qy)
         for (int i = 0; i < k; ++i) {
-          const int64_t h = qy + s.pad - i * s.dilation;  // output row whose tap row i read qy
-          if (h < 0 || h >= s.H) continue;
-#pragma unroll
-          for (int ci = 0; ci < 3; ++ci)
-            for (int64_t qx = cols.lo[ci]; ci < cols.n && qx <= cols.hi[ci]; ++qx)
+          const int h = qy + pad - i * dil;  // output row whose tap row i read qy
+          if (h < 0 || h >= H) continue;
+          for (int ci = 0; ci < cols.n; ++ci) {
+            const int qx0 = interval_bound(cols.lo, ci), qx1 = interval_bound(cols.hi, ci);
+            for (int qx = qx0; qx <= qx1; ++qx)
               for (int j = 0; j < k; ++j) {
-                const int64_t w = qx + s.pad - j * s.dilation;
-                if (w < 0 || w >= s.W) continue;
-                acc += to_acc(tp[(i * k + j) * HW + h * s.W + w]) * to_acc(goc[h * s.W + w]);
+                const int w = qx + pad - j * dil;
+                if (w < 0 || w >= W) continue;
+                const int off = h * W + w;
+                acc += to_acc(tp[(i * k + j) * HW + off]) * to_acc(goc[off]);
               }
+          }
         }
+    }
     grad_in[(n * s.C + c) * HW + y * s.W + xcol] = from_acc<T>(acc);
   }
 }
@@ -327,16 +342,14 @@ struct InputGrad {
     using A = acc_t<T>;
     constexpr int CB = ChannelBlock<A>::kSize;
     const int k = Taps<KS>::size(s), K2 = k * k;
-    const int64_t HW = s.H * s.W, Cg = s.C / s.groups;
-    const Item it(idx, s, work.chunks);
-    const int64_t y = it.pixel / s.W, xcol = it.pixel % s.W;
+    const int64_t HW = s.H * s.W, Cg = work.group_channels;
+    const Item it(idx, work);
+    const int64_t y = it.y, xcol = it.x;
     const P* tp = taps + (it.n * s.groups + it.g) * K2 * HW;
     const int64_t c0 = it.g * Cg + it.chunk * work.chunk_size;
     const int64_t c1 = min64(c0 + work.chunk_size, (it.g + 1) * Cg);
-    if (!pad_is_interior(y, s.H, s.pad, s.mode) || !pad_is_interior(xcol, s.W, s.pad, s.mode)) {
-      input_grad_border(grad_out, tp, grad_in, s, it.n, c0, c1, y, xcol);
-      return;
-    }
+    if (!pad_is_interior(y, s.H, s.pad, s.mode) || !pad_is_interior(xcol, s.W, s.pad, s.mode))
+      return;  // InputGradBorder's
     for (int64_t cb = c0; cb < c1; cb += CB) {
       const int nc = static_cast<int>(min64(CB, c1 - cb));
       const T* goc = grad_out + (it.n * s.C + cb) * HW;
@@ -364,6 +377,28 @@ struct InputGrad {
       for (int c = 0; c < CB; ++c)
         if (c < nc) grad_in[(it.n * s.C + cb + c) * HW + it.pixel] = from_acc<T>(acc[c]);
     }
+  }
+};
+
+// InputGrad's pixels in the border band of reflect and replicate padding, a launch of their own: inlined
+// into InputGrad, the preimage enumeration's registers made ptxas spill in every instantiation.
+template <typename T, typename P>
+struct InputGradBorder {
+  const T* __restrict__ grad_out;  // [N, C, H, W]
+  const P* __restrict__ taps;      // [N, G*K2, H, W], normalized
+  T* __restrict__ grad_in;         // [N, C, H, W]
+  DynamicFilter2dShape s;
+  Work work;
+
+  static bool needed(const DynamicFilter2dShape& s) { return s.mode != PadMode::Zeros && s.pad > 0; }
+
+  DEBLURFAST_HOST_DEVICE void operator()(int64_t idx) const {
+    const Item it(idx, work);
+    if (pad_is_interior(it.y, s.H, s.pad, s.mode) && pad_is_interior(it.x, s.W, s.pad, s.mode)) return;
+    const int64_t K2 = s.kernel_size * s.kernel_size, Cg = work.group_channels;
+    const int64_t c0 = it.g * Cg + it.chunk * work.chunk_size;
+    input_grad_border(grad_out, taps + (it.n * s.groups + it.g) * K2 * s.H * s.W, grad_in, s, it.n, c0,
+                      min64(c0 + work.chunk_size, (it.g + 1) * Cg), it.y, it.x);
   }
 };
 
@@ -417,17 +452,18 @@ cudaError_t backward(const Runner& run, DType dtype, const void* grad_out, const
       A* probs = (grad_input != nullptr && s.softmax) ? static_cast<A*>(workspace) : nullptr;
       if (grad_kernel != nullptr || probs != nullptr) {
         const KernelGrad<T, KS> f{static_cast<const T*>(grad_out), static_cast<const T*>(input),
-                                  static_cast<const T*>(kernel), static_cast<T*>(grad_kernel), probs, s};
+                                  static_cast<const T*>(kernel), static_cast<T*>(grad_kernel), probs, s, work};
         if (cudaError_t err = run(f, s.N * s.groups * s.H * s.W); err != cudaSuccess) return err;
       }
       if (grad_input == nullptr) return cudaSuccess;
-      if (probs != nullptr) {
-        const InputGrad<T, A, KS> f{static_cast<const T*>(grad_out), probs, static_cast<T*>(grad_input), s, work};
-        return run(f, work.total);
-      }
-      const InputGrad<T, T, KS> f{static_cast<const T*>(grad_out), static_cast<const T*>(kernel),
-                                  static_cast<T*>(grad_input), s, work};
-      return run(f, work.total);
+      auto input_grad = [&](const auto* taps) {
+        using P = std::remove_cv_t<std::remove_pointer_t<decltype(taps)>>;
+        const InputGrad<T, P, KS> f{static_cast<const T*>(grad_out), taps, static_cast<T*>(grad_input), s, work};
+        if (cudaError_t err = run(f, work.total); err != cudaSuccess || !InputGradBorder<T, P>::needed(s)) return err;
+        const InputGradBorder<T, P> b{static_cast<const T*>(grad_out), taps, static_cast<T*>(grad_input), s, work};
+        return run(b, work.total);
+      };
+      return probs != nullptr ? input_grad(static_cast<const A*>(probs)) : input_grad(static_cast<const T*>(kernel));
     });
   });
 }

@@ -57,6 +57,34 @@ DEBLURFAST_HOST_DEVICE float exp_acc(float v) { return expf(v); }
 DEBLURFAST_HOST_DEVICE double exp_acc(double v) { return exp(v); }
 DEBLURFAST_HOST_DEVICE int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+// Quotient and remainder of any uint64 by a divisor fixed for a launch, from a multiply-high (Granlund and
+// Montgomery 1994, fig. 4.1: l = ceil(log2 d), m = floor(2^64 (2^l - d) / d) + 1). A 64-bit `/` or `%`
+// compiles to a subroutine call, and its calling convention cost every kernel using it a stack frame
+// and spills; this is two shifts, a multiply-high and adds.
+struct DivMod {
+  uint64_t d = 1, m = 1;
+  int shift1 = 0, shift2 = 0;
+
+  DivMod() = default;
+  explicit DivMod(int64_t divisor) : d(static_cast<uint64_t>(divisor < 1 ? 1 : divisor)) {
+    int l = 0;
+    while (l < 63 && (uint64_t(1) << l) < d) ++l;  // d <= 2^62: item counts and plane sizes
+    m = static_cast<uint64_t>(((static_cast<unsigned __int128>((uint64_t(1) << l) - d)) << 64) / d) + 1;
+    shift1 = l < 1 ? l : 1;
+    shift2 = l > 1 ? l - 1 : 0;
+  }
+  DEBLURFAST_HOST_DEVICE int64_t div(int64_t n) const {
+    const uint64_t u = static_cast<uint64_t>(n);
+#if defined(__CUDA_ARCH__)
+    const uint64_t t = __umul64hi(m, u);
+#else
+    const uint64_t t = static_cast<uint64_t>((static_cast<unsigned __int128>(m) * u) >> 64);
+#endif
+    return static_cast<int64_t>((t + ((u - t) >> shift1)) >> shift2);
+  }
+  DEBLURFAST_HOST_DEVICE int64_t mod(int64_t n) const { return n - div(n) * static_cast<int64_t>(d); }
+};
+
 DEBLURFAST_HOST_DEVICE float floor_acc(float v) { return floorf(v); }
 DEBLURFAST_HOST_DEVICE double floor_acc(double v) { return floor(v); }
 

@@ -46,6 +46,12 @@ DynamicFilter2dShape shape(int64_t N, int64_t C, int64_t H, int64_t W, int64_t g
 
 extern "C" {
 
+// The launch-invariant division of the kernels' index arithmetic: quotients[i] = dividends[i] / divisor.
+void emulate_divmod(int64_t divisor, const int64_t* dividends, int64_t* quotients, int64_t count) {
+  const deblurfast::cuda::DivMod d(divisor);
+  for (int64_t i = 0; i < count; ++i) quotients[i] = d.div(dividends[i]);
+}
+
 // min_items sets the channel chunking as on a GPU with min_items / 8192 SMs.
 int emulate_dynamic_filter2d_forward(int dtype, const void* input, const void* kernel, void* out, int64_t N,
                                      int64_t C, int64_t H, int64_t W, int64_t groups, int64_t k, int64_t dilation,

@@ -33,7 +33,7 @@ def _cases(name, dtype, C, C2, branches):
     cuda = torch.device("cuda")  # config() only looks at the device type: no GPU needed
     cfg = ea.config(C, C2, dtype, cuda)
     consts = ea.dtype_consts(dtype, cuda)
-    tiles = {k: cfg[k] for k in ("BLOCK_C", "BLOCK_K", "BLOCK_L", "num_warps")}
+    tiles = ea.tiles(cfg)
     combine = {"ACC": consts["ACC"], "BLOCK_C": cfg["COMBINE_C"], "BLOCK_K": cfg["BLOCK_K"], "BLOCK_S": cfg["BLOCK_S"]}
     p, a = f"*{name}", ("*fp64" if name == "fp64" else "*fp32")  # input and accumulation pointers
     tag = f"{name}-C{C}-C2{C2}"
@@ -58,4 +58,5 @@ def _cases(name, dtype, C, C2, branches):
         yield (f"ea_bwd_kv-{tag}-v{int(need_v)}-k{int(need_k)}", ea.efficient_attention_bwd_kv_kernel,
                {"v": p, "k": p, "mx": a, "dctx": a, "part_d": a, "grad_v": p if need_v else a,
                 "grad_k": p if need_k else a},
-               {"NEED_V": need_v, "NEED_K": need_k, "BLOCK_S": cfg["BLOCK_S"], **consts, **tiles})
+               {"NEED_V": need_v, "NEED_K": need_k, "BLOCK_S": cfg["BLOCK_S"], **consts,
+                **ea.tiles(cfg, kv_gradient=True)})
