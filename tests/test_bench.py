@@ -182,6 +182,10 @@ def test_report_rewrites_only_the_generated_part_of_the_page(tmp_path):
     refused = dict(row, backend="cpu", status="not implemented for strip_pool")
     del refused["fwd_ms_median"]
     (device / "ops-full-cuda.jsonl").write_text(json.dumps(row) + "\n" + json.dumps(refused) + "\n")
+    static = tmp_path / "results" / "static-sm90"  # compiler readings: linked, not rendered as timings
+    static.mkdir()
+    (static / "triton-sm_90.jsonl").write_text(json.dumps({"source": "triton", "case": "x", "stack": 0}) + "\n")
+    (static / "README.md").write_text("# Static kernel report\n")
     page = tmp_path / "benchmarks.md"
     page.write_text(f"# Benchmarks\n\nhand-written\n\n{report.START}\nstale\n{report.END}\n\nafter\n")
     assert report.update_page(str(page), str(tmp_path / "results"))
@@ -189,4 +193,6 @@ def test_report_rewrites_only_the_generated_part_of_the_page(tmp_path):
     assert text.startswith("# Benchmarks\n\nhand-written\n") and text.endswith(f"{report.END}\n\nafter\n")
     assert "stale" not in text and "#### `bench/results/somegpu/ops-full-cuda.jsonl`" in text
     assert "1 of 2 rows ran" in text and "| strip_pool | 1x2x3x4 | float32 | NCHW | triton | 0.125 |" in text
+    assert "triton-sm_90.jsonl" not in text and "None" not in text
+    assert "(../bench/results/static-sm90/README.md)" in text
     assert not report.update_page(str(page), str(tmp_path / "results"))  # nothing left to change

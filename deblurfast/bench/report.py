@@ -21,9 +21,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def load(results_dir: str) -> dict[str, list[dict]]:
-    """file stem -> rows, for every results file under results_dir/<device>/."""
+    """file stem -> rows, for every measured results file under results_dir/<device>/ (the static kernel
+    reports, results_dir/static-<arch>/, are compiler readings with a README of their own)."""
     found = {}
     for path in sorted(glob.glob(os.path.join(results_dir, "*", "*.jsonl"))):
+        if os.path.basename(os.path.dirname(path)).startswith("static-"):
+            continue
         with open(path) as f:
             found[os.path.relpath(path, results_dir)] = [json.loads(line) for line in f if line.strip()]
     return found
@@ -41,6 +44,10 @@ def render(results_dir: str) -> str:
                      f"{first.get('torch')}, triton {first.get('triton')}, CUDA {first.get('cuda')}, commit "
                      f"{first.get('commit')}; {len(ran)} of {len(rows)} rows ran (the others say why not in the "
                      f"file).\n\n" + markdown_table(ran, columns))
+    for readme in sorted(glob.glob(os.path.join(results_dir, "static-*", "README.md"))):
+        rel = os.path.relpath(readme, results_dir)
+        parts.append(f"#### `bench/results/{os.path.dirname(rel)}/`\n\nThe static kernel report (*static "
+                     f"estimate, not measured*): [`bench/results/{rel}`](../bench/results/{rel}).")
     if not parts:
         return "No benchmark results are committed yet."
     return "\n\n".join(parts)
