@@ -328,8 +328,9 @@ DEBLURFAST_HOST_DEVICE void input_grad_border(const T* __restrict__ grad_out, co
 
 // One item per (n, g, input pixel, channel chunk): grad_input gathers
 // tap * grad_out from every output pixel that read this one. Pixels away from
-// the border have one preimage and take the fast path: per block of channels,
-// each tap's weight and offset computed once, the sums in registers.
+// the border have one preimage: per block of channels, each tap's weight and
+// offset computed once, the sums in registers. The border band of reflect and
+// replicate padding is InputGradBorder's.
 template <typename T, typename P, int KS>
 struct InputGrad {
   const T* __restrict__ grad_out;  // [N, C, H, W]
