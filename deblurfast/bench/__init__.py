@@ -84,7 +84,7 @@ def run_models(device: str | None = None, names: list[str] | None = None, size: 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     size = size or ((720, 1280) if dev.type == "cuda" else (256, 256))
     reps = reps or (20 if dev.type == "cuda" else 5)
-    compile_peer = dev.type == "cuda" if compile_peer is None else compile_peer
+    compile_peer = True if compile_peer is None else compile_peer
     env = environment(dev)
     print(f"deblurfast bench --models on {env['device']} ({dev.type}), {size[0]}x{size[1]}, torch {env['torch']}, "
           f"commit {env['commit']}, {reps} timed runs each", flush=True)

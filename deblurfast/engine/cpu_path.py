@@ -60,14 +60,15 @@ def candidates(backend: str = "auto", channels_last: bool | None = None, compile
 def configure(model: nn.Module, path: CpuPath) -> Callable[[torch.Tensor], torch.Tensor]:
     """Sets `model` (in place) to `path` and returns the function that runs it."""
     accelerate(model, backend=path.backend, channels_last=path.channels_last)
-    if not path.compiled:
-        return model
-    compiled = torch.compile(model, mode="max-autotune-no-cudagraphs")
+    return frozen(torch.compile(model, mode="max-autotune-no-cudagraphs")) if path.compiled else model
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        # freezing folds the weights into the graph as constants (inference only)
+
+def frozen(compiled: Callable) -> Callable:
+    """A torch.compiled callable run with inductor's weight freezing (CPU inference): the weights are
+    folded into the graph as constants, so convolution weights are prepacked once."""
+    def run(*args):
         with torch._inductor.config.patch(freezing=True):
-            return compiled(x)
+            return compiled(*args)
 
     return run
 
