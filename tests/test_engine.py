@@ -127,6 +127,29 @@ def test_cpu_engine_measures_only_the_paths_its_arguments_allow(monkeypatch, fre
         Engine(make_model(), device="cpu", cpu_path="fast")
 
 
+@pytest.mark.parametrize("compiled_faster", [True, False])
+def test_cpu_engine_compiles_only_the_fastest_plain_path(monkeypatch, fresh_cpu_choices, compiled_faster):
+    """With compile=True the four plain paths are timed, then only the fastest one's compiled twin
+    (a compile costs about a minute); the engine keeps whichever of all it timed is fastest."""
+    measured = []
+    fastest_plain = CpuPath("reference", True)
+
+    def fake_measure(path, forward, x):
+        measured.append(path)
+        if path.compiled:
+            return 0.5 if compiled_faster else 3.0
+        return 1.0 if path == fastest_plain else 2.0 + len(measured)
+
+    monkeypatch.setattr(cpu_path, "measure_path", fake_measure)
+    plain, frame = make_model(), frames(1, 13, 22)[0]
+    engine = Engine(copy.deepcopy(plain), device="cpu", compile=True)
+    got = engine.deblur(frame)
+    twin = CpuPath("reference", True, compiled=True)
+    assert set(measured[:4]) == {p for p in cpu_path.candidates() if not p.compiled} and measured[4:] == [twin]
+    assert engine.cpu_path == (twin if compiled_faster else fastest_plain)
+    assert np.abs(got.astype(int) - deblurfast.deblur(plain, frame).astype(int)).max() <= 1
+
+
 def test_cpu_engine_measures_for_real_and_every_path_deblurs_alike(fresh_cpu_choices):
     """The real timings (no fake): every path gets a positive time, the engine keeps the least,
     and each path, compiled by inductor with frozen weights included, gives the plain model's image."""

@@ -48,9 +48,10 @@ class CpuPath:
 
 
 def candidates(backend: str = "auto", channels_last: bool | None = None, compile: bool = False) -> list[CpuPath]:
-    """The paths measured: with backend "auto", the kernels and the reference ops (else that
-    backend only); each in NCHW and channels_last (or as `channels_last` says); with compile,
-    each of those compiled too. The first is the one to run before measuring."""
+    """The paths that may be measured: with backend "auto", the kernels and the reference ops (else
+    that backend only); each in NCHW and channels_last (or as `channels_last` says); with compile,
+    each of those compiled too, of which choose() measures only the fastest plain path's (each
+    compile costs about a minute). The first is the one to run before measuring."""
     backends = ("auto", "reference") if backend == "auto" else (backend,)
     layouts = (False, True) if channels_last is None else (channels_last,)
     plain = [CpuPath(b, cl) for b in backends for cl in layouts]
@@ -103,16 +104,24 @@ def measure_path(path: CpuPath, forward: Callable[[torch.Tensor], torch.Tensor],
 
 def choose(model: nn.Module, x: torch.Tensor, io: IOConvention,
            paths: list[CpuPath]) -> tuple[CpuPath, Callable, dict[CpuPath, float]]:
-    """Times every path in `paths` on x's proxy and sets `model` to the fastest: returns
-    (that path, the function that runs the model, {path: seconds}; empty if the choice was
-    remembered from an earlier engine of the same model)."""
+    """Times the paths in `paths` on x's proxy and sets `model` to the fastest: returns (that
+    path, the function that runs the model, {path: seconds}; empty if the choice was remembered
+    from an earlier engine of the same model). Of the compiled paths only the fastest plain
+    path's compiled twin is timed (when `paths` has it): inductor keeps the layout and backend
+    it is given, and a compile costs far more than a plain timing."""
     x = proxy(x, io)
     key = (_model_key(model), x.dtype, torch.get_num_threads(), tuple(paths))
     timings: dict[CpuPath, float] = {}
     if key not in _CHOSEN:
-        for path in paths:
-            forward = configure(model, path)
-            timings[path] = measure_path(path, forward, x)
+        plain = [p for p in paths if not p.compiled]
+        for path in plain:
+            timings[path] = measure_path(path, configure(model, path), x)
+        twins = [p for p in paths if p.compiled]
+        if plain:
+            fastest = min(timings, key=timings.get)
+            twins = [p for p in twins if (p.backend, p.channels_last) == (fastest.backend, fastest.channels_last)]
+        for path in twins:
+            timings[path] = measure_path(path, configure(model, path), x)
         _CHOSEN[key] = min(timings, key=timings.get)
     best = _CHOSEN[key]
     return best, configure(model, best), timings

@@ -126,8 +126,8 @@ class Engine:
         the reference ops.
     channels_last: None: on CUDA; on CPU, whichever the measurement finds faster.
     compile: torch.compile the model (mode "max-autotune-no-cudagraphs" when CUDA
-        graphs are on, since the engine captures its own). On CPU the compiled paths
-        (inductor, frozen weights) join the measured ones and are kept only if faster.
+        graphs are on, since the engine captures its own). On CPU the fastest plain path's
+        compiled twin (inductor, frozen weights) is measured too and kept only if faster.
     cpu_path: on CPU, a CpuPath to run without measuring; None measures on the first
         input among the paths `backend`, `channels_last` and `compile` allow. The
         choice is `engine.cpu_path`, the timings `engine.cpu_timings`.
