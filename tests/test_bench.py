@@ -112,6 +112,7 @@ def test_model_bench_times_every_candidate_and_the_stream(tmp_path, model_regist
     from torch import nn
 
     from deblurfast import bench
+    from deblurfast.engine.cpu_path import candidates as engine_paths
     from deblurfast.models import IOConvention
 
     class Small(nn.Module):
@@ -125,11 +126,14 @@ def test_model_bench_times_every_candidate_and_the_stream(tmp_path, model_regist
     model_registry("_bench_small", IOConvention(multiple=4), Small)
     rows = bench.run_models(device="cpu", names=["_bench_small"], size=(18, 22), reps=2, out_dir=str(tmp_path))
     assert {r["candidate"] for r in rows} == {"eager fp32 (reference)", "deblurfast engine fp32",
-                                              "onnxruntime (exported)", "compile max-autotune (reference)"}
+                                              "onnxruntime (exported)", "compile max-autotune (reference)",
+                                              "deblurfast engine fp32 compile=True"}
     for r in rows:
         assert r["status"] == "ok" and r["latency_ms_median"] > 0 and r["max_dev_vs_fp32"] < 1e-5, r
-    (engine,) = [r for r in rows if r["candidate"].startswith("deblurfast engine")]
-    assert engine["stream_fps"] > 0 and engine["stream_vs_single"] == engine["stream_fps"] / engine["fps"]
+    for engine in [r for r in rows if r["candidate"].startswith("deblurfast engine")]:
+        assert engine["stream_fps"] > 0 and engine["stream_vs_single"] == engine["stream_fps"] / engine["fps"]
+        compiled = engine["candidate"].endswith("compile=True")
+        assert engine["cpu_path"] in {str(p) for p in engine_paths(compile=compiled)}
     written = [json.loads(line) for line in (tmp_path / "models-cpu.jsonl").read_text().splitlines()]
     assert [r["candidate"] for r in written] == [r["candidate"] for r in rows]
     assert torch.get_default_dtype() == torch.float32

@@ -91,6 +91,8 @@ def candidates(name: str, device: torch.device, include_compile: bool) -> dict[s
                    for dt in (torch.float16, torch.bfloat16)}
     else:
         engines = {"fp32": Engine(copy.deepcopy(reference), device=device, dtype=None)}
+        if include_compile:  # also measures the fastest plain path compiled (one inductor compile)
+            engines["fp32 compile=True"] = Engine(copy.deepcopy(reference), device=device, dtype=None, compile=True)
     if include_compile:
         compiled = _call(torch.compile(copy.deepcopy(reference), mode="max-autotune"))
         if device.type != "cuda":  # inductor's C++ backend with frozen weights, as a CPU deployment runs it
