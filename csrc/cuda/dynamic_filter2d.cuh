@@ -381,25 +381,21 @@ struct InputGrad {
   }
 };
 
-// InputGrad's pixels in the border band of reflect and replicate padding, a launch of their own: inlined
-// into InputGrad, the preimage enumeration's registers made ptxas spill in every instantiation.
+// InputGrad's pixels in the border band of reflect and replicate padding, a launch of their own (InputGrad's
+// arguments): inlined into InputGrad, the preimage enumeration's registers made ptxas spill in every instantiation.
 template <typename T, typename P>
-struct InputGradBorder {
-  const T* __restrict__ grad_out;  // [N, C, H, W]
-  const P* __restrict__ taps;      // [N, G*K2, H, W], normalized
-  T* __restrict__ grad_in;         // [N, C, H, W]
-  DynamicFilter2dShape s;
-  Work work;
-
+struct InputGradBorder : InputGrad<T, P, 0> {
   static bool needed(const DynamicFilter2dShape& s) { return s.mode != PadMode::Zeros && s.pad > 0; }
 
   DEBLURFAST_HOST_DEVICE void operator()(int64_t idx) const {
+    const DynamicFilter2dShape& s = this->s;
+    const Work& work = this->work;
     const Item it(idx, work);
     if (pad_is_interior(it.y, s.H, s.pad, s.mode) && pad_is_interior(it.x, s.W, s.pad, s.mode)) return;
     const int64_t K2 = s.kernel_size * s.kernel_size, Cg = work.group_channels;
     const int64_t c0 = it.g * Cg + it.chunk * work.chunk_size;
-    input_grad_border(grad_out, taps + (it.n * s.groups + it.g) * K2 * s.H * s.W, grad_in, s, it.n, c0,
-                      min64(c0 + work.chunk_size, (it.g + 1) * Cg), it.y, it.x);
+    input_grad_border(this->grad_out, this->taps + (it.n * s.groups + it.g) * K2 * s.H * s.W, this->grad_in, s,
+                      it.n, c0, min64(c0 + work.chunk_size, (it.g + 1) * Cg), it.y, it.x);
   }
 };
 
@@ -461,7 +457,7 @@ cudaError_t backward(const Runner& run, DType dtype, const void* grad_out, const
         using P = std::remove_cv_t<std::remove_pointer_t<decltype(taps)>>;
         const InputGrad<T, P, KS> f{static_cast<const T*>(grad_out), taps, static_cast<T*>(grad_input), s, work};
         if (cudaError_t err = run(f, work.total); err != cudaSuccess || !InputGradBorder<T, P>::needed(s)) return err;
-        const InputGradBorder<T, P> b{static_cast<const T*>(grad_out), taps, static_cast<T*>(grad_input), s, work};
+        const InputGradBorder<T, P> b{{static_cast<const T*>(grad_out), taps, static_cast<T*>(grad_input), s, work}};
         return run(b, work.total);
       };
       return probs != nullptr ? input_grad(static_cast<const A*>(probs)) : input_grad(static_cast<const T*>(kernel));
