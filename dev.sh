@@ -84,7 +84,7 @@ setup() {
 build() {
   local stamp=.deblurfast-build-stamp hash
   hash=$( (cat setup.py pyproject.toml; find csrc -type f | sort | xargs cat; python -c 'import torch; print(torch.__version__)'
-           command -v nvcc || true; env | grep -E '^(CUDA_HOME|TORCH_CUDA_ARCH_LIST|DEBLURFAST_[A-Z_]+)=' | sort) |
+           command -v nvcc || true; env | grep -E '^(CUDA_HOME|TORCH_CUDA_ARCH_LIST|DEBLURFAST_[A-Z_]+)=' | sort || true) |
          sha256sum | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" = "$hash" ] && python -c 'import deblurfast._C' 2>/dev/null; then
     return
