@@ -238,16 +238,18 @@ def _shape_args(x: torch.Tensor, kernel: torch.Tensor, kernel_size: int, dilatio
 def _fwd_config(channels: int, width: int, channels_last: bool, kernel_size: int, dtype: torch.dtype) -> dict:
     """Tiles of the forward: a [BLOCK_C, BLOCK_W] float32 accumulator of at most 4096 elements, 8 warps
     (16 a thread; 4 warps spilled 808 B at 3x3 float16); channels_last puts the lanes on channels, so
-    BLOCK_C >= 32 there. The tap loops are unrolled (fewer instructions a tap: the static sm_90 estimate
-    of 3x3 float16 is 0.31 ms unrolled, 0.40 ms not) only where that fits in registers: 3x3, NCHW, not
-    float64. Unrolled, 5x5 and 7x7 kept every tap's gather in flight and spilled up to 27.9 KB a thread
-    on sm_90, 3x3 channels_last 3.7 KB, 3x3 float64 40 B."""
+    BLOCK_C >= 32 there. The tap loops are unrolled by a row of taps (fewer instructions a tap) only where
+    that fits in registers: 3x3, not float64. Compiled as a launch at 720p specializes it (unit strides,
+    sizes divisible by 16), the static sm_90 estimate of 3x3 float16 is 0.30 ms NCHW and 0.11 ms
+    channels_last by rows of taps, 0.45 and 0.16 ms not unrolled; all 9 unrolled spilled 432 B a thread
+    (NCHW). 5x5 and 7x7 unrolled kept every tap's gather in flight and spilled up to 27.9 KB, 3x3 float64
+    40 B."""
     block_c = min(64, triton.next_power_of_2(max(channels, 1)))
     if channels_last:
         block_c = max(block_c, 32)
     block_w = max(1, min(triton.next_power_of_2(max(width, 1)), 4096 // block_c))
     return {"BLOCK_C": block_c, "BLOCK_W": block_w, "CL": channels_last, "num_warps": 8,
-            "TAP_UNROLL": kernel_size**2 if kernel_size <= 3 and not channels_last and dtype != torch.float64 else 1}
+            "TAP_UNROLL": kernel_size if kernel_size <= 3 and dtype != torch.float64 else 1}
 
 
 def forward(x, kernel, kernel_size, dilation, padding_mode, softmax, memory_format=torch.contiguous_format):

@@ -19,7 +19,9 @@ Three kernel families, each used forward and backward:
   GPU enough programs).
 - strip_spread: the adjoint, out[r, w] = sum_k v[r, k] M_w[w, k] + sum_k M_h[k, r] h[k, w]:
   gathers for an index map (strip_expand forward), matmuls with the scaled
-  adaptive membership (strip_pool backward). One write of the output.
+  adaptive membership (strip_pool backward; tensor cores for 16-bit data, see
+  _scaled_bin_dot). A program owns a column tile and a range of row tiles, so
+  the column bins are built once per program. One write of the output.
 - blur_aware_mask: out = x * sigmoid(Wt @ relu(A[r, ia[w]] + B[ib[r], w]) + b)
   in one pass over x. A [F, H, KA] and B [F, KB, W] are the small "row" and
   "column" tables (BANet: the strip convs and the 1x1 fuse conv already applied,
@@ -47,6 +49,7 @@ MODE_INDEX = 1  # bins given by an index map; sums
 
 # Tile limits (tests lower them to reach multi-tile code paths on tiny inputs).
 _MAX_BLOCK_W = 128
+_MAX_BLOCK_H = 32
 _SPREAD_WARPS = 8  # 4 spilled 136-160 B a thread on sm_90 in every dtype
 _PROGRAMS_PER_SM = 4
 
@@ -121,6 +124,23 @@ def _bin_dot(b_clean, b_data, any_nonfinite, b_bins, DATA_FIRST: tl.constexpr):
         b_out = tl.where(n_pos > 0, float("inf"), b_out)
         b_out = tl.where(n_neg > 0, -float("inf"), b_out)
         b_out = tl.where((n_nan > 0) | ((n_pos > 0) & (n_neg > 0)), float("nan"), b_out)
+    return b_out
+
+
+@triton.jit
+def _scaled_bin_dot(b_clean, b_data, any_nonfinite, b_bins, DATA_FIRST: tl.constexpr, DOT: tl.constexpr):
+    """_bin_dot with bin weights 1 / |bin| (ACC) and data in DOT. For 16-bit DOT the weights go in as
+    hi + lo, two DOT numbers whose sum carries 22 (float16) or 16 (bfloat16) bits of 1 / |bin|: the data
+    are exact in DOT, so the tensor-core products are exact and accumulate in float32, where an ACC
+    product ran on the FMA units (about 150 instructions per stored element on sm_90)."""
+    b_hi = b_bins.to(DOT)
+    b_out = _bin_dot(b_clean, b_data, any_nonfinite, b_hi, DATA_FIRST)
+    if DOT != b_bins.dtype:
+        b_lo = (b_bins - b_hi.to(b_bins.dtype)).to(DOT)
+        if DATA_FIRST:
+            b_out += tl.dot(b_clean, b_lo, input_precision="ieee")
+        else:
+            b_out += tl.dot(b_lo, b_clean, input_precision="ieee")
     return b_out
 
 
@@ -222,49 +242,53 @@ def strip_reduce_finish_kernel(
 @triton.jit
 def strip_spread_kernel(
     v, h, out, idx_w, idx_h,  # v plane p at p*v_stride, [H, KV]; h at p*h_stride, [KH, W]; out [P, H, W]
-    H, W, KV, KH, v_stride, h_stride,
+    H, W, KV, KH, v_stride, h_stride, tiles_per_range, n_ranges,
     S0, S1, S2, S3, S4, S5, S6, S7,
-    MODE: tl.constexpr, ACC: tl.constexpr,
+    MODE: tl.constexpr, DOT: tl.constexpr, ACC: tl.constexpr,
     KVP: tl.constexpr, KHP: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
+    """A program owns a column tile of one plane and walks down a range of row tiles: what depends on the
+    columns only (their bins and weights, or their index map) is built once per program, not per tile."""
     pid = tl.program_id(0)
     n_wb = tl.cdiv(W, BLOCK_W)
-    n_hb = tl.cdiv(H, BLOCK_H)
-    i_wb, i_hb, i_p = pid % n_wb, (pid // n_wb) % n_hb, pid // (n_wb * n_hb)
-    o_r = i_hb * BLOCK_H + tl.arange(0, BLOCK_H)  # [BLOCK_H]
-    m_r = o_r < H
+    i_wb, i_rg, i_p = pid % n_wb, (pid // n_wb) % n_ranges, pid // (n_wb * n_ranges)
     o_w = i_wb * BLOCK_W + tl.arange(0, BLOCK_W)  # [BLOCK_W]
     m_w = o_w < W
-    m_o = m_r[:, None] & m_w[None, :]
     p_v = v + i_p.to(tl.int64) * v_stride
     p_h = h + i_p.to(tl.int64) * h_stride
+    p_out = out + i_p.to(tl.int64) * H * W
+    o_kv = tl.arange(0, KVP)
+    o_kh = tl.arange(0, KHP)
     if MODE == 0:
         # mean bins: the gradient of a mean spreads v / |bin| over the bin; pixels may sit in several bins
-        o_kv = tl.arange(0, KVP)
         lo_w, hi_w = _adaptive_bins(o_kv, W, S0, S1, S2, S3, S4, S5, S6, S7)
         m_kw = (o_w[None, :] >= lo_w[:, None]) & (o_w[None, :] < hi_w[:, None])  # [KVP, BLOCK_W]
         b_kw = m_kw.to(ACC) * _bin_scale(lo_w, hi_w, ACC)[:, None]
-        b_v = tl.load(p_v + o_r[:, None] * KV + o_kv[None, :], mask=m_r[:, None] & (o_kv < KV)[None, :], other=0.0)
-        b_v = b_v.to(ACC)
-        b_vc, v_nonfinite = _finite_part(b_v)
-        b_o = _bin_dot(b_vc, b_v, v_nonfinite, b_kw, True)  # [BLOCK_H, BLOCK_W]
-
-        o_kh = tl.arange(0, KHP)
         lo_h, hi_h = _adaptive_bins(o_kh, H, S0, S1, S2, S3, S4, S5, S6, S7)
-        m_rk = (o_r[:, None] >= lo_h[None, :]) & (o_r[:, None] < hi_h[None, :])  # [BLOCK_H, KHP]
-        b_rk = m_rk.to(ACC) * _bin_scale(lo_h, hi_h, ACC)[None, :]
+        s_h = _bin_scale(lo_h, hi_h, ACC)  # [KHP]
         b_h = tl.load(p_h + o_kh[:, None] * W + o_w[None, :], mask=(o_kh < KH)[:, None] & m_w[None, :], other=0.0)
-        b_h = b_h.to(ACC)
+        b_h = b_h.to(DOT)  # [KHP, BLOCK_W]: the column tile's h, read once
         b_hc, h_nonfinite = _finite_part(b_h)
-        b_o += _bin_dot(b_hc, b_h, h_nonfinite, b_rk, False)
     else:
         # nearest expansion: one source per pixel and axis; indices are clamped so no read leaves the maps
         b_iw = tl.minimum(tl.maximum(tl.load(idx_w + o_w, mask=m_w, other=0), 0), KV - 1)  # [BLOCK_W]
-        b_ih = tl.minimum(tl.maximum(tl.load(idx_h + o_r, mask=m_r, other=0), 0), KH - 1)  # [BLOCK_H]
-        b_o = tl.load(p_v + o_r[:, None] * KV + b_iw[None, :], mask=m_o, other=0.0).to(ACC)  # [BLOCK_H, BLOCK_W]
-        b_o += tl.load(p_h + b_ih[:, None] * W + o_w[None, :], mask=m_o, other=0.0).to(ACC)
-    p_o = out + i_p.to(tl.int64) * H * W + o_r[:, None] * W + o_w[None, :]
-    tl.store(p_o, b_o.to(out.dtype.element_ty), mask=m_o)
+    r_end = tl.minimum((i_rg + 1) * tiles_per_range * BLOCK_H, H)
+    for r0 in range(i_rg * tiles_per_range * BLOCK_H, r_end, BLOCK_H):
+        o_r = r0 + tl.arange(0, BLOCK_H)  # [BLOCK_H]
+        m_r = o_r < H
+        m_o = m_r[:, None] & m_w[None, :]
+        if MODE == 0:
+            b_v = tl.load(p_v + o_r[:, None] * KV + o_kv[None, :], mask=m_r[:, None] & (o_kv < KV)[None, :],
+                          other=0.0).to(DOT)  # [BLOCK_H, KVP]
+            b_vc, v_nonfinite = _finite_part(b_v)
+            b_o = _scaled_bin_dot(b_vc, b_v, v_nonfinite, b_kw, True, DOT)  # [BLOCK_H, BLOCK_W]
+            m_rk = (o_r[:, None] >= lo_h[None, :]) & (o_r[:, None] < hi_h[None, :])  # [BLOCK_H, KHP]
+            b_o += _scaled_bin_dot(b_hc, b_h, h_nonfinite, m_rk.to(ACC) * s_h[None, :], False, DOT)
+        else:
+            b_ih = tl.minimum(tl.maximum(tl.load(idx_h + o_r, mask=m_r, other=0), 0), KH - 1)  # [BLOCK_H]
+            b_o = tl.load(p_v + o_r[:, None] * KV + b_iw[None, :], mask=m_o, other=0.0).to(ACC)  # [BLOCK_H, BLOCK_W]
+            b_o += tl.load(p_h + b_ih[:, None] * W + o_w[None, :], mask=m_o, other=0.0).to(ACC)
+        tl.store(p_out + o_r[:, None] * W + o_w[None, :], b_o.to(out.dtype.element_ty), mask=m_o)
 
 
 # -- blur-aware attention mask ---------------------------------------------------------------------------
@@ -400,10 +424,11 @@ def _sizes_args(sizes) -> list:
 def _reduce_tiles(W: int, dtype: torch.dtype) -> tuple[int, int]:
     """(BLOCK_W, num_warps) of strip_reduce's [32, BLOCK_W] tiles, none with a stack frame on sm_90.
     float32/float64 bin products run on FMAs: [32, 128] tiles spilled 104-1072 B a thread, [32, 64] on 8
-    warps fit. The half types run on tensor cores with [32, 128] on 4 warps: narrower tiles' static issue
-    estimate is 4x."""
+    warps fit. The half types run on tensor cores, [32, 64] on 4 warps: compiled as a 720p launch
+    specializes it (W a multiple of 16: 128-bit loads), [32, 128] took 250-255 registers, spilled 16 B in
+    bfloat16, and its loop issued 1663 instructions for 8 memory instructions (926 for 5 at 64 columns)."""
     if dtype in (torch.float16, torch.bfloat16):
-        return _block(W, _MAX_BLOCK_W), 4
+        return _block(W, _MAX_BLOCK_W // 2), 4
     return _block(W, _MAX_BLOCK_W // 2), 8
 
 
@@ -417,7 +442,7 @@ def reduce(x, v_out, h_out, KV, KH, sizes=None, idx_w=None, idx_h=None):
     mode = MODE_ADAPTIVE if sizes is not None else MODE_INDEX
     KVP, KHP = _pad(KV), _pad(KH)
     BLOCK_W, warps = _reduce_tiles(W, x.dtype)
-    BLOCK_H = _block(H, 32)
+    BLOCK_H = _block(H, _MAX_BLOCK_H)
     n_tiles = triton.cdiv(W, BLOCK_W)
     # Enough programs for the GPU, each range of tiles as long as possible (fewer partials).
     ranges = min(n_tiles, max(1, triton.cdiv(_target_programs(x.device), P)))
@@ -447,15 +472,18 @@ def spread(v, h, out, KV, KH, sizes=None, idx_w=None, idx_h=None):
         return
     mode = MODE_ADAPTIVE if sizes is not None else MODE_INDEX
     BLOCK_W = _block(W, _MAX_BLOCK_W)
-    BLOCK_H = _block(H, 32)
+    BLOCK_H = _block(H, _MAX_BLOCK_H)
+    n_wb, n_tiles = triton.cdiv(W, BLOCK_W), triton.cdiv(H, BLOCK_H)
+    ranges = min(n_tiles, max(1, triton.cdiv(_target_programs(out.device), P * n_wb)))
+    tiles_per_range = triton.cdiv(n_tiles, ranges)
+    ranges = triton.cdiv(n_tiles, tiles_per_range)
     dummy = torch.empty(0, dtype=torch.int32, device=out.device)
-    grid = (P * triton.cdiv(H, BLOCK_H) * triton.cdiv(W, BLOCK_W),)
     with on_device(out):
-        strip_spread_kernel[grid](
+        strip_spread_kernel[(P * ranges * n_wb,)](
             v, h, out, dummy if idx_w is None else idx_w, dummy if idx_h is None else idx_h,
-            H, W, KV, KH, v.stride(0), h.stride(0), *_sizes_args(sizes or ()),
-            MODE=mode, ACC=tl_acc(out.dtype), KVP=_pad(KV), KHP=_pad(KH), BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
-            num_warps=_SPREAD_WARPS,
+            H, W, KV, KH, v.stride(0), h.stride(0), tiles_per_range, ranges, *_sizes_args(sizes or ()),
+            MODE=mode, DOT=tl_dot(out.dtype), ACC=tl_acc(out.dtype), KVP=_pad(KV), KHP=_pad(KH), BLOCK_H=BLOCK_H,
+            BLOCK_W=BLOCK_W, num_warps=_SPREAD_WARPS,
         )
 
 

@@ -149,7 +149,8 @@ def test_dynamic_filter_and_attention_tiles_put_warp_lanes_on_the_contiguous_axi
     gathers = _tiles(df, "tt.load", (Cb, Wb))
     assert gathers and all(a["lane_axis"] == 1 for a in gathers), df["accesses"]
     assert all(a["lane_axis"] == 1 for a in _tiles(df, "tt.store", (Cb, Wb)))
-    assert len(_tiles(df, "tt.load", (Wb,))) == 2 * 9  # the 3x3 taps (unrolled), read for their max, then as weights
+    # the 3x3 taps, read for their max, then as weights: each loop unrolled by a row of taps
+    assert df["constexprs"]["TAP_UNROLL"] == 3 and len(_tiles(df, "tt.load", (Wb,))) == 2 * 3
     assert {len(a["shape"]) for a in df["accesses"]} == {1, 2}  # no [taps, channels, pixels] tile
     Cb, Wb = cl["constexprs"]["BLOCK_C"], cl["constexprs"]["BLOCK_W"]
     gathers = _tiles(cl, "tt.load", (Wb, Cb))
@@ -199,6 +200,28 @@ def test_sass_opcodes_are_classified_by_width(opcode, kind):
     assert static.classify(opcode) == kind
 
 
+def test_sass_hot_loop_is_the_backward_branch_with_the_most_memory_instructions():
+    """The loop of a kernel that walks its tiles: the span of a backward branch; of nested loops, the one
+    holding the most global memory instructions, the inner one where they tie."""
+    body = ["MOV R1, c[0x0][0x28] ;", "LDG.E R2, desc[UR4][R4.64] ;",  # prologue: 0x00-0x10
+            "IADD3 R3, R3, 0x1, RZ ;",  # 0x20: outer loop
+            "LDG.E.128 R8, desc[UR4][R6.64] ;", "FADD R2, R2, R8 ;", "STG.E desc[UR4][R4.64], R2 ;",  # 0x30: inner
+            "@P0 BRA 0x30 ;",  # 0x60: inner back edge
+            "FMUL R2, R2, R2 ;", "@P1 BRA 0x20 ;",  # 0x80: outer back edge
+            "EXIT ;", "BRA 0xa0;"]  # 0xa0: the padding self-branch
+    text = "\n".join(["        Function : k"]
+                     + [f"        /*{16 * i:04x}*/                   {ins}" for i, ins in enumerate(body)])
+    stats = static.sass_stats(text)["k"]
+    assert stats["instructions"] == len(body) - 1
+    assert (stats["loop_instructions"], stats["loop_memory"]) == (4, 2)  # LDG.128, FADD, STG, BRA
+    # a load moved into the outer loop makes it the hot one
+    text = text.replace("FMUL R2, R2, R2 ;", "LDG.E R9, desc[UR4][R4.64] ;")
+    assert (static.sass_stats(text)["k"]["loop_instructions"], static.sass_stats(text)["k"]["loop_memory"]) == (7, 3)
+    # no backward branch: the whole function
+    flat = static.sass_stats(text.replace("@P0 BRA 0x30 ;", "NOP ;").replace("@P1 BRA 0x20 ;", "NOP ;"))["k"]
+    assert (flat["loop_instructions"], flat["loop_memory"]) == (flat["instructions"], 4)
+
+
 def test_blocked_layout_lane_axis():
     ttgir = ("#blocked = #ttg.blocked<{sizePerThread = [1, 1], threadsPerWarp = [1, 32], warpsPerCTA = [4, 1], "
              "order = [1, 0]}>\n#blocked1 = #ttg.blocked<{sizePerThread = [1, 1], threadsPerWarp = [32, 1], "
@@ -211,7 +234,8 @@ def test_blocked_layout_lane_axis():
 
 
 def _row(lane_axis, warps_per_sm=64):
-    return {"case": "x", "sass_instructions": 100, "ld.global.16": 10, "warps_per_sm": warps_per_sm,
+    return {"case": "x", "sass_instructions": 100, "loop_instructions": 100, "loop_memory": 10, "ld.global.16": 10,
+            "warps_per_sm": warps_per_sm,
             "accesses": [{"op": "tt.load", "shape": [64, 32], "lane_axis": lane_axis}]}
 
 

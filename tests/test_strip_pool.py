@@ -63,8 +63,9 @@ def expand_with_grads(backend, v, h, size):
 
 @pytest.fixture
 def many_tiles(monkeypatch):
-    """Tiles of 16 columns, so small inputs take the kernels' multi-tile paths."""
+    """Tiles of 16 rows and 16 columns, so small inputs take the kernels' multi-tile paths."""
     monkeypatch.setattr(kernels, "_MAX_BLOCK_W", 16)
+    monkeypatch.setattr(kernels, "_MAX_BLOCK_H", 16)
 
 
 # -- smoke: every backend against the loop-level float64 oracle ----------------
@@ -115,8 +116,9 @@ def test_smoke_expand_float64_oracle(backend, device, size, nv, nh):
 @pytest.mark.parametrize("backend,device", [p for p in POOL_BACKENDS if p.values[0] == "triton"])
 @pytest.mark.parametrize("ranges", ["one", "per_tile"])
 def test_multi_tile_paths(backend, device, ranges, many_tiles, monkeypatch):
-    # W = 40 in tiles of 16: a program walks several tiles (its partial of v is read back and
-    # added), or each tile is its own range (the finish kernel sums the ranges' partials).
+    # W = 40 in tiles of 16: a reduce program walks several tiles (its partial of v is read back and
+    # added), or each tile is its own range (the finish kernel sums the ranges' partials); H = 19 in tiles
+    # of 16: a spread program walks both row tiles of its columns, or each row tile is its own program.
     require_backend("strip_pool", backend, device, torch.float64)
     monkeypatch.setattr(kernels, "_target_programs", lambda device: 1 if ranges == "one" else 10**6)
     x = torch.randn(2, 2, 19, 40, dtype=torch.float64, device=device)
@@ -128,6 +130,23 @@ def test_multi_tile_paths(backend, device, ranges, many_tiles, monkeypatch):
     for got, want, what in zip((eout, egv, egh), expand_with_grads("reference", x[..., :5].cpu(), x[:, :, :3, :].cpu(),
                                                                    (19, 40)), ("expand", "grad_v", "grad_h")):
         assert_close(got.cpu(), want, what=what)
+
+
+@pytest.mark.parametrize("backend,device", [p for p in POOL_BACKENDS if p.values[0] == "triton"])
+def test_half_backward_is_the_rounded_float64_gradient(backend, device):
+    # grad_x of the means in float16: the bin weights 1/3, 1/5, 1/7 ... are not float16 numbers. The
+    # kernel's tensor-core product carries each as hi + lo, so grad_x is the float64 gradient rounded
+    # (with the float16 weight alone, 37% of the elements were off, some by several percent).
+    require_backend("strip_pool", backend, device, torch.float16)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 45, 61, generator=gen, dtype=torch.float64)
+    grad_out = torch.randn(pool_flat("reference", x).shape, generator=gen, dtype=torch.float64).half()
+    xh = leaf(x.half().to(device))
+    got = torch.autograd.grad(pool_flat(backend, xh), xh, grad_out.to(device))[0].cpu()
+    x64 = leaf(x.half().double())
+    want = torch.autograd.grad(pool_flat("reference", x64), x64, grad_out.double())[0].half()
+    assert (got == want).float().mean() >= 0.99
+    assert ((got.float() - want.float()).abs() <= want.float().abs() * 2**-10 + 2**-24).all()  # 1 ulp at most
 
 
 def test_nearest_index_is_exact_where_interpolate_is_not():

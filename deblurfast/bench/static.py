@@ -155,15 +155,22 @@ def classify(opcode: str) -> str | None:
     return None
 
 
+_BRANCH_TARGET = re.compile(r"\bBRA\s+(?:`\(\S+\)\s*)?0x([0-9a-f]+)")
+
+
 def sass_stats(text: str) -> dict[str, dict]:
-    """cuobjdump -sass text -> {function: {"instructions": static count, "ops": Counter of classify()}}.
-    Counts are of instructions in the code, not of instructions executed: a loop body counts once."""
-    out, name = {}, None
+    """cuobjdump -sass text -> {function: {"instructions": static count, "ops": Counter of classify(),
+    "loop_instructions", "loop_memory": the same counts over its hot loop}}. Counts are of instructions in
+    the code, not of instructions executed: a loop body counts once. The hot loop is the span of a backward
+    branch holding the most global memory instructions (the smallest such span; none: the whole function),
+    which is where a kernel that walks its tiles spends its issue slots."""
+    out, name, code = {}, None, {}
     for line in text.splitlines():
         m = _SASS_FUNCTION.match(line)
         if m:
             name = m.group(1)
             out[name] = {"instructions": 0, "ops": Counter()}
+            code[name] = []
             continue
         m = _SASS_INSTRUCTION.match(line)
         if name and m:
@@ -174,10 +181,28 @@ def sass_stats(text: str) -> dict[str, dict]:
             kind = classify(opcode)
             if kind:
                 out[name]["ops"][kind] += 1
+            target = _BRANCH_TARGET.search(line) if opcode.startswith("BRA") else None
+            address = int(line.split("*/", 1)[0].strip().lstrip("/*"), 16)
+            code[name].append((address, kind or "", int(target.group(1), 16) if target else None))
     # ptxas pads the end of a function with BRA-to-self + NOPs; the self-branch is not work either
-    for stats in out.values():
+    for fn, stats in out.items():
         stats["instructions"] = max(0, stats["instructions"] - 1)
+        stats["loop_instructions"], stats["loop_memory"] = stats["instructions"], _global_memory(stats["ops"])
+        best = None
+        for address, _, target in code[fn]:
+            if target is None or target >= address:
+                continue
+            body = [k for a, k, _ in code[fn] if target <= a <= address]
+            memory = sum(k.split(".")[1:2] == ["global"] for k in body)
+            if memory and (best is None or (memory, -len(body)) > (best[1], -best[0])):
+                best = (len(body), memory)
+        if best:
+            stats["loop_instructions"], stats["loop_memory"] = best
     return out
+
+
+def _global_memory(ops: Counter) -> int:
+    return sum(v for k, v in ops.items() if k.split(".")[1:2] == ["global"])
 
 
 _BLOCKED = re.compile(r"^#(\w+)\s*=\s*#ttg\.blocked<\{sizePerThread\s*=\s*\[([\d, ]+)\],\s*threadsPerWarp\s*=\s*"
@@ -250,6 +275,10 @@ def triton_cases() -> list[tuple]:
 
 
 LAUNCH_OPTIONS = ("num_warps", "num_stages", "maxnreg")  # launch options a case may carry among its constexprs
+# integer arguments a launch at the sweep shapes passes as multiples of 16 (1280, 720, 16 bins, their strides):
+# triton specializes such an argument as divisible by 16, as it does a 16-byte aligned pointer
+DIVISIBLE = "divisible_by_16"
+EQUAL_TO_1 = "equal_to_1"  # and those it passes as 1 (a unit stride): triton compiles such an argument as the constant
 
 
 def compile_triton(case: tuple, target: Arch):
@@ -260,11 +289,16 @@ def compile_triton(case: tuple, target: Arch):
 
     _, fn, pointers, constexprs = case
     options = {k: v for k, v in constexprs.items() if k in LAUNCH_OPTIONS}
-    constexprs = {k: v for k, v in constexprs.items() if k not in LAUNCH_OPTIONS}
-    signature = {p.name: ("constexpr" if p.is_constexpr else pointers.get(p.name, "i32")) for p in fn.params}
+    params = {p.name for p in fn.params}  # a case may name the arguments of several kernels
+    divisible = set(constexprs.get(DIVISIBLE, ())) & params
+    ones = {name: 1 for name in constexprs.get(EQUAL_TO_1, ()) if name in params}
+    constexprs = {**{k: v for k, v in constexprs.items() if k not in LAUNCH_OPTIONS + (DIVISIBLE, EQUAL_TO_1)}, **ones}
+    signature = {p.name: ("constexpr" if p.is_constexpr or p.name in ones else pointers.get(p.name, "i32"))
+                 for p in fn.params}
     # a launch specializes every pointer whose address is a multiple of 16 B (every fresh torch tensor) as
     # such, which lets the compiler vectorize along a contiguous axis; the compile does the same
-    attrs = {(i,): [["tt.divisibility", 16]] for i, p in enumerate(fn.params) if signature[p.name].startswith("*")}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, p in enumerate(fn.params)
+             if signature[p.name].startswith("*") or p.name in divisible}
     return triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
                           target=GPUTarget("cuda", target.capability, 32), options=options)
 
@@ -287,7 +321,8 @@ def triton_row(case: tuple, target: Arch) -> dict:
     return {
         "source": "triton", "arch": target.name, "case": case[0], "kernel": kernel, **res,
         **occupancy(res["registers"], res["shared"], res["num_warps"], target),
-        "sass_instructions": stats["instructions"], **{k: v for k, v in sorted(stats["ops"].items())},
+        "sass_instructions": stats["instructions"], "loop_instructions": stats["loop_instructions"],
+        "loop_memory": stats["loop_memory"], **{k: v for k, v in sorted(stats["ops"].items())},
         "constexprs": {k: v for k, v in case[3].items() if isinstance(v, (int, str))},
         "accesses": accesses(compiled.asm["ttgir"]),
     }

@@ -16,8 +16,11 @@ Assumptions (each is a stated simplification, to be checked against GPU timings)
   tt.atomic_rmw of that tile's shape. Coalesced streams move the kernel's widest
   SASS access per lane (gathers only where the kernel was told the alignment).
 - Issue: the warp instructions executed are the warp memory instructions times
-  the kernel's ratio of SASS instructions to global memory instructions
-  (static counts), at 4 warp instructions per SM per clock.
+  the ratio of SASS instructions to global memory instructions in the kernel's
+  hot loop (static counts over the backward branch's span that holds the most
+  global memory instructions; the whole kernel where it has no loop), at 4 warp
+  instructions per SM per clock. Rarely taken branches inside the loop (the
+  non-finite handling of the strip kernels) count as if taken: an upper bound.
 - Tensor cores: FLOPs at the measured 790 TFLOP/s (float16/bfloat16).
 - Latency: with fewer than 16 resident warps per SM the memory times scale by
   16 / warps (too few loads in flight to cover DRAM latency).
@@ -97,8 +100,7 @@ def kernel_time(row: dict, streams: list[Stream], flops: float, arch) -> dict:
     streams = vectorized(row, streams)
     instr = sum(s.instructions for s in streams)
     wavefronts = sum(s.wavefronts for s in streams)
-    mem_static = sum(v for k, v in row.items() if k.startswith(("ld.global", "st.global", "atom.global")))
-    ratio = row["sass_instructions"] / max(mem_static, 1)
+    ratio = row["loop_instructions"] / max(row["loop_memory"], 1)
     per_sm_clock = arch.sms * arch.clock_hz
     latency = max(1.0, WARPS_TO_HIDE_LATENCY / max(row["warps_per_sm"], 1))
     t = {"lsu_ms": wavefronts / per_sm_clock * latency * 1e3,
@@ -191,13 +193,14 @@ def deform_backward(rows: dict, layout: str) -> list:
 def dynamic_filter_forward(rows: dict, layout: str) -> list:
     """df_fwd k=3: a program of BLOCK_W pixels of a row loops over the channel blocks; the 9 taps of its
     pixels read once for their max and once per channel block (from L1 after the first), and per tap a
-    [BLOCK_C, BLOCK_W] gather of x (channels_last: [BLOCK_W, BLOCK_C]), shifted by the tap: unaligned."""
+    [BLOCK_C, BLOCK_W] gather of x, shifted by the tap: unaligned. channels_last: a [BLOCK_W, BLOCK_C]
+    tile whose rows are each source pixel's channels, one 16-byte aligned run (64 channels), not a gather."""
     row = rows["df_fwd-fp16-k3-d1-mode1-softmax1" + ("-cl" if layout == "channels_last" else "")]
     Cb, Wb = row["constexprs"]["BLOCK_C"], row["constexprs"]["BLOCK_W"]
     tile, contiguous = ((Cb, Wb), 1) if layout == "nchw" else ((Wb, Cb), 1)
     streams = [
         Stream("taps", HW * K * (1 + math.ceil(C / Cb)), E, layout == "nchw" and _coalesced_if(row, "tt.load", (Wb,), 0)),
-        Stream("x gather", HW * C * K, E, _coalesced_if(row, "tt.load", tile, contiguous), True),
+        Stream("x gather", HW * C * K, E, _coalesced_if(row, "tt.load", tile, contiguous), layout == "nchw"),
         Stream("out", HW * C, E, _coalesced_if(row, "tt.store", tile, contiguous)),
     ]
     return [("df_fwd", row, streams, 0.0)]
@@ -226,11 +229,23 @@ def attention_forward(rows: dict, layout: str) -> list:
 
 
 def strip_pool_forward(rows: dict, layout: str) -> list:
-    """strip_reduce (one read of x, rows of BLOCK_W pixels) and strip_spread (one write of the output)."""
+    """strip pooling as BANet runs it, pool then expand: strip_reduce (one read of x into the strips, the
+    adaptive means) and strip_spread by index map (strip_expand: one write of the output; per pixel a v
+    entry of its row and an h entry of its column, gathered from the small strips: L1 hits)."""
     reduce_row = rows["strip_reduce-fp16-mode0"]
-    spread_row = rows["strip_spread-fp16-mode0"]
+    spread_row = rows["strip_spread-fp16-mode1"]
     return [("strip_reduce", reduce_row, [Stream("x", HW * C, E, True)], 0.0),
-            ("strip_spread", spread_row, [Stream("out", HW * C, E, True)], 0.0)]
+            ("strip_spread", spread_row, [Stream("v, h gathers", 2 * HW * C, E, True, gather=True),
+                                          Stream("out", HW * C, E, True)], 0.0)]
+
+
+def strip_pool_backward(rows: dict, layout: str) -> list:
+    """Its adjoint: strip_reduce by index map (the expansion's gradient: sums of grad_out, one read) and
+    strip_spread with the adaptive bins (the means' gradient: one write of grad_x)."""
+    reduce_row = rows["strip_reduce-fp16-mode1"]
+    spread_row = rows["strip_spread-fp16-mode0"]
+    return [("strip_reduce", reduce_row, [Stream("grad_out", HW * C, E, True)], 0.0),
+            ("strip_spread", spread_row, [Stream("grad_x", HW * C, E, True)], 0.0)]
 
 
 def ba_mask_forward(rows: dict, layout: str) -> list:
@@ -267,6 +282,7 @@ OPS = [
     ("dynamic_filter2d fwd", "channels_last", dynamic_filter_forward, (2 * C + K) * HW * E, (2 * C + K) * HW * E, 0),
     ("efficient_attention fwd", "nchw", attention_forward, 5 * C * HW * E, 6 * C * HW * E, 4 * HW * C * C),
     ("strip_pool fwd", "nchw", strip_pool_forward, 2 * C * HW * E, 2 * C * HW * E, 0),
+    ("strip_pool bwd", "nchw", strip_pool_backward, 2 * C * HW * E, 2 * C * HW * E, 0),
     ("blur_aware_mask fwd", "nchw", ba_mask_forward, 2 * C * HW * E, 2 * C * HW * E, 2 * HW * C * 64),
     # bytes_min: grad_out, x in, grad_x out; moved: + grad_u, z (16-bit) and grad_z (float32) written by the
     # kernel and read again by the reductions that follow it

@@ -3,6 +3,7 @@ import itertools
 import torch
 import triton.language as tl
 
+from deblurfast.bench.static import DIVISIBLE, EQUAL_TO_1
 from deblurfast.kernels import deform_conv2d as dc
 
 KERNELS = [dc.deform_conv2d_fwd_kernel, dc.deform_conv2d_bwd_data_kernel, dc.deform_conv2d_bwd_weight_kernel]
@@ -11,6 +12,19 @@ PTR = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16"}
 PRECISION = {"fp32": "tf32x3", "fp16": "ieee", "bf16": "ieee"}
 DOT = {"fp32": tl.float32, "fp16": tl.float16, "bf16": tl.bfloat16}
 TORCH = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def sweep_specialization(pixel_major: bool) -> dict:
+    """How a launch at the sweep (1x64x720x1280, 3x3, 64->64, one group; x gathered channels_last) specializes
+    the kernels' integer arguments: grad_out/out, offset and mask NCHW (pixel_major) or channels_last."""
+    if pixel_major:
+        unit = ("s_ow", "s_mw", "s_gw", "s_yw", "N", "G", "groups")
+        divisible = ("s_on", "s_oc", "s_oh", "s_mn", "s_mc", "s_mh", "s_gn", "s_gc", "s_gh", "s_yn", "s_yc")
+    else:  # offset (18) and mask (9) channels innermost: their pixel strides are not multiples of 16
+        unit = ("s_oc", "s_mc", "s_gc", "s_yc", "N", "G", "groups")
+        divisible = ("s_on", "s_oh", "s_mn", "s_mh", "s_gn", "s_gh", "s_gw", "s_yn", "s_yw")
+    return {EQUAL_TO_1: unit, DIVISIBLE: divisible + ("H", "W", "Wo", "HoWo", "Cin_g", "Cout_g", "Cout", "s_xn",
+                                                      "s_xh", "s_xw")}
 
 
 def cases():
@@ -39,6 +53,8 @@ def cases():
                 c["EVEN"] = cseg % c["BLOCK_C"] == 0 and cout_g % c["BLOCK_O"] == 0
                 if kernel in ("bwd_data", "bwd_offmask"):  # one weight group per offset group in these cases
                     c["HOIST_GO"] = cout_g <= c["BLOCK_O"]
+                if (k, cseg, cout_g) == ((3, 3), 64, 64):
+                    c.update(sweep_specialization(pixel_major))
                 return c
             # the kernels gather channels_last x in both layouts; the layout is grad_out's and the output's
             fwd = {**cfg("fwd"), "HAS_BIAS": True, "OUT_PIXEL_MAJOR": pixel_major}

@@ -3,12 +3,22 @@ import itertools
 import triton.language as tl
 
 from deblurfast.bench.compile_cases import DTYPES, PTR
+from deblurfast.bench.static import DIVISIBLE, EQUAL_TO_1
 from deblurfast.kernels import dynamic_filter2d as df
 from deblurfast.kernels.padding import num_preimages
 
 KERNELS = [df.dynamic_filter2d_fwd_kernel, df.dynamic_filter2d_bwd_kernel_kernel, df.dynamic_filter2d_bwd_input_kernel]
 
 ACC = {"fp32": tl.float32, "fp16": tl.float32, "bf16": tl.float32, "fp64": tl.float64}
+
+
+def sweep_strides(channels_last: bool) -> dict:
+    """The forward's integer arguments as a launch at the sweep shape (64 channels, 720x1280, one group;
+    x, k and out in one layout) specializes them: unit strides as constants, the rest divisible by 16."""
+    unit = ("s_xc", "s_kc", "s_oc") if channels_last else ("s_xw", "s_kw", "s_ow")
+    ints = ("C", "H", "W", "Cg", "s_xn", "s_xc", "s_xh", "s_xw", "s_kn", "s_kc", "s_kh", "s_kw", "s_on", "s_oc",
+            "s_oh", "s_ow")
+    return {EQUAL_TO_1: unit, DIVISIBLE: tuple(n for n in ints if n not in unit)}
 
 
 def cases():
@@ -23,7 +33,8 @@ def cases():
         for cl in (False, True) if dtype == "fp16" else (False,):
             yield (f"df_fwd-{name}" + ("-cl" if cl else ""), df.dynamic_filter2d_fwd_kernel,
                    {"x": p, "k": p, "out": p},
-                   {**fwd, **df._fwd_config(64, 1280, cl, ks, DTYPES[dtype]), "SOFTMAX": softmax})
+                   {**fwd, **df._fwd_config(64, 1280, cl, ks, DTYPES[dtype]), "SOFTMAX": softmax,
+                    **sweep_strides(cl)})
         yield (f"df_bwd_kernel-{name}", df.dynamic_filter2d_bwd_kernel_kernel,
                {"go": p, "x": p, "k": p, "grad_k": p, "probs": acc},
                {**base, "SOFTMAX": softmax, "NEED_GRAD_K": True, "STORE_PROBS": softmax,

@@ -1,6 +1,7 @@
 import itertools
 
 from deblurfast.bench.compile_cases import DTYPES, PTR
+from deblurfast.bench.static import DIVISIBLE
 from deblurfast.kernels import strip_pool as sp
 from deblurfast.kernels._triton_common import tl_acc, tl_dot
 
@@ -22,18 +23,21 @@ def cases():
         tag = f"{name}-mode{mode}"
         yield (f"strip_reduce-{tag}", sp.strip_reduce_kernel,
                {"x": p, "ws": acc, "h_out": p, "idx_w": "*i32", "idx_h": "*i32"},
-               {**base, "DOT": tl_dot(dtype), **dict(zip(("BLOCK_W", "num_warps"), sp._reduce_tiles(1280, dtype)))})
+               {**base, "DOT": tl_dot(dtype), **dict(zip(("BLOCK_W", "num_warps"), sp._reduce_tiles(1280, dtype))),
+                DIVISIBLE: ("H", "W", "KV", "KH", "h_stride")})
         yield (f"strip_spread-{tag}", sp.strip_spread_kernel,
-               {"v": p, "h": p, "out": p, "idx_w": "*i32", "idx_h": "*i32"}, {**base, "num_warps": sp._SPREAD_WARPS})
+               {"v": p, "h": p, "out": p, "idx_w": "*i32", "idx_h": "*i32"},
+               {**base, "DOT": tl_dot(dtype), "num_warps": sp._SPREAD_WARPS,
+                DIVISIBLE: ("H", "W", "KV", "KH", "v_stride", "h_stride")})
         if mode == sp.MODE_ADAPTIVE:
             yield (f"strip_reduce_finish-{name}", sp.strip_reduce_finish_kernel, {"ws": acc, "v_out": p},
-                   {"ACC": tl_acc(dtype), "KVP": 16, "BLOCK_H": 64})
+                   {"ACC": tl_acc(dtype), "KVP": 16, "BLOCK_H": 64, DIVISIBLE: ("H", "KV", "v_stride")})
     # BANet (F = 64, C = 128) and BANet+ (F = 192, C = 192) tiles
     for name, (F, C) in itertools.product(PTR, ((64, 128), (192, 192))):
         dtype, p = DTYPES[name], PTR[name]
         acc = "*fp64" if name == "fp64" else "*fp32"
         cfg = sp._mask_config(F, C, dtype)
-        base = {"DOT": tl_dot(dtype), "ACC": tl_acc(dtype), **cfg}
+        base = {"DOT": tl_dot(dtype), "ACC": tl_acc(dtype), **cfg, DIVISIBLE: ("C", "F", "H", "W")}
         tensors = {"x": p, "rows": p, "cols": p, "col_index": "*i32", "row_index": "*i32", "weight": p, "bias": p}
         for has_bias in (True, False):
             yield (f"blur_aware_mask_fwd-{name}-F{F}-bias{int(has_bias)}", sp.blur_aware_mask_fwd_kernel,
