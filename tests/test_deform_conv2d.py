@@ -38,6 +38,10 @@ class TestDeformConv2dContract(OpContract):
     layout_geometries = {"empty_batch": dict(ODD, n=0), "batch_33": dict(ODD, n=33, h=5, w=4)}
     # a network's scale (weights ~ 1/sqrt(fan-in)), so values are O(1) as the 5e-2 absolute bound assumes
     low_precision_geometries = {"plain16": dict(PLAIN, cin=16, cout=16, h=12, w=10, offset_scale=1.0,
+                                                weight_scale=(16 * 9) ** -0.5),
+                                # 2 x 156 output pixels: the 16-bit forward's 128-pixel tiles cross the images'
+                                # border and end partly filled
+                                "tiles16": dict(PLAIN, n=2, cin=16, cout=16, h=12, w=13, offset_scale=1.0,
                                                 weight_scale=(16 * 9) ** -0.5)}
     # the odd geometry on small images: opcheck runs the op many times (several minutes interpreted)
     opcheck_geometries = {"all": dict(ODD, h=5, w=4), "no_offset": dict(ODD, h=5, w=4, offsets=False, bias=False),
