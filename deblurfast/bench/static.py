@@ -193,7 +193,7 @@ def sass_stats(text: str) -> dict[str, dict]:
             if target is None or target >= address:
                 continue
             body = [k for a, k, _ in code[fn] if target <= a <= address]
-            memory = sum(k.split(".")[1:2] == ["global"] for k in body)
+            memory = sum(_is_global(k) for k in body)
             if memory and (best is None or (memory, -len(body)) > (best[1], -best[0])):
                 best = (len(body), memory)
         if best:
@@ -201,8 +201,13 @@ def sass_stats(text: str) -> dict[str, dict]:
     return out
 
 
+def _is_global(kind: str) -> bool:
+    """Whether a classify() counter is a global memory instruction (ld/st/atom.global.*)."""
+    return kind.split(".")[1:2] == ["global"]
+
+
 def _global_memory(ops: Counter) -> int:
-    return sum(v for k, v in ops.items() if k.split(".")[1:2] == ["global"])
+    return sum(v for k, v in ops.items() if _is_global(k))
 
 
 _BLOCKED = re.compile(r"^#(\w+)\s*=\s*#ttg\.blocked<\{sizePerThread\s*=\s*\[([\d, ]+)\],\s*threadsPerWarp\s*=\s*"
