@@ -27,7 +27,11 @@ Three kernel families, each used forward and backward:
   "column" tables (BANet: the strip convs and the 1x1 fuse conv already applied,
   see deblurfast.nn.BlurAwareAttention), ia / ib map columns / rows to table
   entries. The program gathers the [F, BLOCK_W] pre-activation of its pixels
-  once and runs the 1x1 conv over channel blocks as a tl.dot.
+  once and runs the 1x1 conv over channel blocks as a tl.dot. Its backward
+  reads grad_out and x once and writes grad_x; the weight, bias and table
+  gradients are reduced in the kernel into small per-program partials (see
+  blur_aware_mask_bwd_kernel), so nothing of size [F, H, W] or [C, H, W] but
+  grad_x goes through memory.
 
 Accumulation is float32 (float64 for float64). No atomics: every output element
 and every partial is written by exactly one program.
@@ -295,11 +299,17 @@ def strip_spread_kernel(
 
 
 @triton.jit
+def _clamped_index(p_index, o, m, K):
+    """The table entries of the positions o ([BLOCK_W]), clamped to [0, K)."""
+    return tl.minimum(tl.maximum(tl.load(p_index + o, mask=m, other=0), 0), K - 1)
+
+
+@triton.jit
 def _mask_preactivation(rows, cols, col_index, row_index, i_n, i_r, o_f, m_f, o_w, m_w, F, H, W, KA, KB):
     """A[n, f, r, ia[w]] + B[n, f, ib[r], w] for the program's row and columns: [FP, BLOCK_W] (loaded dtype)."""
-    b_ia = tl.minimum(tl.maximum(tl.load(col_index + o_w, mask=m_w, other=0), 0), KA - 1)  # [BLOCK_W]
+    b_ia = _clamped_index(col_index, o_w, m_w, KA)  # [BLOCK_W]
     # the row's index as a [BLOCK_W] vector: masks combined from scalars misbehave in the interpreter
-    b_ib = tl.minimum(tl.maximum(tl.load(row_index + i_r + 0 * o_w, mask=m_w, other=0), 0), KB - 1)
+    b_ib = _clamped_index(row_index, i_r + 0 * o_w, m_w, KB)
     o_nf = (i_n * F + o_f).to(tl.int64)  # [FP]
     m = m_f[:, None] & m_w[None, :]
     b_a = tl.load(rows + (o_nf[:, None] * H + i_r) * KA + b_ia[None, :], mask=m, other=0.0)  # [FP, BLOCK_W]
@@ -341,56 +351,145 @@ def blur_aware_mask_fwd_kernel(
 
 @triton.jit
 def blur_aware_mask_bwd_kernel(
-    go, x, rows, cols, col_index, row_index, weight, bias,
-    grad_x, grad_u, z, grad_z,
-    # go, x, grad_x, grad_u [N, C, H, W]; z [N, F, H, W] (relu output); grad_z [N, F, H, W] (ACC, pre-relu)
-    C, F, H, W, KA, KB,
-    HAS_BIAS: tl.constexpr, NEED_X: tl.constexpr, NEED_U: tl.constexpr, NEED_ZW: tl.constexpr,
-    NEED_Z: tl.constexpr, DOT: tl.constexpr, ACC: tl.constexpr,
+    go, x, rows, cols, col_index, row_index, weight, bias, row_order, tile_entries,
+    grad_x, part_rows, part_cols, part_w, part_b,
+    # go, x, grad_x [N, C, H, W]; row_order [H] (int32): the rows sorted by their clamped row_index, stably;
+    # tile_entries [n_wb, 2] (int32): the least and the greatest clamped col_index of each column tile.
+    # Partials (ACC): part_rows [N, n_wb, H, KA, F] (written for the tile's entries only); part_cols [N, n_slots, F, W]; part_w [programs, C, F];
+    # part_b [programs, C]
+    C, F, H, W, KA, KB, n_chunks, chunk_rows, n_slots,
+    HAS_BIAS: tl.constexpr, NEED_X: tl.constexpr, NEED_W: tl.constexpr, NEED_B: tl.constexpr,
+    NEED_T: tl.constexpr, DOT: tl.constexpr, ACC: tl.constexpr,
     FP: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
-    """Recomputes the mask of the program's pixels and writes grad_x = go * M,
-    grad_u = go * x * M (1 - M) (for the 1x1 conv's weight and bias), z (for its
-    weight) and grad_z = relu'(.) * Wt^T grad_u (reduced into the tables by strip_reduce)."""
+    """A program owns a column tile of one image and a chunk of chunk_rows rows in row_order. Per row it
+    recomputes the mask of its pixels, writes grad_x = go * M and forms grad_u = go * x * M (1 - M) and
+    grad_z = relu'(.) * Wt^T grad_u in registers, then reduces them where they are:
+    - weight and bias: grad_u z^T and sum(grad_u) added into the program's own partials (L2-resident);
+    - row_table: grad_z summed over the tile's columns per col_index entry the tile reads (one or two of a
+      monotone map), one partial per column tile, which blur_aware_mask_rows_finish sums;
+    - col_table: grad_z summed over the rows while their row_index stays the same (rows sorted by it),
+      written at slot chunk + row_index when it changes: along the sorted order (chunk, row_index) only
+      grows, so the slot of a run is its own, and blur_aware_mask_cols_finish sums each entry's runs.
+    No grad_u, z or grad_z goes through memory, and every partial element is written by one program."""
     pid = tl.program_id(0)
     n_wb = tl.cdiv(W, BLOCK_W)
-    i_wb, i_r, i_n = pid % n_wb, (pid // n_wb) % H, pid // (n_wb * H)
+    i_chunk, i_wb, i_n = pid % n_chunks, (pid // n_chunks) % n_wb, pid // (n_chunks * n_wb)
     o_w = i_wb * BLOCK_W + tl.arange(0, BLOCK_W)  # [BLOCK_W]
     m_w = o_w < W
     o_f = tl.arange(0, FP)  # [FP]
     m_f = o_f < F
-    b_a, b_b = _mask_preactivation(rows, cols, col_index, row_index, i_n, i_r, o_f, m_f, o_w, m_w, F, H, W, KA, KB)
-    b_pre = b_a.to(ACC) + b_b.to(ACC)  # [FP, BLOCK_W]
-    b_z = tl.maximum(b_pre, 0.0).to(DOT)
-    o_z = ((i_n * F + o_f).to(tl.int64) * H + i_r)[:, None] * W + o_w[None, :]  # [FP, BLOCK_W]
-    m_z = m_f[:, None] & m_w[None, :]
-    if NEED_ZW:
-        tl.store(z + o_z, b_z.to(z.dtype.element_ty), mask=m_z)
+    b_ia = _clamped_index(col_index, o_w, m_w, KA)  # [BLOCK_W]
+    b_cols = tl.zeros([FP, BLOCK_W], dtype=ACC)  # col_table's gradient over the current run of rows
+    q0 = i_chunk * chunk_rows
+    q1 = tl.minimum(q0 + chunk_rows, H)
+    p_pw = part_w + pid.to(tl.int64) * C * F
+    p_pb = part_b + pid.to(tl.int64) * C
+    for q in range(q0, q1):
+        # the row as a [BLOCK_W] vector: masks combined from scalars misbehave in the interpreter
+        i_row = tl.load(row_order + q)
+        i_r = i_row + 0 * o_w  # [BLOCK_W]
+        b_a, b_b = _mask_preactivation(rows, cols, col_index, row_index, i_n, i_r, o_f, m_f, o_w, m_w,
+                                       F, H, W, KA, KB)
+        b_pre = b_a.to(ACC) + b_b.to(ACC)  # [FP, BLOCK_W]
+        b_z = tl.maximum(b_pre, 0.0).to(DOT)
+        b_gz = tl.zeros([FP, BLOCK_W], dtype=ACC)
+        for c0 in range(0, C, BLOCK_C):
+            o_c = c0 + tl.arange(0, BLOCK_C)  # [BLOCK_C]
+            m_c = o_c < C
+            b_wt = tl.load(weight + o_c[:, None] * F + o_f[None, :], mask=m_c[:, None] & m_f[None, :], other=0.0)
+            b_wt = b_wt.to(DOT)  # [BLOCK_C, FP]
+            b_u = tl.dot(b_wt, b_z, input_precision="ieee").to(ACC)  # [BLOCK_C, BLOCK_W]
+            if HAS_BIAS:
+                b_u += tl.load(bias + o_c, mask=m_c, other=0.0).to(ACC)[:, None]
+            b_m = _sigmoid(b_u)
+            o_x = ((i_n * C + o_c).to(tl.int64) * H)[:, None] * W + (i_r * W + o_w)[None, :]  # [BLOCK_C, BLOCK_W]
+            m_x = m_c[:, None] & m_w[None, :]
+            b_go = tl.load(go + o_x, mask=m_x, other=0.0).to(ACC)
+            if NEED_X:
+                tl.store(grad_x + o_x, (b_go * b_m).to(grad_x.dtype.element_ty), mask=m_x)
+            if NEED_W or NEED_B or NEED_T:
+                b_x = tl.load(x + o_x, mask=m_x, other=0.0).to(ACC)
+                # in the input's dtype, as autograd's product with z would take it
+                b_gu = (b_go * b_x * b_m * (1.0 - b_m)).to(x.dtype.element_ty).to(DOT)  # [BLOCK_C, BLOCK_W]
+                if NEED_T:
+                    b_gz += tl.dot(tl.trans(b_wt), b_gu, input_precision="ieee").to(ACC)  # [FP, BLOCK_W]
+                # the first row of the chunk starts the program's partials, the others add to them
+                if NEED_W:
+                    p_dw = p_pw + o_c[:, None] * F + o_f[None, :]
+                    m_dw = m_c[:, None] & m_f[None, :]
+                    b_dw = tl.dot(b_gu, tl.trans(b_z), input_precision="ieee").to(ACC)  # [BLOCK_C, FP]
+                    if q > q0:
+                        b_dw += tl.load(p_dw, mask=m_dw, other=0.0)
+                    tl.store(p_dw, b_dw, mask=m_dw)
+                if NEED_B:
+                    b_db = tl.sum(b_gu.to(ACC), axis=1)  # [BLOCK_C]
+                    if q > q0:
+                        b_db += tl.load(p_pb + o_c, mask=m_c, other=0.0)
+                    tl.store(p_pb + o_c, b_db, mask=m_c)
+        if NEED_T:
+            b_gz = tl.where(b_pre > 0, b_gz, 0.0)
+            # per entry a masked sum, not a product with the 0/1 membership: a NaN reaches only its own entry
+            p_pr = part_rows + (((i_n * n_wb + i_wb) * H + i_row) * KA).to(tl.int64) * F + o_f  # [FP]
+            for ka in range(tl.load(tile_entries + 2 * i_wb), tl.load(tile_entries + 2 * i_wb + 1) + 1):
+                tl.store(p_pr + ka * F, tl.sum(tl.where((b_ia == ka)[None, :], b_gz, 0.0), axis=1), mask=m_f)
+            b_cols += b_gz
+            # the run ends where the next row in the order reads another col_table row, or with the chunk
+            b_kb = _clamped_index(row_index, i_r, m_w, KB)
+            b_kb_next = _clamped_index(row_index, tl.load(row_order + tl.minimum(q + 1, q1 - 1) + 0 * o_w), m_w, KB)
+            b_end = (b_kb_next != b_kb) | (q + 1 + 0 * o_w == q1)  # [BLOCK_W]
+            o_slot = (i_n * n_slots + i_chunk + b_kb).to(tl.int64) * F  # [BLOCK_W]
+            p_pc = part_cols + (o_slot[None, :] + o_f[:, None]) * W + o_w[None, :]  # [FP, BLOCK_W]
+            tl.store(p_pc, b_cols, mask=m_f[:, None] & (m_w & b_end)[None, :])
+            b_cols = tl.where(b_end[None, :], 0.0, b_cols)
 
-    b_gz = tl.zeros([FP, BLOCK_W], dtype=ACC)
-    for c0 in range(0, C, BLOCK_C):
-        o_c = c0 + tl.arange(0, BLOCK_C)  # [BLOCK_C]
-        m_c = o_c < C
-        b_wt = tl.load(weight + o_c[:, None] * F + o_f[None, :], mask=m_c[:, None] & m_f[None, :], other=0.0)
-        b_wt = b_wt.to(DOT)  # [BLOCK_C, FP]
-        b_u = tl.dot(b_wt, b_z, input_precision="ieee").to(ACC)  # [BLOCK_C, BLOCK_W]
-        if HAS_BIAS:
-            b_u += tl.load(bias + o_c, mask=m_c, other=0.0).to(ACC)[:, None]
-        b_m = _sigmoid(b_u)
-        o_x = ((i_n * C + o_c).to(tl.int64) * H + i_r)[:, None] * W + o_w[None, :]  # [BLOCK_C, BLOCK_W]
-        m_x = m_c[:, None] & m_w[None, :]
-        b_go = tl.load(go + o_x, mask=m_x, other=0.0).to(ACC)
-        if NEED_X:
-            tl.store(grad_x + o_x, (b_go * b_m).to(grad_x.dtype.element_ty), mask=m_x)
-        if NEED_U or NEED_Z:
-            b_x = tl.load(x + o_x, mask=m_x, other=0.0).to(ACC)
-            b_gu = b_go * b_x * b_m * (1.0 - b_m)  # [BLOCK_C, BLOCK_W]
-            if NEED_U:
-                tl.store(grad_u + o_x, b_gu.to(grad_u.dtype.element_ty), mask=m_x)
-            if NEED_Z:
-                b_gz += tl.dot(tl.trans(b_wt), b_gu.to(DOT), input_precision="ieee").to(ACC)  # [FP, BLOCK_W]
-    if NEED_Z:
-        tl.store(grad_z + o_z, tl.where(b_pre > 0, b_gz, 0.0), mask=m_z)
+
+@triton.jit
+def blur_aware_mask_cols_finish_kernel(
+    part_cols, grad_cols, starts, counts,
+    # part_cols [N, n_slots, F, W] (ACC); grad_cols [N, F, KB, W]; starts, counts [KB] (int32): where each
+    # col_table row's rows begin in the sorted order and how many there are
+    F, W, KB, chunk_rows, n_slots,
+    ACC: tl.constexpr, FP: tl.constexpr, BLOCK_W: tl.constexpr,
+):
+    """grad_cols[n, :, kb] = the sum of the runs of row_index kb, one per chunk its rows fall in (fixed order)."""
+    pid = tl.program_id(0)
+    n_wb = tl.cdiv(W, BLOCK_W)
+    i_wb, i_kb, i_n = pid % n_wb, (pid // n_wb) % KB, pid // (n_wb * KB)
+    o_w = i_wb * BLOCK_W + tl.arange(0, BLOCK_W)  # [BLOCK_W]
+    o_f = tl.arange(0, FP)  # [FP]
+    m = (o_f < F)[:, None] & (o_w < W)[None, :]
+    start, count = tl.load(starts + i_kb), tl.load(counts + i_kb)
+    b_g = tl.zeros([FP, BLOCK_W], dtype=ACC)
+    j_end = tl.where(count > 0, (start + tl.maximum(count, 1) - 1) // chunk_rows + 1, 0)  # past the last chunk
+    for j in range(start // chunk_rows, j_end):
+        o_s = (i_n * n_slots + j + i_kb).to(tl.int64) * F
+        b_g += tl.load(part_cols + (o_s + o_f)[:, None] * W + o_w[None, :], mask=m, other=0.0)
+    o_g = ((i_n * F + o_f).to(tl.int64) * KB + i_kb) * W
+    tl.store(grad_cols + o_g[:, None] + o_w[None, :], b_g.to(grad_cols.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def blur_aware_mask_rows_finish_kernel(
+    part_rows, grad_rows, tile_entries,
+    # part_rows [N, n_wb, H, KA, F] (ACC); grad_rows [N, F, H, KA]; tile_entries [n_wb, 2] (int32)
+    F, H, KA, n_wb,
+    ACC: tl.constexpr, FP: tl.constexpr, BLOCK_R: tl.constexpr,
+):
+    """grad_rows[n, :, r, ka] = the sum of the partials of the column tiles that read entry ka (fixed order)."""
+    pid = tl.program_id(0)
+    n_rb = tl.cdiv(H, BLOCK_R)
+    i_rb, i_ka, i_n = pid % n_rb, (pid // n_rb) % KA, pid // (n_rb * KA)
+    o_r = i_rb * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R]
+    o_f = tl.arange(0, FP)  # [FP]
+    m = (o_r < H)[:, None] & (o_f < F)[None, :]
+    b_g = tl.zeros([BLOCK_R, FP], dtype=ACC)
+    for i_wb in range(0, n_wb):
+        if (tl.load(tile_entries + 2 * i_wb) <= i_ka) & (i_ka <= tl.load(tile_entries + 2 * i_wb + 1)):
+            o_p = (((i_n * n_wb + i_wb) * H + o_r) * KA + i_ka).to(tl.int64) * F  # [BLOCK_R]
+            b_g += tl.load(part_rows + o_p[:, None] + o_f[None, :], mask=m, other=0.0)
+    o_g = ((i_n * F + o_f).to(tl.int64) * H)[None, :] + o_r[:, None]  # [BLOCK_R, FP]
+    tl.store(grad_rows + o_g * KA + i_ka, b_g.to(grad_rows.dtype.element_ty), mask=m)
 
 
 # -- launchers ---------------------------------------------------------------------------------------------
@@ -559,14 +658,21 @@ def _mask_config(F: int, C: int, dtype: torch.dtype) -> dict:
     return {"FP": FP, "BLOCK_C": BLOCK_C, "BLOCK_W": BLOCK_W, "num_warps": 8}
 
 
-def _mask_bwd_config(F: int) -> dict:
-    """The backward keeps two more [FP, BLOCK_W] tiles (the pre-activation and grad_z's accumulator)
-    across its channel loop and runs a second product: with the forward's tiles it spilled up to 9.9 KB
-    a thread on sm_90 (float32, whose products run on FMAs). [FP, BLOCK_W] of at most 4096 elements,
-    16 channels a step and 8 warps keep float32/16 at F = 64 and F = 192 in registers (float64 at F = 64
-    keeps 8 B on the stack; at 2048 elements another of its configurations spilled more)."""
+def _mask_bwd_config(F: int, dtype: torch.dtype) -> dict:
+    """The backward keeps three [FP, BLOCK_W] tiles across its channel loop (the pre-activation, grad_z's
+    accumulator and col_table's run) and runs three products. 16 channels a step on 8 warps, [FP, BLOCK_W]
+    of 4096 elements for the half types (tensor-core products), 2048 for float32 and float64 (FMA
+    products): float32 spilled 152-216 B a thread on sm_90 at 4096 and F = 64. float64 at F = 192 keeps
+    1.7 KB on the stack even at 16 columns (16 warps: 4.8 KB); it is no hot path."""
     FP = _pad(F)
-    return {"FP": FP, "BLOCK_C": 16, "BLOCK_W": max(16, min(64, 4096 // FP)), "num_warps": 8}
+    budget = 4096 if dtype in (torch.float16, torch.bfloat16) else 2048
+    return {"FP": FP, "BLOCK_C": 16, "BLOCK_W": max(16, min(64, budget // FP)), "num_warps": 8}
+
+
+def _mask_finish_config(F: int) -> dict:
+    """blur_aware_mask_cols_finish's [FP, BLOCK_W] tiles (rows_finish: [BLOCK_W, FP]): 4096 elements on 4 warps."""
+    FP = _pad(F)
+    return {"FP": FP, "BLOCK_W": max(16, min(64, 4096 // FP)), "num_warps": 4}
 
 
 def _mask_args(x, rows, cols, col_index, row_index, weight, bias):
@@ -599,45 +705,71 @@ def mask_backward(grad_out, x, rows, col_index, cols, row_index, weight, bias, o
     """Gradients of every tensor argument (the index maps take none); unneeded ones are empty placeholders."""
     need_x, need_rows, need_cols, need_w, need_b = (output_mask[i] for i in (0, 1, 3, 5, 6))
     has_bias = bias is not None
+    need_b = need_b and has_bias
+    need_t = need_rows or need_cols
     w_shape = weight.shape
     grad_out = grad_out.contiguous()
     x, rows, cols, col_index, row_index, weight, bias = _mask_args(x, rows, cols, col_index, row_index, weight, bias)
     N, C, H, W = x.shape
     F, KA, KB = rows.shape[1], rows.shape[3], cols.shape[2]
-    need_z = need_rows or need_cols
-    need_u = need_w or (need_b and has_bias)
     acc = acc_dtype(x.dtype)
+    cfg = _mask_bwd_config(F, x.dtype)
+    n_wb = triton.cdiv(W, cfg["BLOCK_W"])
+    # chunks of rows sized for enough programs on the GPU (one chunk a column tile in the interpreter)
+    chunk_rows = triton.cdiv(H, max(1, min(H, _target_programs(x.device) // max(1, N * n_wb))))
+    n_chunks = triton.cdiv(H, chunk_rows)
+    n_slots = n_chunks + KB - 1
+    programs = N * n_wb * n_chunks
+    # the rows sorted by the col_table row they read (clamped as the kernel clamps), ties in row order
+    kb_sorted, row_order = torch.sort(row_index.clamp(0, KB - 1), stable=True)
+    row_order = row_order.to(torch.int32)
+    # each column tile's least and greatest col_index entry (clamped as the kernel clamps)
+    ia = col_index.clamp(0, KA - 1)
+    past_w = n_wb * cfg["BLOCK_W"] - W
+    lo = torch.cat([ia, ia.new_full((past_w,), KA)]).view(n_wb, -1).amin(1)
+    hi = torch.cat([ia, ia.new_full((past_w,), -1)]).view(n_wb, -1).amax(1)
+    tile_entries = torch.stack([lo, hi], 1).to(torch.int32)
 
-    def empty():  # a placeholder; the op's outputs must not alias each other
-        return x.new_empty(0)
+    def empty(dtype=x.dtype):  # a placeholder; the op's outputs must not alias each other
+        return x.new_empty(0, dtype=dtype)
 
     grad_x = torch.empty_like(x) if need_x else empty()
-    grad_u = torch.empty_like(x) if need_u else empty()
-    z = x.new_empty((N, F, H, W)) if need_w else empty()
-    grad_z = torch.empty((N, F, H, W), dtype=acc, device=x.device) if need_z else empty()
-    if N * H * W > 0:
-        cfg = _mask_bwd_config(F)
-        grid = (N * H * triton.cdiv(W, cfg["BLOCK_W"]),)
+    part_rows = torch.empty((N, n_wb, H, KA, F), dtype=acc, device=x.device) if need_t else empty(acc)
+    part_cols = torch.empty((N, n_slots, F, W), dtype=acc, device=x.device) if need_t else empty(acc)
+    part_w = torch.empty((programs, C, F), dtype=acc, device=x.device) if need_w else empty(acc)
+    part_b = torch.empty((programs, C), dtype=acc, device=x.device) if need_b else empty(acc)
+    if programs > 0:
         with on_device(x):
-            blur_aware_mask_bwd_kernel[grid](
-                grad_out, x, rows, cols, col_index, row_index, weight, bias, grad_x, grad_u, z, grad_z,
-                C, F, H, W, KA, KB, HAS_BIAS=has_bias, NEED_X=need_x, NEED_U=need_u, NEED_ZW=need_w,
-                NEED_Z=need_z, DOT=tl_dot(x.dtype), ACC=tl_acc(x.dtype), **cfg,
+            blur_aware_mask_bwd_kernel[(programs,)](
+                grad_out, x, rows, cols, col_index, row_index, weight, bias, row_order, tile_entries,
+                grad_x, part_rows, part_cols, part_w, part_b,
+                C, F, H, W, KA, KB, n_chunks, chunk_rows, n_slots, HAS_BIAS=has_bias, NEED_X=need_x,
+                NEED_W=need_w, NEED_B=need_b, NEED_T=need_t, DOT=tl_dot(x.dtype), ACC=tl_acc(x.dtype),
+                **cfg,
             )
 
     grad_rows, grad_cols = empty(), empty()
-    if need_z:
-        # one pass over grad_z gives both tables' gradients; an unneeded one is dropped
-        grad_rows_acc = torch.empty(rows.shape, dtype=acc, device=x.device)
-        grad_cols_acc = torch.empty(cols.shape, dtype=acc, device=x.device)
-        reduce(grad_z.view(N * F, H, W), grad_rows_acc.view(N * F, H * KA), grad_cols_acc.view(N * F, KB * W),
-               KA, KB, idx_w=col_index, idx_h=row_index)
-        grad_rows = grad_rows_acc.to(rows.dtype) if need_rows else empty()
-        grad_cols = grad_cols_acc.to(cols.dtype) if need_cols else empty()
-    grad_w = empty()
-    if need_w:
-        # sum over pixels of grad_u z^T: a GEMM with K = N*H*W, left to cuBLAS
-        grad_w = torch.matmul(grad_u.view(N, C, H * W), z.view(N, F, H * W).transpose(1, 2)).sum(0, dtype=acc)
-        grad_w = grad_w.to(weight.dtype).reshape(w_shape)
-    grad_b = grad_u.sum((0, 2, 3), dtype=acc).to(bias.dtype) if (need_b and has_bias) else empty()
+    if need_rows:
+        grad_rows = torch.empty_like(rows)
+        fin = _mask_finish_config(F)
+        BLOCK_R = _block(H, fin.pop("BLOCK_W"))
+        if N > 0:
+            with on_device(x):
+                blur_aware_mask_rows_finish_kernel[(N * KA * triton.cdiv(H, BLOCK_R),)](
+                    part_rows, grad_rows, tile_entries, F, H, KA, n_wb, ACC=tl_acc(x.dtype), BLOCK_R=BLOCK_R, **fin,
+                )
+    if need_cols:
+        grad_cols = torch.empty_like(cols)
+        entries = torch.arange(KB, dtype=kb_sorted.dtype, device=x.device)
+        starts = torch.searchsorted(kb_sorted, entries).to(torch.int32)
+        counts = torch.searchsorted(kb_sorted, entries, right=True).to(torch.int32) - starts
+        fin = _mask_finish_config(F)
+        fin["BLOCK_W"] = _block(W, fin["BLOCK_W"])
+        if N > 0:
+            with on_device(x):
+                blur_aware_mask_cols_finish_kernel[(N * KB * triton.cdiv(W, fin["BLOCK_W"]),)](
+                    part_cols, grad_cols, starts, counts, F, W, KB, chunk_rows, n_slots, ACC=tl_acc(x.dtype), **fin,
+                )
+    grad_w = part_w.sum(0).to(weight.dtype).reshape(w_shape) if need_w else empty()
+    grad_b = part_b.sum(0).to(bias.dtype) if need_b else empty()
     return grad_x, grad_rows, col_index.new_empty(0), grad_cols, row_index.new_empty(0), grad_w, grad_b

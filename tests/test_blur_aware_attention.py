@@ -378,6 +378,31 @@ def test_mask_op_nonfinite_gradient_stays_local(backend, device):
     assert torch.equal(g_rows.isnan(), expected_rows) and torch.equal(g_cols.isnan(), expected_cols)
 
 
+@pytest.mark.parametrize("backend,device", [p for p in BACKENDS if p.values[0] == "triton"])
+@pytest.mark.parametrize("programs_per_tile", [4, 10**6])  # chunks of 3 rows; of 1 row
+@pytest.mark.parametrize("monotone_columns", [False, True])
+def test_mask_op_triton_row_chunks(backend, device, programs_per_tile, monotone_columns, monkeypatch):
+    """The Triton backward's programs each own a chunk of rows (sorted by row_index) of a column tile:
+    several chunks and column tiles, a row map that is not monotone, col_table rows read by no row or by
+    rows in several chunks, more than one channel block, and column tiles that read every row_table entry
+    or (a monotone col_index) only some. The GPU sizes chunks for its SMs, the interpreter runs one chunk;
+    here the chunking is forced."""
+    require_backend("blur_aware_mask", backend, device, torch.float64)
+    from deblurfast.kernels import strip_pool as kernels
+
+    args = make_mask_args(2, 20, 3, 11, 70, 3, 6, device=device)  # 2 column tiles of 64, 2 channel blocks
+    args["row_index"] = torch.tensor([5, 0, 2, 2, 5, 0, 0, 5, 2, 0, 5], dtype=torch.int32, device=device)
+    if monotone_columns:  # the second tile (columns 64-69) reads entry 2 only
+        args["col_index"] = (torch.arange(70) * 3 // 70).to(device)
+    n_wb = -(-70 // kernels._mask_bwd_config(3, torch.float64)["BLOCK_W"])
+    monkeypatch.setattr(kernels, "_target_programs", lambda device: 2 * n_wb * programs_per_tile)
+    with uninitialized_is_nan():
+        got = mask_with_grads(backend, args)
+    want = mask_with_grads("reference", {k: v.cpu() if v is not None else v for k, v in args.items()})
+    for g, w, what in zip(got, want, ("out",) + DIFF):
+        assert_close(g.cpu(), w, what=what)
+
+
 # -- the module compiled --------------------------------------------------------------------
 
 

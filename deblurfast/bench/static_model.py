@@ -255,17 +255,59 @@ def ba_mask_forward(rows: dict, layout: str) -> list:
              2 * HW * C * 64)]
 
 
+def _ba_backward_geometry() -> dict:
+    """The sweep launch of blur_aware_mask's backward (BANet's fused path, F = C = 64): its tile, column tiles,
+    row chunks and partial sizes as mask_backward sizes them for the H100's 132 SMs, and the tables' widths
+    (KA, KB: the segments of the strip expansions of 1280 columns and 720 rows)."""
+    import torch
+
+    from deblurfast.kernels import strip_pool as sp
+    from deblurfast.nn.blur_aware_attention import strip_segments
+
+    from .static import arch
+
+    col_index, col_sources = strip_segments(W, 3, False, torch.float16, torch.device("cpu"))
+    KA = col_sources.shape[1]
+    KB = strip_segments(H, 2, False, torch.float16, torch.device("cpu"))[1].shape[1]
+    cfg = sp._mask_bwd_config(64, torch.float16)
+    n_wb = math.ceil(W / cfg["BLOCK_W"])
+    tiles = col_index.split(cfg["BLOCK_W"])
+    tile_entries = sum(int(t.max()) - int(t.min()) + 1 for t in tiles)  # row_table entries the tiles read
+    chunk_rows = math.ceil(H / max(1, min(H, sp._PROGRAMS_PER_SM * arch("sm_90").sms // (N * n_wb))))
+    n_chunks = math.ceil(H / chunk_rows)
+    return {"KA": KA, "KB": KB, "n_wb": n_wb, "n_chunks": n_chunks, "programs": N * n_wb * n_chunks,
+            "part_rows": N * tile_entries * H * 64, "part_cols": N * (n_chunks + KB - 1) * 64 * W,
+            "part_w": N * n_wb * n_chunks * C * 64}
+
+
 def ba_mask_backward(rows: dict, layout: str) -> list:
-    """blur_aware_mask bwd kernel (all gradients): reads grad_out and x; writes grad_x, grad_u, z and
-    float32 grad_z (the tables' and weight's gradients are reduced from them afterwards, not modelled)."""
+    """blur_aware_mask bwd (all gradients): reads grad_out and x, writes grad_x; per row of a program's chunk the
+    weight gradient's [C, F] partial is read and written back (L2-resident), the row table's partial written
+    per col_index entry ([F] runs) and col_table's per run of equal row_index; blur_aware_mask_cols_finish sums
+    those runs and blur_aware_mask_rows_finish the column tiles' row-table partials (float32)."""
     bwd = rows["blur_aware_mask_bwd-fp16-F64-need1111"]
+    fin = rows["blur_aware_mask_cols_finish-fp16-F64"]
+    g = _ba_backward_geometry()
+    partials = g["part_rows"] + g["part_cols"]
     return [("blur_aware_mask_bwd", bwd, [Stream("grad_out, x", 2 * HW * C, E, True),
-                                          Stream("grad_x, grad_u", 2 * HW * C, E, True),
-                                          Stream("z", HW * 64, E, True), Stream("grad_z", HW * 64, 4, True)],
-             4 * HW * C * 64)]
+                                          Stream("grad_x", HW * C, E, True),
+                                          Stream("weight partial (per row, load + store)", 2 * H * g["n_wb"] * C * 64,
+                                                 4, True),
+                                          Stream("table partials", partials, 4, True)],
+             6 * HW * C * 64),
+            ("blur_aware_mask_cols_finish", fin, [Stream("col_table partials", g["part_cols"], 4, True),
+                                                  Stream("grad col_table", N * g["KB"] * 64 * W, E, True)], 0.0),
+            ("blur_aware_mask_rows_finish", rows["blur_aware_mask_rows_finish-fp16-F64"],
+             [Stream("row_table partials", g["part_rows"], 4, True),
+              Stream("grad row_table", N * g["KA"] * 64 * H, E, False, stride=g["KA"] * E)], 0.0)]
 
 
-# (op, layout, model, bytes_min, HBM bytes the kernels move, FLOPs for the roofline floor)
+def _ba_backward_bytes() -> float:
+    g = _ba_backward_geometry()
+    return 3 * C * HW * E + 2 * 4 * (g["part_rows"] + g["part_cols"] + g["part_w"])
+
+
+# (op, layout, model, bytes_min, HBM bytes the kernels move (or a function giving them), FLOPs for the roofline floor)
 _DEFORM_MIN = (2 * C + 27) * HW * E
 OPS = [
     # NCHW: x also read and written once more by its copy to channels_last
@@ -284,10 +326,8 @@ OPS = [
     ("strip_pool fwd", "nchw", strip_pool_forward, 2 * C * HW * E, 2 * C * HW * E, 0),
     ("strip_pool bwd", "nchw", strip_pool_backward, 2 * C * HW * E, 2 * C * HW * E, 0),
     ("blur_aware_mask fwd", "nchw", ba_mask_forward, 2 * C * HW * E, 2 * C * HW * E, 2 * HW * C * 64),
-    # bytes_min: grad_out, x in, grad_x out; moved: + grad_u, z (16-bit) and grad_z (float32) written by the
-    # kernel and read again by the reductions that follow it
-    ("blur_aware_mask bwd kernel", "nchw", ba_mask_backward, 3 * C * HW * E,
-     (3 * C + 2 * C + 2 * 64) * HW * E + 2 * 64 * HW * 4, 4 * HW * C * 64),
+    # bytes_min: grad_out, x in, grad_x out; moved: + the float32 partials, written and read once
+    ("blur_aware_mask bwd", "nchw", ba_mask_backward, 3 * C * HW * E, _ba_backward_bytes, 6 * HW * C * 64),
 ]
 
 
@@ -304,6 +344,8 @@ def estimates(rows: dict, arch) -> list[dict]:
                  {"kernel": name, "case": None, "lsu_ms": 0.0, "issue_ms": 0.0, "tensor_ms": 0.0,
                   "ms": streams / HBM_MEASURED * 1e3, "bound": "hbm", "wavefronts": 0.0}
                  for name, row, streams, kflops in kernels]
+        if callable(bytes_moved):
+            bytes_moved = bytes_moved()
         hbm_ms = bytes_moved / HBM_MEASURED * 1e3
         kernels_ms = sum(p["ms"] for p in parts)
         est = max(hbm_ms, kernels_ms)

@@ -11,6 +11,8 @@ KERNELS = [
     sp.strip_spread_kernel,
     sp.blur_aware_mask_fwd_kernel,
     sp.blur_aware_mask_bwd_kernel,
+    sp.blur_aware_mask_cols_finish_kernel,
+    sp.blur_aware_mask_rows_finish_kernel,
 ]
 
 
@@ -42,9 +44,18 @@ def cases():
         for has_bias in (True, False):
             yield (f"blur_aware_mask_fwd-{name}-F{F}-bias{int(has_bias)}", sp.blur_aware_mask_fwd_kernel,
                    {**tensors, "out": p}, {**base, "HAS_BIAS": has_bias})
-        outs = {"go": p, "grad_x": p, "grad_u": p, "z": p, "grad_z": acc}
+        outs = {"go": p, "row_order": "*i32", "tile_entries": "*i32", "grad_x": p, "part_rows": acc,
+                "part_cols": acc, "part_w": acc, "part_b": acc}
         for need in ((True, True, True, True), (True, False, False, False), (False, False, False, True)):
-            flags = dict(zip(("NEED_X", "NEED_U", "NEED_ZW", "NEED_Z"), need))
+            flags = dict(zip(("NEED_X", "NEED_W", "NEED_B", "NEED_T"), need))
             yield (f"blur_aware_mask_bwd-{name}-F{F}-need{''.join(str(int(n)) for n in need)}",
                    sp.blur_aware_mask_bwd_kernel, {**tensors, **outs},
-                   {**base, **sp._mask_bwd_config(F), "HAS_BIAS": True, **flags})
+                   {**base, **sp._mask_bwd_config(F, dtype), "HAS_BIAS": True, **flags})
+        yield (f"blur_aware_mask_cols_finish-{name}-F{F}", sp.blur_aware_mask_cols_finish_kernel,
+               {"part_cols": acc, "grad_cols": p, "starts": "*i32", "counts": "*i32"},
+               {"ACC": tl_acc(dtype), **sp._mask_finish_config(F), DIVISIBLE: ("F", "W")})
+        fin = sp._mask_finish_config(F)
+        yield (f"blur_aware_mask_rows_finish-{name}-F{F}", sp.blur_aware_mask_rows_finish_kernel,
+               {"part_rows": acc, "grad_rows": p, "tile_entries": "*i32"},
+               {"ACC": tl_acc(dtype), "FP": fin["FP"], "BLOCK_R": fin["BLOCK_W"], "num_warps": fin["num_warps"],
+                DIVISIBLE: ("F", "H")})
