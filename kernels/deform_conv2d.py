@@ -22,9 +22,15 @@ scatters grad_input to the 4 bilinear corners with vector atomics into a
 channels_last buffer (float32 by default; int64 fixed point in deterministic
 mode: integer addition is associative, so the result is bit-for-bit
 reproducible), the other gathers the corners and reduces grad_offset and
-grad_mask over the group's channels in registers.
-Backward, weight: split-K over pixel chunks into float32 partials, summed in a
-fixed order.
+grad_mask over the group's channels in registers (per corner the sum over the
+channels of its values times grad_cols; the gradients are per-pixel blends of
+those 4 sums).
+Backward, weight: split-K over chunks of pixel tiles (each tile in one image)
+into float32 partials, summed in a fixed order.
+
+A sample's corner offsets within its image are int32 (the Triton backend
+refuses images of 2**31 elements or more: deblurfast/ops/deform_conv2d);
+an image's offset in its batch is int64.
 """
 
 import functools
@@ -70,6 +76,17 @@ def _geometry(offset, mask, i_n, og, t, o_p, m_p, H, W, Wo, K,
 
 
 @triton.jit
+def _pixel_offsets(o_p, Wo, s_h, s_w, FLAT: tl.constexpr):
+    """Element offsets of the flat output pixels o_p ([BLOCK_P]) in a tensor of row and column strides s_h, s_w.
+    FLAT: s_h == Wo * s_w (a contiguous NCHW or channels_last tensor): o_p * s_w, which the compiler sees
+    is contiguous where s_w is 1 (vector loads along the pixels), and no division."""
+    if FLAT:
+        return o_p.to(tl.int64) * s_w
+    else:
+        return (o_p // Wo).to(tl.int64) * s_h + (o_p % Wo).to(tl.int64) * s_w  # products can pass 2^31
+
+
+@triton.jit
 def _load_pixels_by_channels(p, m_p, m_c, PIXEL_MAJOR: tl.constexpr):
     """The [BLOCK_P, BLOCK_C] tile at pointers p; PIXEL_MAJOR (NCHW, pixels contiguous): loaded as
     [BLOCK_C, BLOCK_P] and transposed in registers, since with runtime strides the compiler puts a
@@ -90,22 +107,22 @@ def _corners(y0, x0, ly, lx, m, inside, H, W, s_xh, s_xw, VEC: tl.constexpr):
     hy, hx = 1.0 - ly, 1.0 - lx
     in_y0, in_y1 = (y0 >= 0) & (y0 < H) & inside, (y1 >= 0) & (y1 < H) & inside
     in_x0, in_x1 = (x0 >= 0) & (x0 < W), (x1 >= 0) & (x1 < W)
-    r0, r1 = y0.to(tl.int64) * s_xh, y1.to(tl.int64) * s_xh
-    c0, c1 = x0.to(tl.int64) * s_xw, x1.to(tl.int64) * s_xw
+    r0, r1 = y0 * s_xh, y1 * s_xh
+    c0, c1 = x0 * s_xw, x1 * s_xw
     return (tl.multiple_of(r0 + c0, VEC), tl.multiple_of(r0 + c1, VEC), tl.multiple_of(r1 + c0, VEC),
             tl.multiple_of(r1 + c1, VEC), in_y0 & in_x0, in_y0 & in_x1, in_y1 & in_x0, in_y1 & in_x1,
             hy * hx * m, hy * lx * m, ly * hx * m, ly * lx * m)
 
 
 @triton.jit
-def _gather(p_xc, o, ok, m_c, EVEN_C: tl.constexpr):
+def _gather(p_xc, o, ok, m_c, EVEN_C: tl.constexpr, AS: tl.constexpr = tl.float32):
     """[BLOCK_P, BLOCK_C] values at plane offsets o ([BLOCK_P]; zero where not ok) of the channels p_xc
-    ([1, BLOCK_C], contiguous: a warp's lanes and each lane's vector along the channels), as float32.
+    ([1, BLOCK_C], contiguous: a warp's lanes and each lane's vector along the channels), as AS.
     The mask is constant along the channels (EVEN_C), so the loads stay vector loads."""
     if EVEN_C:
-        return tl.load(p_xc + o[:, None], mask=ok[:, None], other=0.0).to(tl.float32)
+        return tl.load(p_xc + o[:, None], mask=ok[:, None], other=0.0).to(AS)
     else:
-        return tl.load(p_xc + o[:, None], mask=ok[:, None] & m_c[None, :], other=0.0).to(tl.float32)
+        return tl.load(p_xc + o[:, None], mask=ok[:, None] & m_c[None, :], other=0.0).to(AS)
 
 
 # -- forward ------------------------------------------------------------------------
@@ -120,9 +137,10 @@ def deform_conv2d_fwd_kernel(
     DH: tl.constexpr, DW: tl.constexpr, HAS_OFFSET: tl.constexpr, HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr,
     PRECISION: tl.constexpr, DOT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr,
     VEC: tl.constexpr, EVEN: tl.constexpr, OUT_PIXEL_MAJOR: tl.constexpr, OUT_VEC: tl.constexpr,
+    BLEND: tl.constexpr,
 ):
     """x is channels_last contiguous (channels_last(x)): a corner of BLOCK_C channels is one contiguous
-    run, gathered with vector loads. EVEN: every channel segment is a multiple of BLOCK_C and Cout_g of
+    run, gathered with vector loads. BLEND: the dtype of the bilinear blend (see _config). EVEN: every channel segment is a multiple of BLOCK_C and Cout_g of
     BLOCK_O (no channel masks). out: contiguous NCHW (OUT_PIXEL_MAJOR: stored as [BLOCK_O, BLOCK_P],
     s_yc = Ho*Wo) or channels_last (s_yw = Cout); OUT_VEC divides s_yn, Cout_g and s_yc or s_yw."""
     pid = tl.program_id(0)
@@ -146,15 +164,16 @@ def deform_conv2d_fwd_kernel(
                 KW, SH, SW, PH, PW, DH, DW, HAS_OFFSET, HAS_MASK)
             o00, o01, o10, o11, k00, k01, k10, k11, w00, w01, w10, w11 = _corners(
                 y0, x0, ly, lx, m, inside, H, W, s_xh, s_xw, VEC)
+            h00, h01, h10, h11 = w00.to(BLEND), w01.to(BLEND), w10.to(BLEND), w11.to(BLEND)
             for c0 in range(c_lo, c_hi, BLOCK_C):
                 o_c = c0 + tl.arange(0, BLOCK_C)  # [BLOCK_C] input channels
                 m_c = o_c < c_hi
                 p_xc = (p_xn + o_c)[None, :]  # [1, BLOCK_C]
-                b_a = w00[:, None] * _gather(p_xc, o00, k00, m_c, EVEN)  # [BLOCK_P, BLOCK_C]
+                b_a = h00[:, None] * _gather(p_xc, o00, k00, m_c, EVEN, BLEND)  # [BLOCK_P, BLOCK_C]
                 if HAS_OFFSET:  # without offsets every sample sits on its corner (0, 0)
-                    b_a += w01[:, None] * _gather(p_xc, o01, k01, m_c, EVEN)
-                    b_a += w10[:, None] * _gather(p_xc, o10, k10, m_c, EVEN)
-                    b_a += w11[:, None] * _gather(p_xc, o11, k11, m_c, EVEN)
+                    b_a = tl.fma(h01[:, None], _gather(p_xc, o01, k01, m_c, EVEN, BLEND), b_a)
+                    b_a = tl.fma(h10[:, None], _gather(p_xc, o10, k10, m_c, EVEN, BLEND), b_a)
+                    b_a = tl.fma(h11[:, None], _gather(p_xc, o11, k11, m_c, EVEN, BLEND), b_a)
                 # weight packed [groups, K, Cin_g, Cout_g]: a [BLOCK_C, BLOCK_O] tile, output channels contiguous
                 o_wr = tl.multiple_of(((i_wg * K + t) * Cin_g + o_c - i_wg * Cin_g).to(tl.int64) * Cout_g, VEC)
                 p_b = weight + o_wr[:, None] + o_o[None, :]
@@ -210,6 +229,7 @@ def deform_conv2d_bwd_data_kernel(
     NEED_GX: tl.constexpr, NEED_GOFF: tl.constexpr, NEED_GMASK: tl.constexpr, FIXED_POINT: tl.constexpr,
     PRECISION: tl.constexpr, DOT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr,
     PIXEL_MAJOR: tl.constexpr, VEC: tl.constexpr, EVEN: tl.constexpr, HOIST_GO: tl.constexpr,
+    FLAT_GO: tl.constexpr,
 ):
     """One program: BLOCK_P pixels of one (image, offset group), all its channels and taps. Launched
     twice, split by what it computes: the grad-input scatter (NEED_GX: atomics, no gathers) and the
@@ -227,11 +247,10 @@ def deform_conv2d_bwd_data_kernel(
     o_p = i_pb * BLOCK_P + tl.arange(0, BLOCK_P)  # [BLOCK_P]
     m_p = o_p < HoWo
     v_n = i_n + 0 * o_p
-    ho, wo = (o_p // Wo).to(tl.int64), (o_p % Wo).to(tl.int64)  # stride products can pass 2^31
     o_xn = tl.multiple_of(i_n.to(tl.int64) * s_xn, VEC)
     o_o = tl.arange(0, BLOCK_O)
     s_lo, s_hi = tl.load(seg_start_og + i_og), tl.load(seg_start_og + i_og + 1)
-    p_go = go + i_n.to(tl.int64) * s_gn + (ho * s_gh + wo * s_gw)[:, None]  # [BLOCK_P, 1]
+    p_go = go + i_n.to(tl.int64) * s_gn + _pixel_offsets(o_p, Wo, s_gh, s_gw, FLAT_GO)[:, None]  # [BLOCK_P, 1]
     if HOIST_GO:  # the offset group's one grad_out tile, loaded once for all taps
         b_go0 = _load_pixels_by_channels(
             p_go + ((tl.load(segs + 4 * s_lo + 1) * Cout_g + o_o).to(tl.int64) * s_gc)[None, :], m_p, o_o < Cout_g,
@@ -242,10 +261,12 @@ def deform_conv2d_bwd_data_kernel(
             KW, SH, SW, PH, PW, DH, DW, HAS_OFFSET, HAS_MASK)
         o00, o01, o10, o11, k00, k01, k10, k11, w00, w01, w10, w11 = _corners(
             y0, x0, ly, lx, m, inside, H, W, s_xh, s_xw, VEC)
-        hy, hx = 1.0 - ly, 1.0 - lx
-        b_dy = tl.zeros([BLOCK_P], dtype=tl.float32)
-        b_dx = tl.zeros([BLOCK_P], dtype=tl.float32)
-        b_dm = tl.zeros([BLOCK_P], dtype=tl.float32)
+        # b_sij: the corner's values times the columns' gradient, summed over the group's channels ([BLOCK_P]);
+        # the offset and mask gradients are per-pixel blends of these 4 sums
+        b_s00 = tl.zeros([BLOCK_P], dtype=tl.float32)
+        b_s01 = tl.zeros([BLOCK_P], dtype=tl.float32)
+        b_s10 = tl.zeros([BLOCK_P], dtype=tl.float32)
+        b_s11 = tl.zeros([BLOCK_P], dtype=tl.float32)
         for s in range(s_lo, s_hi):
             wg, c_hi = tl.load(segs + 4 * s + 1), tl.load(segs + 4 * s + 3)
             c_lo = tl.multiple_of(tl.load(segs + 4 * s + 2), VEC)
@@ -273,19 +294,11 @@ def deform_conv2d_bwd_data_kernel(
                     b_gc += tl.dot(b_go, b_wt.to(DOT), input_precision=PRECISION)  # [BLOCK_P, BLOCK_C]
                 if NEED_GOFF or NEED_GMASK:
                     p_xc = (x + o_xn + o_c)[None, :]  # [1, BLOCK_C]
-                    v00 = _gather(p_xc, o00, k00, m_c, EVEN)  # [BLOCK_P, BLOCK_C]
+                    b_s00 += tl.sum(b_gc * _gather(p_xc, o00, k00, m_c, EVEN), axis=1)
                     if HAS_OFFSET:
-                        v01 = _gather(p_xc, o01, k01, m_c, EVEN)
-                        v10 = _gather(p_xc, o10, k10, m_c, EVEN)
-                        v11 = _gather(p_xc, o11, k11, m_c, EVEN)
-                        b_s = (hy[:, None] * (hx[:, None] * v00 + lx[:, None] * v01)
-                               + ly[:, None] * (hx[:, None] * v10 + lx[:, None] * v11))
-                        # derivatives of the bilinear blend in y and x
-                        b_dy += tl.sum(b_gc * (hx[:, None] * (v10 - v00) + lx[:, None] * (v11 - v01)), axis=1)
-                        b_dx += tl.sum(b_gc * (hy[:, None] * (v01 - v00) + ly[:, None] * (v11 - v10)), axis=1)
-                    else:
-                        b_s = v00
-                    b_dm += tl.sum(b_gc * b_s, axis=1)
+                        b_s01 += tl.sum(b_gc * _gather(p_xc, o01, k01, m_c, EVEN), axis=1)
+                        b_s10 += tl.sum(b_gc * _gather(p_xc, o10, k10, m_c, EVEN), axis=1)
+                        b_s11 += tl.sum(b_gc * _gather(p_xc, o11, k11, m_c, EVEN), axis=1)
                 if NEED_GX:  # the sample's gradient b_gc * mask to its corners, bilinear weights folded in
                     p_gc = (gx + o_xn + o_c)[None, :]
                     _scatter(p_gc, o00, k00, b_gc * w00[:, None], m_c, scale, FIXED_POINT, EVEN)
@@ -293,6 +306,14 @@ def deform_conv2d_bwd_data_kernel(
                         _scatter(p_gc, o01, k01, b_gc * w01[:, None], m_c, scale, FIXED_POINT, EVEN)
                         _scatter(p_gc, o10, k10, b_gc * w10[:, None], m_c, scale, FIXED_POINT, EVEN)
                         _scatter(p_gc, o11, k11, b_gc * w11[:, None], m_c, scale, FIXED_POINT, EVEN)
+        if HAS_OFFSET:
+            hy, hx = 1.0 - ly, 1.0 - lx
+            # the bilinear blend, and its derivatives in y and x
+            b_dm = hy * (hx * b_s00 + lx * b_s01) + ly * (hx * b_s10 + lx * b_s11)
+            b_dy = hx * (b_s10 - b_s00) + lx * (b_s11 - b_s01)
+            b_dx = hy * (b_s01 - b_s00) + ly * (b_s11 - b_s10)
+        else:
+            b_dm = b_s00
         if NEED_GOFF:
             p_gof = goff + (i_n * 2 * G * K + 2 * (i_og * K + t)).to(tl.int64) * HoWo + o_p
             tl.store(p_gof, (b_dy * m).to(goff.dtype.element_ty), mask=m_p)
@@ -308,17 +329,17 @@ def deform_conv2d_bwd_data_kernel(
 @triton.jit
 def deform_conv2d_bwd_weight_kernel(
     go, x, offset, mask, partial, blocks,  # blocks [B, 4] (og, wg, c_lo, c_hi): channel blocks <= BLOCK_C
-    N, H, W, Wo, HoWo, K, Cin_g, Cout_g, Cout, n_blocks, pixels_per_chunk,
+    N, H, W, Wo, HoWo, K, Cin_g, Cout_g, Cout, n_blocks, tiles_per_chunk,
     s_gn, s_gc, s_gh, s_gw, s_xn, s_xh, s_xw, s_on, s_oc, s_oh, s_ow, s_mn, s_mc, s_mh, s_mw,
     KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
     DH: tl.constexpr, DW: tl.constexpr, HAS_OFFSET: tl.constexpr, HAS_MASK: tl.constexpr,
     PRECISION: tl.constexpr, DOT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr,
-    PIXEL_MAJOR: tl.constexpr, VEC: tl.constexpr, EVEN: tl.constexpr,
+    PIXEL_MAJOR: tl.constexpr, VEC: tl.constexpr, EVEN: tl.constexpr, BLEND: tl.constexpr, FLAT_GO: tl.constexpr,
 ):
-    """partial[chunk, o, c - wg*Cin_g, t] = sum over the chunk's (image, pixel)s of
+    """partial[chunk, o, c - wg*Cin_g, t] = sum over the chunk's pixel tiles of
     grad_out[n, o, p] * mask * sample[n, c, t, p], for one channel block, tap and
-    block of output channels. Chunks cover N*Ho*Wo pixels in order. x: channels innermost
-    (channel stride 1), gathered with vector loads as in the forward."""
+    block of output channels. Chunks cover the N * cdiv(Ho*Wo, BLOCK_P) tiles (each in one image) in order.
+    x: channels innermost (channel stride 1), gathered with vector loads as in the forward."""
     pid = tl.program_id(0)
     n_ob = tl.cdiv(Cout_g, BLOCK_O)
     i_b, t, i_ob, i_chunk = pid % n_blocks, (pid // n_blocks) % K, (pid // (n_blocks * K)) % n_ob, \
@@ -331,25 +352,24 @@ def deform_conv2d_bwd_weight_kernel(
     m_o = o_o < Cout_g
     p_xc = (x + o_c)[None, :]  # [1, BLOCK_C]
     b_acc = tl.zeros([BLOCK_O, BLOCK_C], dtype=tl.float32)
-    q_lo = i_chunk * pixels_per_chunk
-    q_hi = tl.minimum(q_lo + pixels_per_chunk, N * HoWo)
-    for q0 in range(q_lo, q_hi, BLOCK_P):
-        o_q = q0 + tl.arange(0, BLOCK_P)  # [BLOCK_P] (image, pixel) pairs
-        m_p = o_q < q_hi
-        o_n, o_p = o_q // HoWo, o_q % HoWo
+    n_pb = tl.cdiv(HoWo, BLOCK_P)
+    q_lo = i_chunk * tiles_per_chunk
+    for q in range(q_lo, tl.minimum(q_lo + tiles_per_chunk, N * n_pb)):
+        i_n = q // n_pb
+        o_p = (q % n_pb) * BLOCK_P + tl.arange(0, BLOCK_P)  # [BLOCK_P] pixels of image i_n
+        m_p = o_p < HoWo
         y0, x0, ly, lx, m, inside = _geometry(
-            offset, mask, o_n, og, t, o_p, m_p, H, W, Wo, K, s_on, s_oc, s_oh, s_ow, s_mn, s_mc, s_mh, s_mw,
-            KW, SH, SW, PH, PW, DH, DW, HAS_OFFSET, HAS_MASK)
+            offset, mask, i_n + 0 * o_p, og, t, o_p, m_p, H, W, Wo, K, s_on, s_oc, s_oh, s_ow, s_mn, s_mc, s_mh,
+            s_mw, KW, SH, SW, PH, PW, DH, DW, HAS_OFFSET, HAS_MASK)
         o00, o01, o10, o11, k00, k01, k10, k11, w00, w01, w10, w11 = _corners(
             y0, x0, ly, lx, m, inside, H, W, s_xh, s_xw, VEC)
-        o_xn = tl.multiple_of(o_n.to(tl.int64) * s_xn, VEC)  # [BLOCK_P] each pixel's image
-        b_a = w00[:, None] * _gather(p_xc, o_xn + o00, k00, m_c, EVEN)  # [BLOCK_P, BLOCK_C]
+        p_xn = p_xc + tl.multiple_of(i_n.to(tl.int64) * s_xn, VEC)  # [1, BLOCK_C] the image's channels
+        b_a = w00.to(BLEND)[:, None] * _gather(p_xn, o00, k00, m_c, EVEN, BLEND)  # [BLOCK_P, BLOCK_C]
         if HAS_OFFSET:
-            b_a += w01[:, None] * _gather(p_xc, o_xn + o01, k01, m_c, EVEN)
-            b_a += w10[:, None] * _gather(p_xc, o_xn + o10, k10, m_c, EVEN)
-            b_a += w11[:, None] * _gather(p_xc, o_xn + o11, k11, m_c, EVEN)
-        ho, wo = (o_p // Wo).to(tl.int64), (o_p % Wo).to(tl.int64)  # stride products can pass 2^31
-        p_go = (go + (o_n.to(tl.int64) * s_gn + ho * s_gh + wo * s_gw)[:, None]
+            b_a = tl.fma(w01.to(BLEND)[:, None], _gather(p_xn, o01, k01, m_c, EVEN, BLEND), b_a)
+            b_a = tl.fma(w10.to(BLEND)[:, None], _gather(p_xn, o10, k10, m_c, EVEN, BLEND), b_a)
+            b_a = tl.fma(w11.to(BLEND)[:, None], _gather(p_xn, o11, k11, m_c, EVEN, BLEND), b_a)
+        p_go = (go + i_n.to(tl.int64) * s_gn + _pixel_offsets(o_p, Wo, s_gh, s_gw, FLAT_GO)[:, None]
                 + ((wg * Cout_g + o_o).to(tl.int64) * s_gc)[None, :])
         b_go = _load_pixels_by_channels(p_go, m_p, m_o, PIXEL_MAJOR)  # [BLOCK_P, BLOCK_O]
         b_acc += tl.dot(tl.trans(b_go.to(DOT)), b_a.to(DOT), input_precision=PRECISION)  # [BLOCK_O, BLOCK_C]
@@ -387,7 +407,12 @@ def _config(cin_seg: int, cout_g: int, kernel: str = "fwd", dtype: torch.dtype =
     configuration of the hot path keeps a stack frame: 8 warps, whole 64-channel blocks where the registers
     allow, and maxnreg=128 (16 resident warps per SM) where that costs no spills. float32 goes through three
     TF32 products per dot (operands split in two), so its blocks are smaller. tl.dot needs dimensions >= 16."""
-    fp32 = dtype == torch.float32
+    fp32, half = dtype == torch.float32, dtype == torch.float16
+    # The forward and the weight gradient blend a sample's 4 corners before their product on tensor cores,
+    # float16 in float16 (HFMA2: 32 instructions for 16 samples a thread where float32 took 128 with the
+    # conversions; torchvision's half kernel also blends in half). bfloat16's 8-bit mantissa would lose too
+    # much: it blends in float32, as float32 does.
+    blend = tl.float16 if half else tl.float32
     cfg = {
         "BLOCK_P": 64,
         "BLOCK_C": max(16, min(32, triton.next_power_of_2(cin_seg))),
@@ -395,12 +420,15 @@ def _config(cin_seg: int, cout_g: int, kernel: str = "fwd", dtype: torch.dtype =
         "num_warps": 8,
     }
     if kernel == "fwd":
-        # 16-bit with the output channels in one block: 128 pixels x 32 channels, half the weight-tile reads
-        # of 64 x 64 per pixel in the same registers (static sm_90 estimate at the sweep: 0.296 ms channels_last
-        # against 0.318; 128 x 64 spilled 144-168 B, and 128 x 32 spilled 8 B at 128 output channels)
+        # 16-bit with the output channels in one block: 128 pixels x 32 channels, each (pixel, tap)'s geometry
+        # shared by 16 channels a thread where 64 x 64 tiles share it by 8 (static sm_90 estimate at the
+        # sweep, instructions counted per loop depth: 0.359 ms channels_last against 0.431; 128 x 64 spilled
+        # 144-168 B, and 128 x 32 spilled 8 B at 128 output channels). float16 in one stage: the software
+        # pipeline's prologue runs per tap for 2 channel blocks (0.370 ms at 2 stages, and an 8 B stack);
+        # bfloat16 in 2 (1 spilled 8 B).
         wide = not fp32 and cout_g <= cfg["BLOCK_O"]
         cfg.update(BLOCK_C=max(16, min(16 if fp32 else 32 if wide else 64, triton.next_power_of_2(cin_seg))),
-                   num_stages=2, maxnreg=128, BLOCK_P=128 if wide else 64)
+                   num_stages=1 if half else 2, maxnreg=128, BLOCK_P=128 if wide else 64, BLEND=blend)
     elif kernel in ("bwd_data", "bwd_offmask"):
         if fp32 and kernel == "bwd_data":
             cfg["BLOCK_C"] = 16
@@ -414,7 +442,8 @@ def _config(cin_seg: int, cout_g: int, kernel: str = "fwd", dtype: torch.dtype =
         if not fp32 and not fixed_point:  # the int64 atomics of deterministic mode would spill at 128
             cfg["maxnreg"] = 128
     elif kernel == "bwd_weight":
-        cfg.update(BLOCK_C=max(16, min(32 if fp32 else 64, triton.next_power_of_2(cin_seg))), num_stages=2)
+        cfg.update(BLOCK_C=max(16, min(32 if fp32 else 64, triton.next_power_of_2(cin_seg))), num_stages=2,
+                   BLEND=blend)
         if not fp32:
             cfg["maxnreg"] = 128
     return cfg
@@ -540,10 +569,19 @@ def fixed_point_scale(grad_out, weight, mask) -> torch.Tensor:
     return scale.float().reshape(1)
 
 
+def weight_chunks(tiles: int, per_chunk: int) -> tuple[int, int]:
+    """(chunks, tiles per chunk) of the weight gradient's split-K over the pixel tiles, for per_chunk programs
+    a chunk: enough programs to fill the GPU, at least 4 tiles a chunk."""
+    chunks = max(1, min(triton.cdiv(tiles, 4), triton.cdiv(1024, per_chunk)))
+    tiles_per_chunk = triton.cdiv(tiles, chunks)
+    return triton.cdiv(tiles, tiles_per_chunk), tiles_per_chunk
+
+
 def backward(grad_out, x, offset, weight, bias, stride, padding, dilation, mask, output_mask):
     (N, Cin, H, W, Cout, Cin_g, K, Ho, Wo, G), consts = _geometry_args(x, offset, weight, mask, stride, padding,
                                                                         dilation)
     consts["PIXEL_MAJOR"] = grad_out.stride(1) != 1  # how grad_out's tiles are read
+    consts["FLAT_GO"] = grad_out.stride(2) == Wo * grad_out.stride(3)  # its pixels one axis (see _pixel_offsets)
     need_x, need_off, need_w, need_b, need_m = output_mask
     need_off, need_m, need_b = need_off and offset is not None, need_m and mask is not None, need_b and bias is not None
     empty = lambda: x.new_empty(0)  # noqa: E731  (a fresh one per output: outputs must not alias)
@@ -596,13 +634,11 @@ def backward(grad_out, x, offset, weight, bias, stride, padding, dilation, mask,
             # split-K over (image, pixel) chunks: enough programs to fill the GPU, partials summed in order
             n_ob = triton.cdiv(Cout_g, cfg["BLOCK_O"])
             per_chunk = n_blocks * K * n_ob
-            chunks = max(1, min(triton.cdiv(N * Ho * Wo, cfg["BLOCK_P"] * 4), triton.cdiv(1024, per_chunk)))
-            pixels_per_chunk = triton.cdiv(triton.cdiv(N * Ho * Wo, chunks), cfg["BLOCK_P"]) * cfg["BLOCK_P"]
-            chunks = triton.cdiv(N * Ho * Wo, pixels_per_chunk)
+            chunks, tiles_per_chunk = weight_chunks(N * triton.cdiv(Ho * Wo, cfg["BLOCK_P"]), per_chunk)
             partial = torch.empty((chunks, Cout, Cin_g, K), dtype=torch.float32, device=x.device)
             deform_conv2d_bwd_weight_kernel[(chunks * per_chunk,)](
                 grad_out, x, offset if offset is not None else x, mask if mask is not None else x, partial, blocks,
-                N, H, W, Wo, Ho * Wo, K, Cin_g, Cout_g, Cout, n_blocks, pixels_per_chunk, *strides,
+                N, H, W, Wo, Ho * Wo, K, Cin_g, Cout_g, Cout, n_blocks, tiles_per_chunk, *strides,
                 **consts, **cfg, **_alignment(x, Cin_g, Cin // G, Cout_g, cfg),
             )
             gw = partial.sum(0).view(weight.shape).to(weight.dtype)

@@ -235,6 +235,18 @@ def test_positions_that_overflow_int64_are_refused():
         assert torch.equal(out, torch.ones(1, 1, 2, 2))
 
 
+def test_triton_refuses_images_past_32_bit_corner_offsets():
+    """The Triton kernels address a sample's corners in 32 bits within its channels_last image:
+    C * H * W = 2**31 is refused, naming the limit; one channel fewer runs."""
+    from deblurfast.ops.deform_conv2d.declaration import _triton_limits
+
+    w = torch.empty((4, 2**16, 3, 3), device="meta")
+    geometry = (None, (1, 1), (1, 1), (1, 1), None)
+    why = _triton_limits(torch.empty((1, 2**16, 2**8, 2**7), device="meta"), None, w, *geometry)
+    assert why == "C*H*W = 2147483648 needs 64-bit positions (the kernels index in 32 bits)"
+    assert _triton_limits(torch.empty((1, 2**16 - 1, 2**8, 2**7), device="meta"), None, w[:, 1:], *geometry) is None
+
+
 def test_compiled_op_refuses_int64_overflow():
     require_backend(OP, "cpu", "cpu")
     x, w = torch.randn(1, 1, 1, 1), torch.randn(1, 1, 3, 3)

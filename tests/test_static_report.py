@@ -214,12 +214,41 @@ def test_sass_hot_loop_is_the_backward_branch_with_the_most_memory_instructions(
     stats = static.sass_stats(text)["k"]
     assert stats["instructions"] == len(body) - 1
     assert (stats["loop_instructions"], stats["loop_memory"]) == (4, 2)  # LDG.128, FADD, STG, BRA
-    # a load moved into the outer loop makes it the hot one
+    assert stats["loop_nest"] == [4]
+    # a load moved into the outer loop makes it the hot one: its own 3 instructions, then the inner loop's 4
     text = text.replace("FMUL R2, R2, R2 ;", "LDG.E R9, desc[UR4][R4.64] ;")
-    assert (static.sass_stats(text)["k"]["loop_instructions"], static.sass_stats(text)["k"]["loop_memory"]) == (7, 3)
+    outer = static.sass_stats(text)["k"]
+    assert (outer["loop_instructions"], outer["loop_memory"], outer["loop_nest"]) == (7, 3, [3, 4])
     # no backward branch: the whole function
     flat = static.sass_stats(text.replace("@P0 BRA 0x30 ;", "NOP ;").replace("@P1 BRA 0x20 ;", "NOP ;"))["k"]
     assert (flat["loop_instructions"], flat["loop_memory"]) == (flat["instructions"], 4)
+    assert flat["loop_nest"] == [flat["instructions"]]
+
+
+def test_model_counts_a_loop_nest_by_its_runs():
+    """Given a launch, the instructions executed are each depth's instructions times its runs, plus those
+    outside the loop once, per warp of every program; without one (or with a nest of another depth) the
+    model falls back to the memory instructions times the hot loop's ratio."""
+    row = {**_row(0), "sass_instructions": 20, "loop_nest": [3, 4], "num_warps": 4}
+    launch = static_model.Launch(programs=10, runs=(2, 6))
+    assert static_model.executed_instructions(row, launch) == 10 * 4 * (3 * 2 + 4 * 6 + 20 - 7)
+    assert static_model.executed_instructions(row, static_model.Launch(10, (2,))) is None
+    sm90 = static.arch("sm_90")
+    stream = static_model.Stream("x", 1e6, 2, True)
+    nested = static_model.kernel_time(row, [stream], 0.0, sm90, launch)
+    assert nested["issue_ms"] == pytest.approx(10 * 4 * 43 / (sm90.sms * sm90.clock_hz * sm90.schedulers_per_sm) * 1e3)
+    ratio = static_model.kernel_time(row, [stream], 0.0, sm90)
+    assert ratio["issue_ms"] == pytest.approx(1e6 / 32 * 100 / 10 / (sm90.sms * sm90.clock_hz * sm90.schedulers_per_sm)
+                                              * 1e3)
+
+
+def test_model_charges_a_gather_of_runs_a_line_per_sample():
+    """Deform's corners: each sample's BLOCK_C channels one run. 16-byte lanes over 64-byte runs cover
+    8 samples an instruction, 8 lines; 128-byte runs, 4 samples in 4 lines (the contiguous minimum)."""
+    assert static_model.lines_per_instruction(True, 16, gather=True, run=64) == 8
+    assert static_model.lines_per_instruction(True, 16, gather=True, run=128) == 4
+    assert static_model.lines_per_instruction(True, 16, gather=True, run=256) == 4  # 2 samples, 2 lines each
+    assert static_model.lines_per_instruction(True, 16, gather=True) == 4 + 1
 
 
 def test_blocked_layout_lane_axis():

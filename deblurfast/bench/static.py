@@ -160,10 +160,12 @@ _BRANCH_TARGET = re.compile(r"\bBRA\s+(?:`\(\S+\)\s*)?0x([0-9a-f]+)")
 
 def sass_stats(text: str) -> dict[str, dict]:
     """cuobjdump -sass text -> {function: {"instructions": static count, "ops": Counter of classify(),
-    "loop_instructions", "loop_memory": the same counts over its hot loop}}. Counts are of instructions in
-    the code, not of instructions executed: a loop body counts once. The hot loop is the span of a backward
-    branch holding the most global memory instructions (the smallest such span; none: the whole function),
-    which is where a kernel that walks its tiles spends its issue slots."""
+    "loop_instructions", "loop_memory": the same counts over its hot loop, "loop_nest": the hot loop's
+    instructions by nesting depth, each loop's own (not its inner loops'), summed over the loops at a depth}}.
+    Counts are of instructions in the code, not of instructions executed: a loop body counts once. The hot
+    loop is the span of a backward branch holding the most global memory instructions (the smallest such
+    span; none: the whole function), which is where a kernel that walks its tiles spends its issue slots;
+    with the number of times each depth's body runs, loop_nest gives the instructions executed."""
     out, name, code = {}, None, {}
     for line in text.splitlines():
         m = _SASS_FUNCTION.match(line)
@@ -188,17 +190,34 @@ def sass_stats(text: str) -> dict[str, dict]:
     for fn, stats in out.items():
         stats["instructions"] = max(0, stats["instructions"] - 1)
         stats["loop_instructions"], stats["loop_memory"] = stats["instructions"], _global_memory(stats["ops"])
-        best = None
+        loops = {}  # loop head -> its last backward branch: the loop's span
         for address, _, target in code[fn]:
-            if target is None or target >= address:
-                continue
-            body = [k for a, k, _ in code[fn] if target <= a <= address]
+            if target is not None and target < address:
+                loops[target] = max(address, loops.get(target, address))
+        best = None
+        for head, end in loops.items():
+            body = [k for a, k, _ in code[fn] if head <= a <= end]
             memory = sum(_is_global(k) for k in body)
             if memory and (best is None or (memory, -len(body)) > (best[1], -best[0])):
-                best = (len(body), memory)
+                best = (len(body), memory, head, end)
+        stats["loop_nest"] = [stats["instructions"]]
         if best:
-            stats["loop_instructions"], stats["loop_memory"] = best
+            stats["loop_instructions"], stats["loop_memory"] = best[:2]
+            stats["loop_nest"] = _loop_nest(code[fn], loops, best[2], best[3])
     return out
+
+
+def _loop_nest(code: list, loops: dict, head: int, end: int) -> list[int]:
+    """Instructions of the loop [head, end] and of the loops inside it by depth, each address counted at
+    the depth of the innermost loop that holds it."""
+    spans = [(h, e) for h, e in loops.items() if head <= h and e <= end]
+    nest = []
+    for address, _, _ in code:
+        if head <= address <= end:
+            depth = sum(h <= address <= e for h, e in spans) - 1
+            nest += [0] * (depth + 1 - len(nest))
+            nest[depth] += 1
+    return nest
 
 
 def _is_global(kind: str) -> bool:
@@ -327,7 +346,8 @@ def triton_row(case: tuple, target: Arch) -> dict:
         "source": "triton", "arch": target.name, "case": case[0], "kernel": kernel, **res,
         **occupancy(res["registers"], res["shared"], res["num_warps"], target),
         "sass_instructions": stats["instructions"], "loop_instructions": stats["loop_instructions"],
-        "loop_memory": stats["loop_memory"], **{k: v for k, v in sorted(stats["ops"].items())},
+        "loop_memory": stats["loop_memory"], "loop_nest": stats["loop_nest"],
+        **{k: v for k, v in sorted(stats["ops"].items())},
         "constexprs": {k: v for k, v in case[3].items() if isinstance(v, (int, str))},
         "accesses": accesses(compiled.asm["ttgir"]),
     }

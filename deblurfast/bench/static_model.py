@@ -11,16 +11,26 @@ Assumptions (each is a stated simplification, to be checked against GPU timings)
   line it touches, one wavefront per SM per clock. A tile whose warp lanes lie
   along the contiguous axis of the tensor touches ceil(32 * bytes / 128) + 1
   lines (gathers: unaligned); lanes along a strided axis touch 32 lines (a
-  known stride s: ceil(31 * s / 128) + 1). Which tile axis the lanes lie on is
+  known stride s: ceil(31 * s / 128) + 1). A gather of samples whose channels are
+  each one run (deform's corners: BLOCK_C channels) touches, per instruction, the
+  lines of every sample its lanes cover: (32 * bytes per lane / run) * ceil(run / 128)
+  (runs aligned to their size, as at the sweep: 64 channels a pixel, blocks of
+  BLOCK_C). Which tile axis the lanes lie on is
   read from the TTGIR (threadsPerWarp, order) of the tt.load/tt.store/
   tt.atomic_rmw of that tile's shape. Coalesced streams move the kernel's widest
   SASS access per lane (gathers only where the kernel was told the alignment).
-- Issue: the warp instructions executed are the warp memory instructions times
+- Issue: at 4 warp instructions per SM per clock. For a kernel whose model gives
+  its launch (programs, and how often each depth of its hot loop nest runs per
+  program: the deform kernels), the warp instructions executed are the SASS
+  instructions of each depth times its runs, plus those outside the loop once,
+  per warp of every program. For the others, the warp memory instructions times
   the ratio of SASS instructions to global memory instructions in the kernel's
   hot loop (static counts over the backward branch's span that holds the most
-  global memory instructions; the whole kernel where it has no loop), at 4 warp
-  instructions per SM per clock. Rarely taken branches inside the loop (the
-  non-finite handling of the strip kernels) count as if taken: an upper bound.
+  global memory instructions; the whole kernel where it has no loop): a loop nest
+  whose inner loops run several times per outer iteration is undercounted by it
+  (the deform forward's by 1.7x at 128 x 32 tiles). Rarely taken branches inside
+  the loop (the non-finite handling of the strip kernels) count as if taken: an
+  upper bound.
 - Tensor cores: FLOPs at the measured 790 TFLOP/s (float16/bfloat16).
 - Latency: with fewer than 16 resident warps per SM the memory times scale by
   16 / warps (too few loads in flight to cover DRAM latency).
@@ -54,12 +64,17 @@ def lane_axis(row: dict, op: str, shape: tuple) -> int | None:
     return None
 
 
-def lines_per_instruction(coalesced: bool, elem_bytes: int, gather: bool = False, stride: int = 0) -> float:
+def lines_per_instruction(coalesced: bool, elem_bytes: int, gather: bool = False, stride: int = 0,
+                          run: int = 0) -> float:
     """128-byte lines one warp instruction touches: contiguous lanes (a gather's run may start anywhere: one
-    line more), or lanes `stride` bytes apart (0: unknown, one line each)."""
+    line more; a gather of `run`-byte runs, one per sample: the lines of each sample the lanes cover), or
+    lanes `stride` bytes apart (0: unknown, one line each)."""
     if not coalesced:
         return min(32.0, math.ceil(31 * stride / LINE) + 1) if stride else 32.0
-    return math.ceil(32 * elem_bytes / LINE) + (1 if gather else 0)
+    span = 32 * elem_bytes
+    if gather and run and run < span:
+        return span / run * math.ceil(run / LINE)
+    return math.ceil(span / LINE) + (1 if gather else 0)
 
 
 @dataclasses.dataclass
@@ -71,6 +86,7 @@ class Stream:
     coalesced: bool
     gather: bool = False
     stride: int = 0  # bytes between lanes of an uncoalesced stream, where known
+    run: int = 0  # bytes of each sample's contiguous run in a gather (0: the warp's lanes are one run)
 
     vector: int = 1  # elements per lane per instruction
 
@@ -81,7 +97,7 @@ class Stream:
     @property
     def wavefronts(self) -> float:
         return self.instructions * lines_per_instruction(self.coalesced, self.elem_bytes * self.vector, self.gather,
-                                                         self.stride)
+                                                         self.stride, self.run)
 
 
 def vectorized(row: dict, streams: list[Stream]) -> list[Stream]:
@@ -95,16 +111,35 @@ def vectorized(row: dict, streams: list[Stream]) -> list[Stream]:
             and (not s.gather or row.get("constexprs", {}).get("VEC", 1) > 1) else s for s in streams]
 
 
-def kernel_time(row: dict, streams: list[Stream], flops: float, arch) -> dict:
+@dataclasses.dataclass
+class Launch:
+    """A kernel's launch at the sweep: its programs and how many times each depth of its hot loop nest
+    (static.sass_stats' loop_nest, outermost first) runs per program."""
+    programs: int
+    runs: tuple
+
+
+def executed_instructions(row: dict, launch: Launch | None) -> float | None:
+    """Warp instructions the launch executes, from the loop nest's static counts and the runs of each
+    depth (None: no launch given, or a nest of another depth than the launch describes)."""
+    nest = row.get("loop_nest")
+    if launch is None or nest is None or len(nest) != len(launch.runs):
+        return None
+    per_program = sum(n * r for n, r in zip(nest, launch.runs)) + row["sass_instructions"] - sum(nest)
+    return launch.programs * row["num_warps"] * per_program
+
+
+def kernel_time(row: dict, streams: list[Stream], flops: float, arch, launch: Launch | None = None) -> dict:
     """The time of one kernel launch from its streams and its compiled row (static.triton_row)."""
     streams = vectorized(row, streams)
-    instr = sum(s.instructions for s in streams)
     wavefronts = sum(s.wavefronts for s in streams)
-    ratio = row["loop_instructions"] / max(row["loop_memory"], 1)
+    issued = executed_instructions(row, launch)
+    if issued is None:
+        issued = sum(s.instructions for s in streams) * row["loop_instructions"] / max(row["loop_memory"], 1)
     per_sm_clock = arch.sms * arch.clock_hz
     latency = max(1.0, WARPS_TO_HIDE_LATENCY / max(row["warps_per_sm"], 1))
     t = {"lsu_ms": wavefronts / per_sm_clock * latency * 1e3,
-         "issue_ms": instr * ratio / (per_sm_clock * arch.schedulers_per_sm) * 1e3,
+         "issue_ms": issued / (per_sm_clock * arch.schedulers_per_sm) * 1e3,
          "tensor_ms": flops / TC_MEASURED * 1e3 if flops else 0.0}
     return {**t, "ms": max(t.values()), "bound": max(t, key=t.get)[:-3], "wavefronts": wavefronts}
 
@@ -138,7 +173,8 @@ def deform_forward(rows: dict, layout: str) -> list:
     programs = math.ceil(HW / P) * math.ceil(C / O)
     steps = programs * K * math.ceil(C / Cb)
     streams = [
-        Stream("x gather (4 corners)", steps * 4 * P * Cb, E, _coalesced_if(row, "tt.load", (P, Cb), 1), True),
+        Stream("x gather (4 corners)", steps * 4 * P * Cb, E, _coalesced_if(row, "tt.load", (P, Cb), 1), True,
+               run=Cb * E),
         # weight packed [groups, taps, Cin_g, Cout_g] by the launcher: output channels contiguous
         Stream("weight tile", steps * Cb * O, E, _coalesced_if(row, "tt.load", (Cb, O), 1)),
         # per (pixel, tap): lanes along pixels, contiguous in NCHW, 27 channels apart in channels_last
@@ -147,7 +183,9 @@ def deform_forward(rows: dict, layout: str) -> list:
     ]
     flops = 2 * HW * C * C * K
     copy = [("x to channels_last (torch copy)", None, 2 * HW * C * E, 0.0)] if layout == "nchw" else []
-    return copy + [("dc_fwd", row, streams, flops)]
+    # loops: the channel segments (one), the taps, the channel blocks
+    launch = Launch(programs, (1, K, K * math.ceil(C / Cb)))
+    return copy + [("dc_fwd", row, streams, flops, launch)]
 
 
 def deform_backward(rows: dict, layout: str) -> list:
@@ -170,22 +208,33 @@ def deform_backward(rows: dict, layout: str) -> list:
         ]
         if name == "dc_bwd_data":
             streams.append(Stream("grad_input atomics (4 corners)", steps * 4 * P * Cb, 4,
-                                  _coalesced_if(row, "tt.atomic_rmw", (P, Cb), 1), True))
+                                  _coalesced_if(row, "tt.atomic_rmw", (P, Cb), 1), True, run=Cb * 4))
             streams.append(Stream("offset + mask in", HW * 27, E, layout == "nchw", stride=27 * E))
         else:
             streams.append(Stream("x gather (4 corners)", steps * 4 * P * Cb, E,
-                                  _coalesced_if(row, "tt.load", (P, Cb), 1), True))
+                                  _coalesced_if(row, "tt.load", (P, Cb), 1), True, run=Cb * E))
             streams.append(Stream("offset + mask in, their grads out", HW * 27 * 2, E, layout == "nchw",
                                   stride=27 * E))
-        out.append((name, row, streams, 2 * HW * C * C * K))
+        # loops: the taps, the channel segments (one), the channel blocks, the output-channel blocks
+        n_cb, n_ob = math.ceil(C / Cb), math.ceil(C / O)
+        launch = Launch(math.ceil(HW / P), (K, K, K * n_cb, K * n_cb * n_ob))
+        out.append((name, row, streams, 2 * HW * C * C * K, launch))
     P, Cb, O = weight["constexprs"]["BLOCK_P"], weight["constexprs"]["BLOCK_C"], weight["constexprs"]["BLOCK_O"]
     steps = math.ceil(HW / P) * K * math.ceil(C / Cb)
     weight_streams = [
-        Stream("x gather (4 corners)", steps * 4 * P * Cb, E, _coalesced_if(weight, "tt.load", (P, Cb), 1), True),
+        Stream("x gather (4 corners)", steps * 4 * P * Cb, E, _coalesced_if(weight, "tt.load", (P, Cb), 1), True,
+               run=Cb * E),
         Stream("grad_out tile", steps * P * O, E, _pixel_tile(weight, "tt.load", P, O, layout)),
         Stream("offset + mask", HW * 27 * math.ceil(C / Cb), E, layout == "nchw", stride=27 * E),
     ]
-    out.append(("dc_bwd_weight", weight, weight_streams, 2 * HW * C * C * K))
+    # a program per (channel block, tap, output block, pixel chunk) walks its chunk's pixel tiles: in all, every
+    # (channel block, tap, output block) walks every pixel tile once
+    from deblurfast.kernels.deform_conv2d import weight_chunks
+
+    per_chunk = math.ceil(C / Cb) * K * math.ceil(C / O)
+    chunks, tiles_per_chunk = weight_chunks(math.ceil(HW / P), per_chunk)
+    launch = Launch(chunks * per_chunk, (tiles_per_chunk,))
+    out.append(("dc_bwd_weight", weight, weight_streams, 2 * HW * C * C * K, launch))
     copy = [("x to channels_last (torch copy)", None, 2 * HW * C * E, 0.0)] if layout == "nchw" else []
     return copy + out
 
@@ -340,10 +389,10 @@ def estimates(rows: dict, arch) -> list[dict]:
         except KeyError:  # a kernel of the op was not compiled (bench.static --only, or a failed compile)
             continue
         # a step without a compiled row (a torch copy) moves its bytes at HBM speed
-        parts = [{"kernel": name, "case": row["case"], **kernel_time(row, streams, kflops, arch)} if row else
+        parts = [{"kernel": name, "case": row["case"], **kernel_time(row, streams, kflops, arch, *launch)} if row else
                  {"kernel": name, "case": None, "lsu_ms": 0.0, "issue_ms": 0.0, "tensor_ms": 0.0,
                   "ms": streams / HBM_MEASURED * 1e3, "bound": "hbm", "wavefronts": 0.0}
-                 for name, row, streams, kflops in kernels]
+                 for name, row, streams, kflops, *launch in kernels]
         if callable(bytes_moved):
             bytes_moved = bytes_moved()
         hbm_ms = bytes_moved / HBM_MEASURED * 1e3
@@ -355,7 +404,7 @@ def estimates(rows: dict, arch) -> list[dict]:
             "bytes_moved": bytes_moved, "hbm_ms": hbm_ms, "estimate_ms": est, "floor_ms": floor,
             "pct_roofline": 100 * floor / est, "bound": "hbm" if hbm_ms >= kernels_ms else
             "+".join(f"{p['kernel']}:{p['bound']}" for p in parts),
-            "kernels": parts, "coalesced": {f"{name}: {s.what}": s.coalesced for name, row, streams, _ in kernels
+            "kernels": parts, "coalesced": {f"{name}: {s.what}": s.coalesced for name, row, streams, *_ in kernels
                                             if row for s in streams},
         })
     return out

@@ -53,6 +53,8 @@ def cases():
                 c["EVEN"] = cseg % c["BLOCK_C"] == 0 and cout_g % c["BLOCK_O"] == 0
                 if kernel in ("bwd_data", "bwd_offmask"):  # one weight group per offset group in these cases
                     c["HOIST_GO"] = cout_g <= c["BLOCK_O"]
+                if kernel != "fwd":  # grad_out contiguous, NCHW or channels_last
+                    c["FLAT_GO"] = True
                 if (k, cseg, cout_g) == ((3, 3), 64, 64):
                     c.update(sweep_specialization(pixel_major))
                 return c

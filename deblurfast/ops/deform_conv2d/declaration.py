@@ -27,9 +27,9 @@ def _plane_limit(input, offset, weight, bias, stride, padding, dilation, mask) -
 
 
 def _triton_limits(input, *args) -> str | None:
-    _, _, Ho, Wo = output_shape(input, *args)
-    # the weight-gradient kernel counts (image, pixel) pairs in 32 bits
-    return _plane_limit(input, *args) or int32_overflow(("N*Ho*Wo", input.shape[0] * Ho * Wo))
+    _, C, H, W = input.shape
+    # a sample's corners are 32-bit offsets within its (channels_last) image: (y * W + x) * C
+    return _plane_limit(input, *args) or int32_overflow(("C*H*W", C * H * W))
 
 
 def _cuda_limits(input, *args) -> str | None:
