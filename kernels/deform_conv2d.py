@@ -115,7 +115,7 @@ def _corners(y0, x0, ly, lx, m, inside, H, W, s_xh, s_xw, VEC: tl.constexpr):
 
 
 @triton.jit
-def _gather(p_xc, o, ok, m_c, EVEN_C: tl.constexpr, AS: tl.constexpr = tl.float32):
+def _gather(p_xc, o, ok, m_c, EVEN_C: tl.constexpr, AS: tl.constexpr):
     """[BLOCK_P, BLOCK_C] values at plane offsets o ([BLOCK_P]; zero where not ok) of the channels p_xc
     ([1, BLOCK_C], contiguous: a warp's lanes and each lane's vector along the channels), as AS.
     The mask is constant along the channels (EVEN_C), so the loads stay vector loads."""
@@ -140,8 +140,8 @@ def deform_conv2d_fwd_kernel(
     BLEND: tl.constexpr,
 ):
     """x is channels_last contiguous (channels_last(x)): a corner of BLOCK_C channels is one contiguous
-    run, gathered with vector loads. BLEND: the dtype of the bilinear blend (see _config). EVEN: every channel segment is a multiple of BLOCK_C and Cout_g of
-    BLOCK_O (no channel masks). out: contiguous NCHW (OUT_PIXEL_MAJOR: stored as [BLOCK_O, BLOCK_P],
+    run, gathered with vector loads. BLEND: the dtype of the bilinear blend (see _config). EVEN: every
+    channel segment is a multiple of BLOCK_C and Cout_g of BLOCK_O (no channel masks). out: contiguous NCHW (OUT_PIXEL_MAJOR: stored as [BLOCK_O, BLOCK_P],
     s_yc = Ho*Wo) or channels_last (s_yw = Cout); OUT_VEC divides s_yn, Cout_g and s_yc or s_yw."""
     pid = tl.program_id(0)
     n_pb, n_ob = tl.cdiv(HoWo, BLOCK_P), tl.cdiv(Cout_g, BLOCK_O)
@@ -294,11 +294,11 @@ def deform_conv2d_bwd_data_kernel(
                     b_gc += tl.dot(b_go, b_wt.to(DOT), input_precision=PRECISION)  # [BLOCK_P, BLOCK_C]
                 if NEED_GOFF or NEED_GMASK:
                     p_xc = (x + o_xn + o_c)[None, :]  # [1, BLOCK_C]
-                    b_s00 += tl.sum(b_gc * _gather(p_xc, o00, k00, m_c, EVEN), axis=1)
+                    b_s00 += tl.sum(b_gc * _gather(p_xc, o00, k00, m_c, EVEN, tl.float32), axis=1)
                     if HAS_OFFSET:
-                        b_s01 += tl.sum(b_gc * _gather(p_xc, o01, k01, m_c, EVEN), axis=1)
-                        b_s10 += tl.sum(b_gc * _gather(p_xc, o10, k10, m_c, EVEN), axis=1)
-                        b_s11 += tl.sum(b_gc * _gather(p_xc, o11, k11, m_c, EVEN), axis=1)
+                        b_s01 += tl.sum(b_gc * _gather(p_xc, o01, k01, m_c, EVEN, tl.float32), axis=1)
+                        b_s10 += tl.sum(b_gc * _gather(p_xc, o10, k10, m_c, EVEN, tl.float32), axis=1)
+                        b_s11 += tl.sum(b_gc * _gather(p_xc, o11, k11, m_c, EVEN, tl.float32), axis=1)
                 if NEED_GX:  # the sample's gradient b_gc * mask to its corners, bilinear weights folded in
                     p_gc = (gx + o_xn + o_c)[None, :]
                     _scatter(p_gc, o00, k00, b_gc * w00[:, None], m_c, scale, FIXED_POINT, EVEN)

@@ -102,43 +102,46 @@ def _finite_part(b_data):
 
 
 @triton.jit
-def _bin_dot(b_clean, b_data, any_nonfinite, b_bins, DATA_FIRST: tl.constexpr):
+def _bin_dot(b_clean, b_data, any_nonfinite, b_bins, DATA_FIRST: tl.constexpr, NONFINITE: tl.constexpr):
     """b_data @ b_bins (DATA_FIRST) or b_bins @ b_data, where b_bins holds bin weights (finite,
     >= 0; zero: not in the bin), from (b_clean, any_nonfinite) = _finite_part(b_data): a NaN or inf
     datum reaches only the bins it is in, where a plain product would carry it into every bin as
     0 * inf = NaN. The non-finite data are taken out of the product and put back per bin by
-    counting them (a rare branch)."""
+    counting them (a rare branch). NONFINITE is True in every launch; the static report compiles the
+    kernels without that branch too, to count the instructions of finite data (deblurfast.bench)."""
     if DATA_FIRST:
         b_out = tl.dot(b_clean, b_bins, input_precision="ieee")
     else:
         b_out = tl.dot(b_bins, b_clean, input_precision="ieee")
-    if any_nonfinite:
-        b_in = (b_bins != 0).to(b_bins.dtype)
-        b_nan = (b_data != b_data).to(b_bins.dtype)
-        b_pos = (b_data == float("inf")).to(b_bins.dtype)
-        b_neg = (b_data == -float("inf")).to(b_bins.dtype)
-        if DATA_FIRST:
-            n_nan = tl.dot(b_nan, b_in, input_precision="ieee")
-            n_pos = tl.dot(b_pos, b_in, input_precision="ieee")
-            n_neg = tl.dot(b_neg, b_in, input_precision="ieee")
-        else:
-            n_nan = tl.dot(b_in, b_nan, input_precision="ieee")
-            n_pos = tl.dot(b_in, b_pos, input_precision="ieee")
-            n_neg = tl.dot(b_in, b_neg, input_precision="ieee")
-        b_out = tl.where(n_pos > 0, float("inf"), b_out)
-        b_out = tl.where(n_neg > 0, -float("inf"), b_out)
-        b_out = tl.where((n_nan > 0) | ((n_pos > 0) & (n_neg > 0)), float("nan"), b_out)
+    if NONFINITE:
+        if any_nonfinite:
+            b_in = (b_bins != 0).to(b_bins.dtype)
+            b_nan = (b_data != b_data).to(b_bins.dtype)
+            b_pos = (b_data == float("inf")).to(b_bins.dtype)
+            b_neg = (b_data == -float("inf")).to(b_bins.dtype)
+            if DATA_FIRST:
+                n_nan = tl.dot(b_nan, b_in, input_precision="ieee")
+                n_pos = tl.dot(b_pos, b_in, input_precision="ieee")
+                n_neg = tl.dot(b_neg, b_in, input_precision="ieee")
+            else:
+                n_nan = tl.dot(b_in, b_nan, input_precision="ieee")
+                n_pos = tl.dot(b_in, b_pos, input_precision="ieee")
+                n_neg = tl.dot(b_in, b_neg, input_precision="ieee")
+            b_out = tl.where(n_pos > 0, float("inf"), b_out)
+            b_out = tl.where(n_neg > 0, -float("inf"), b_out)
+            b_out = tl.where((n_nan > 0) | ((n_pos > 0) & (n_neg > 0)), float("nan"), b_out)
     return b_out
 
 
 @triton.jit
-def _scaled_bin_dot(b_clean, b_data, any_nonfinite, b_bins, DATA_FIRST: tl.constexpr, DOT: tl.constexpr):
+def _scaled_bin_dot(b_clean, b_data, any_nonfinite, b_bins, DATA_FIRST: tl.constexpr, DOT: tl.constexpr,
+                    NONFINITE: tl.constexpr):
     """_bin_dot with bin weights 1 / |bin| (ACC) and data in DOT. For 16-bit DOT the weights go in as
     hi + lo, two DOT numbers whose sum carries 22 (float16) or 16 (bfloat16) bits of 1 / |bin|: the data
     are exact in DOT, so the tensor-core products are exact and accumulate in float32, where an ACC
     product ran on the FMA units (about 150 instructions per stored element on sm_90)."""
     b_hi = b_bins.to(DOT)
-    b_out = _bin_dot(b_clean, b_data, any_nonfinite, b_hi, DATA_FIRST)
+    b_out = _bin_dot(b_clean, b_data, any_nonfinite, b_hi, DATA_FIRST, NONFINITE)
     if DOT != b_bins.dtype:
         b_lo = (b_bins - b_hi.to(b_bins.dtype)).to(DOT)
         if DATA_FIRST:
@@ -163,6 +166,7 @@ def strip_reduce_kernel(
     S0, S1, S2, S3, S4, S5, S6, S7,
     MODE: tl.constexpr, DOT: tl.constexpr, ACC: tl.constexpr,
     KVP: tl.constexpr, KHP: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+    NONFINITE: tl.constexpr,  # True; see _bin_dot
 ):
     pid = tl.program_id(0)
     i_r, i_p = pid % n_ranges, pid // n_ranges
@@ -202,9 +206,9 @@ def strip_reduce_kernel(
             else:
                 b_ih = tl.load(idx_h + o_r, mask=m_r, other=-1)  # [BLOCK_H]
                 m_rk = b_ih[:, None] == o_kh[None, :]  # [BLOCK_H, KHP]
-            b_ht += _bin_dot(tl.trans(b_xc), tl.trans(b_x), x_nonfinite, m_rk.to(DOT), True).to(ACC)
+            b_ht += _bin_dot(tl.trans(b_xc), tl.trans(b_x), x_nonfinite, m_rk.to(DOT), True, NONFINITE).to(ACC)
 
-            b_v = _bin_dot(b_xc, b_x, x_nonfinite, m_wk, True).to(ACC)  # [BLOCK_H, KVP]
+            b_v = _bin_dot(b_xc, b_x, x_nonfinite, m_wk, True, NONFINITE).to(ACC)  # [BLOCK_H, KVP]
             if MODE == 0:
                 b_v = b_v * s_w[None, :]
             p_v = p_ws + o_r[:, None] * KVP + o_kv[None, :]
@@ -250,6 +254,7 @@ def strip_spread_kernel(
     S0, S1, S2, S3, S4, S5, S6, S7,
     MODE: tl.constexpr, DOT: tl.constexpr, ACC: tl.constexpr,
     KVP: tl.constexpr, KHP: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+    NONFINITE: tl.constexpr,  # True; see _bin_dot
 ):
     """A program owns a column tile of one plane and walks down a range of row tiles: what depends on the
     columns only (their bins and weights, or their index map) is built once per program, not per tile."""
@@ -285,9 +290,9 @@ def strip_spread_kernel(
             b_v = tl.load(p_v + o_r[:, None] * KV + o_kv[None, :], mask=m_r[:, None] & (o_kv < KV)[None, :],
                           other=0.0).to(DOT)  # [BLOCK_H, KVP]
             b_vc, v_nonfinite = _finite_part(b_v)
-            b_o = _scaled_bin_dot(b_vc, b_v, v_nonfinite, b_kw, True, DOT)  # [BLOCK_H, BLOCK_W]
+            b_o = _scaled_bin_dot(b_vc, b_v, v_nonfinite, b_kw, True, DOT, NONFINITE)  # [BLOCK_H, BLOCK_W]
             m_rk = (o_r[:, None] >= lo_h[None, :]) & (o_r[:, None] < hi_h[None, :])  # [BLOCK_H, KHP]
-            b_o += _scaled_bin_dot(b_hc, b_h, h_nonfinite, m_rk.to(ACC) * s_h[None, :], False, DOT)
+            b_o += _scaled_bin_dot(b_hc, b_h, h_nonfinite, m_rk.to(ACC) * s_h[None, :], False, DOT, NONFINITE)
         else:
             b_ih = tl.minimum(tl.maximum(tl.load(idx_h + o_r, mask=m_r, other=0), 0), KH - 1)  # [BLOCK_H]
             b_o = tl.load(p_v + o_r[:, None] * KV + b_iw[None, :], mask=m_o, other=0.0).to(ACC)  # [BLOCK_H, BLOCK_W]
@@ -355,8 +360,8 @@ def blur_aware_mask_bwd_kernel(
     grad_x, part_rows, part_cols, part_w, part_b,
     # go, x, grad_x [N, C, H, W]; row_order [H] (int32): the rows sorted by their clamped row_index, stably;
     # tile_entries [n_wb, 2] (int32): the least and the greatest clamped col_index of each column tile.
-    # Partials (ACC): part_rows [N, n_wb, H, KA, F] (written for the tile's entries only); part_cols [N, n_slots, F, W]; part_w [programs, C, F];
-    # part_b [programs, C]
+    # Partials (ACC): part_rows [N, n_wb, H, KA, F] (written for the tile's entries only);
+    # part_cols [N, n_slots, F, W]; part_w [programs, C, F]; part_b [programs, C]
     C, F, H, W, KA, KB, n_chunks, chunk_rows, n_slots,
     HAS_BIAS: tl.constexpr, NEED_X: tl.constexpr, NEED_W: tl.constexpr, NEED_B: tl.constexpr,
     NEED_T: tl.constexpr, DOT: tl.constexpr, ACC: tl.constexpr,
@@ -515,6 +520,21 @@ def _target_programs(device: torch.device) -> int:
     return _PROGRAMS_PER_SM * _num_sms(device.index if device.index is not None else torch.cuda.current_device())
 
 
+def tile_ranges(n_tiles: int, parallel: int, target: int) -> tuple[int, int]:
+    """(ranges, tiles per range) of n_tiles tiles walked by `parallel` programs each: about `target`
+    programs in all, each range as long as that allows."""
+    ranges = min(n_tiles, max(1, triton.cdiv(target, parallel)))
+    tiles_per_range = triton.cdiv(n_tiles, ranges)
+    return triton.cdiv(n_tiles, tiles_per_range), tiles_per_range
+
+
+def mask_chunks(N: int, H: int, n_wb: int, target: int) -> tuple[int, int]:
+    """(chunks, rows per chunk) of blur_aware_mask's backward: about `target` programs of a column tile and
+    a chunk of rows."""
+    chunk_rows = triton.cdiv(H, max(1, min(H, target // max(1, N * n_wb))))
+    return triton.cdiv(H, chunk_rows), chunk_rows
+
+
 def _sizes_args(sizes) -> list:
     sizes = list(sizes)
     return sizes + [0] * (STRIP_POOL_MAX_SIZES - len(sizes))
@@ -544,9 +564,7 @@ def reduce(x, v_out, h_out, KV, KH, sizes=None, idx_w=None, idx_h=None):
     BLOCK_H = _block(H, _MAX_BLOCK_H)
     n_tiles = triton.cdiv(W, BLOCK_W)
     # Enough programs for the GPU, each range of tiles as long as possible (fewer partials).
-    ranges = min(n_tiles, max(1, triton.cdiv(_target_programs(x.device), P)))
-    tiles_per_range = triton.cdiv(n_tiles, ranges)
-    ranges = triton.cdiv(n_tiles, tiles_per_range)
+    ranges, tiles_per_range = tile_ranges(n_tiles, P, _target_programs(x.device))
     acc = acc_dtype(x.dtype)
     ws = torch.empty((P, ranges, H, KVP), dtype=acc, device=x.device)
     dummy = torch.empty(0, dtype=torch.int32, device=x.device)
@@ -555,7 +573,7 @@ def reduce(x, v_out, h_out, KV, KH, sizes=None, idx_w=None, idx_h=None):
             x, ws, h_out, dummy if idx_w is None else idx_w, dummy if idx_h is None else idx_h,
             H, W, KV, KH, n_tiles, tiles_per_range, ranges, h_out.stride(0), *_sizes_args(sizes or ()),
             MODE=mode, DOT=tl_dot(x.dtype), ACC=tl_acc(x.dtype), KVP=KVP, KHP=KHP, BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
-            num_warps=warps,
+            NONFINITE=True, num_warps=warps,
         )
         FINISH_H = _block(H, 64)
         strip_reduce_finish_kernel[(P * triton.cdiv(H, FINISH_H),)](
@@ -573,16 +591,14 @@ def spread(v, h, out, KV, KH, sizes=None, idx_w=None, idx_h=None):
     BLOCK_W = _block(W, _MAX_BLOCK_W)
     BLOCK_H = _block(H, _MAX_BLOCK_H)
     n_wb, n_tiles = triton.cdiv(W, BLOCK_W), triton.cdiv(H, BLOCK_H)
-    ranges = min(n_tiles, max(1, triton.cdiv(_target_programs(out.device), P * n_wb)))
-    tiles_per_range = triton.cdiv(n_tiles, ranges)
-    ranges = triton.cdiv(n_tiles, tiles_per_range)
+    ranges, tiles_per_range = tile_ranges(n_tiles, P * n_wb, _target_programs(out.device))
     dummy = torch.empty(0, dtype=torch.int32, device=out.device)
     with on_device(out):
         strip_spread_kernel[(P * ranges * n_wb,)](
             v, h, out, dummy if idx_w is None else idx_w, dummy if idx_h is None else idx_h,
             H, W, KV, KH, v.stride(0), h.stride(0), tiles_per_range, ranges, *_sizes_args(sizes or ()),
             MODE=mode, DOT=tl_dot(out.dtype), ACC=tl_acc(out.dtype), KVP=_pad(KV), KHP=_pad(KH), BLOCK_H=BLOCK_H,
-            BLOCK_W=BLOCK_W, num_warps=_SPREAD_WARPS,
+            BLOCK_W=BLOCK_W, NONFINITE=True, num_warps=_SPREAD_WARPS,
         )
 
 
@@ -660,13 +676,15 @@ def _mask_config(F: int, C: int, dtype: torch.dtype) -> dict:
 
 def _mask_bwd_config(F: int, dtype: torch.dtype) -> dict:
     """The backward keeps three [FP, BLOCK_W] tiles across its channel loop (the pre-activation, grad_z's
-    accumulator and col_table's run) and runs three products. 16 channels a step on 8 warps, [FP, BLOCK_W]
-    of 4096 elements for the half types (tensor-core products), 2048 for float32 and float64 (FMA
-    products): float32 spilled 152-216 B a thread on sm_90 at 4096 and F = 64. float64 at F = 192 keeps
-    1.7 KB on the stack even at 16 columns (16 warps: 4.8 KB); it is no hot path."""
+    accumulator and col_table's run) and runs three products, on 8 warps. The half types (tensor-core
+    products): [FP, BLOCK_W] of 4096 elements, 32 channels a step (static sm_90 estimate at the sweep:
+    0.216 ms against 0.254 at 16; 64 spilled 40 B). float32 and float64 (FMA products): 2048 elements
+    and 16 channels (float32 spilled 152-216 B a thread at 4096 and F = 64, 40-112 B at 32 channels).
+    float64 at F = 192 keeps 1.7 KB on the stack even at 16 columns (16 warps: 4.8 KB); no hot path."""
     FP = _pad(F)
-    budget = 4096 if dtype in (torch.float16, torch.bfloat16) else 2048
-    return {"FP": FP, "BLOCK_C": 16, "BLOCK_W": max(16, min(64, budget // FP)), "num_warps": 8}
+    half = dtype in (torch.float16, torch.bfloat16)
+    budget = 4096 if half else 2048
+    return {"FP": FP, "BLOCK_C": 32 if half else 16, "BLOCK_W": max(16, min(64, budget // FP)), "num_warps": 8}
 
 
 def _mask_finish_config(F: int) -> dict:
@@ -716,8 +734,7 @@ def mask_backward(grad_out, x, rows, col_index, cols, row_index, weight, bias, o
     cfg = _mask_bwd_config(F, x.dtype)
     n_wb = triton.cdiv(W, cfg["BLOCK_W"])
     # chunks of rows sized for enough programs on the GPU (one chunk a column tile in the interpreter)
-    chunk_rows = triton.cdiv(H, max(1, min(H, _target_programs(x.device) // max(1, N * n_wb))))
-    n_chunks = triton.cdiv(H, chunk_rows)
+    n_chunks, chunk_rows = mask_chunks(N, H, n_wb, _target_programs(x.device))
     n_slots = n_chunks + KB - 1
     programs = N * n_wb * n_chunks
     # the rows sorted by the col_table row they read (clamped as the kernel clamps), ties in row order

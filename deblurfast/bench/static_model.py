@@ -20,17 +20,22 @@ Assumptions (each is a stated simplification, to be checked against GPU timings)
   tt.atomic_rmw of that tile's shape. Coalesced streams move the kernel's widest
   SASS access per lane (gathers only where the kernel was told the alignment).
 - Issue: at 4 warp instructions per SM per clock. For a kernel whose model gives
-  its launch (programs, and how often each depth of its hot loop nest runs per
-  program: the deform kernels), the warp instructions executed are the SASS
-  instructions of each depth times its runs, plus those outside the loop once,
-  per warp of every program. For the others, the warp memory instructions times
-  the ratio of SASS instructions to global memory instructions in the kernel's
-  hot loop (static counts over the backward branch's span that holds the most
-  global memory instructions; the whole kernel where it has no loop): a loop nest
-  whose inner loops run several times per outer iteration is undercounted by it
-  (the deform forward's by 1.7x at 128 x 32 tiles). Rarely taken branches inside
-  the loop (the non-finite handling of the strip kernels) count as if taken: an
-  upper bound.
+  its launch (programs, and how often each depth of its source loop nest runs per
+  program: the deform kernels, the dynamic filter forward, strip_reduce, the BA
+  mask backward), the warp instructions executed are the SASS instructions of
+  each depth of the hot loop nest times its runs, plus those outside the loop
+  once, per warp of every program. A SASS nest shallower than the source's has its
+  innermost loops unrolled into their parent. Loops side by side at one depth are
+  charged that depth's runs (the BA mask backward's row_table loop, 1-2 runs a
+  row, is charged its channel loop's 4): an upper bound. For the other kernels
+  (one loop, or none), the warp memory instructions times the ratio of SASS
+  instructions to global memory instructions in the kernel's hot loop (static
+  counts over the backward branch's span that holds the most global memory
+  instructions; the whole kernel where it has no loop); a nested loop counted so
+  is undercounted (the deform forward by 1.7x at 128 x 32 tiles). Rarely taken
+  branches inside the loop (the non-finite handling of the strip kernels) count
+  as if taken (an upper bound), except in strip pooling, whose instructions are
+  counted on its kernels compiled without that branch.
 - Tensor cores: FLOPs at the measured 790 TFLOP/s (float16/bfloat16).
 - Latency: with fewer than 16 resident warps per SM the memory times scale by
   16 / warps (too few loads in flight to cover DRAM latency).
@@ -114,18 +119,25 @@ def vectorized(row: dict, streams: list[Stream]) -> list[Stream]:
 @dataclasses.dataclass
 class Launch:
     """A kernel's launch at the sweep: its programs and how many times each depth of its hot loop nest
-    (static.sass_stats' loop_nest, outermost first) runs per program."""
+    (static.sass_stats' loop_nest, outermost first) runs per program. code: the compiled row whose
+    instructions are counted, where it is not the kernel's own (the strip kernels compiled without their
+    non-finite branch, which finite data never take)."""
     programs: int
     runs: tuple
+    code: dict | None = None
 
 
 def executed_instructions(row: dict, launch: Launch | None) -> float | None:
     """Warp instructions the launch executes, from the loop nest's static counts and the runs of each
-    depth (None: no launch given, or a nest of another depth than the launch describes)."""
-    nest = row.get("loop_nest")
-    if launch is None or nest is None or len(nest) != len(launch.runs):
+    depth (None: no launch given, or a SASS nest deeper than the launch describes). A shallower nest
+    had its innermost loops unrolled: their instructions are in their parent's body."""
+    if launch is None:
         return None
-    per_program = sum(n * r for n, r in zip(nest, launch.runs)) + row["sass_instructions"] - sum(nest)
+    code = launch.code or row
+    nest = code.get("loop_nest")
+    if nest is None or len(nest) > len(launch.runs):
+        return None
+    per_program = sum(n * r for n, r in zip(nest, launch.runs)) + code["sass_instructions"] - sum(nest)
     return launch.programs * row["num_warps"] * per_program
 
 
@@ -252,7 +264,10 @@ def dynamic_filter_forward(rows: dict, layout: str) -> list:
         Stream("x gather", HW * C * K, E, _coalesced_if(row, "tt.load", tile, contiguous), layout == "nchw"),
         Stream("out", HW * C, E, _coalesced_if(row, "tt.store", tile, contiguous)),
     ]
-    return [("df_fwd", row, streams, 0.0)]
+    # loops: the channel blocks, the taps (TAP_UNROLL a step)
+    n_cb = math.ceil(C / Cb)
+    launch = Launch(H * math.ceil(W / Wb), (n_cb, n_cb * math.ceil(K / row["constexprs"]["TAP_UNROLL"])))
+    return [("df_fwd", row, streams, 0.0, launch)]
 
 
 def attention_forward(rows: dict, layout: str) -> list:
@@ -277,15 +292,38 @@ def attention_forward(rows: dict, layout: str) -> list:
     return [("ea_ctx_partial", part, part_streams, flops), ("ea_out", out, out_streams, flops)]
 
 
+def _strip_launch(rows: dict, case: str) -> Launch:
+    """strip_reduce: a program per plane (N*C) and range of column tiles, walking all rows of each tile
+    (loops: the column tiles, the row tiles). strip_spread: a program per plane, column tile and range of
+    row tiles (loop: the row tiles). As the launchers size them for the H100's 132 SMs; instructions
+    counted on the case compiled without the non-finite branch."""
+    from deblurfast.kernels import strip_pool as sp
+
+    from .static import arch
+
+    row, target = rows[case], sp._PROGRAMS_PER_SM * arch("sm_90").sms
+    BH, BW = row["constexprs"]["BLOCK_H"], row["constexprs"]["BLOCK_W"]
+    code = rows.get(case + "-finite")
+    if case.startswith("strip_reduce"):
+        n_tiles = math.ceil(W / BW)
+        ranges, _ = sp.tile_ranges(n_tiles, N * C, target)
+        return Launch(N * C * ranges, (n_tiles / ranges, n_tiles / ranges * math.ceil(H / BH)), code)
+    n_wb, n_tiles = math.ceil(W / BW), math.ceil(H / BH)
+    ranges, _ = sp.tile_ranges(n_tiles, N * C * n_wb, target)
+    return Launch(N * C * n_wb * ranges, (n_tiles / ranges,), code)
+
+
 def strip_pool_forward(rows: dict, layout: str) -> list:
     """strip pooling as BANet runs it, pool then expand: strip_reduce (one read of x into the strips, the
     adaptive means) and strip_spread by index map (strip_expand: one write of the output; per pixel a v
     entry of its row and an h entry of its column, gathered from the small strips: L1 hits)."""
     reduce_row = rows["strip_reduce-fp16-mode0"]
     spread_row = rows["strip_spread-fp16-mode1"]
-    return [("strip_reduce", reduce_row, [Stream("x", HW * C, E, True)], 0.0),
+    return [("strip_reduce", reduce_row, [Stream("x", HW * C, E, True)], 0.0,
+             _strip_launch(rows, "strip_reduce-fp16-mode0")),
             ("strip_spread", spread_row, [Stream("v, h gathers", 2 * HW * C, E, True, gather=True),
-                                          Stream("out", HW * C, E, True)], 0.0)]
+                                          Stream("out", HW * C, E, True)], 0.0,
+             _strip_launch(rows, "strip_spread-fp16-mode1"))]
 
 
 def strip_pool_backward(rows: dict, layout: str) -> list:
@@ -293,8 +331,10 @@ def strip_pool_backward(rows: dict, layout: str) -> list:
     strip_spread with the adaptive bins (the means' gradient: one write of grad_x)."""
     reduce_row = rows["strip_reduce-fp16-mode1"]
     spread_row = rows["strip_spread-fp16-mode0"]
-    return [("strip_reduce", reduce_row, [Stream("grad_out", HW * C, E, True)], 0.0),
-            ("strip_spread", spread_row, [Stream("grad_x", HW * C, E, True)], 0.0)]
+    return [("strip_reduce", reduce_row, [Stream("grad_out", HW * C, E, True)], 0.0,
+             _strip_launch(rows, "strip_reduce-fp16-mode1")),
+            ("strip_spread", spread_row, [Stream("grad_x", HW * C, E, True)], 0.0,
+             _strip_launch(rows, "strip_spread-fp16-mode0"))]
 
 
 def ba_mask_forward(rows: dict, layout: str) -> list:
@@ -304,10 +344,11 @@ def ba_mask_forward(rows: dict, layout: str) -> list:
              2 * HW * C * 64)]
 
 
-def _ba_backward_geometry() -> dict:
-    """The sweep launch of blur_aware_mask's backward (BANet's fused path, F = C = 64): its tile, column tiles,
-    row chunks and partial sizes as mask_backward sizes them for the H100's 132 SMs, and the tables' widths
-    (KA, KB: the segments of the strip expansions of 1280 columns and 720 rows)."""
+def _ba_backward_geometry(row: dict | None = None) -> dict:
+    """The sweep launch of blur_aware_mask's backward (BANet's fused path, F = C = 64): its tile (the compiled
+    row's, else the launcher's), column tiles, row chunks and partial sizes as mask_backward sizes them for
+    the H100's 132 SMs, and the tables' widths (KA, KB: the segments of the strip expansions of 1280 columns
+    and 720 rows)."""
     import torch
 
     from deblurfast.kernels import strip_pool as sp
@@ -318,13 +359,13 @@ def _ba_backward_geometry() -> dict:
     col_index, col_sources = strip_segments(W, 3, False, torch.float16, torch.device("cpu"))
     KA = col_sources.shape[1]
     KB = strip_segments(H, 2, False, torch.float16, torch.device("cpu"))[1].shape[1]
-    cfg = sp._mask_bwd_config(64, torch.float16)
+    cfg = row["constexprs"] if row else sp._mask_bwd_config(64, torch.float16)
     n_wb = math.ceil(W / cfg["BLOCK_W"])
     tiles = col_index.split(cfg["BLOCK_W"])
     tile_entries = sum(int(t.max()) - int(t.min()) + 1 for t in tiles)  # row_table entries the tiles read
-    chunk_rows = math.ceil(H / max(1, min(H, sp._PROGRAMS_PER_SM * arch("sm_90").sms // (N * n_wb))))
-    n_chunks = math.ceil(H / chunk_rows)
+    n_chunks, _ = sp.mask_chunks(N, H, n_wb, sp._PROGRAMS_PER_SM * arch("sm_90").sms)
     return {"KA": KA, "KB": KB, "n_wb": n_wb, "n_chunks": n_chunks, "programs": N * n_wb * n_chunks,
+            "channel_blocks": math.ceil(C / cfg["BLOCK_C"]),
             "part_rows": N * tile_entries * H * 64, "part_cols": N * (n_chunks + KB - 1) * 64 * W,
             "part_w": N * n_wb * n_chunks * C * 64}
 
@@ -336,14 +377,17 @@ def ba_mask_backward(rows: dict, layout: str) -> list:
     those runs and blur_aware_mask_rows_finish the column tiles' row-table partials (float32)."""
     bwd = rows["blur_aware_mask_bwd-fp16-F64-need1111"]
     fin = rows["blur_aware_mask_cols_finish-fp16-F64"]
-    g = _ba_backward_geometry()
+    g = _ba_backward_geometry(bwd)
     partials = g["part_rows"] + g["part_cols"]
+    # loops: the chunk's rows; per row the channel blocks and (beside them) the row_table entries
+    rows_per_program = H / g["n_chunks"]
+    launch = Launch(g["programs"], (rows_per_program, rows_per_program * g["channel_blocks"]))
     return [("blur_aware_mask_bwd", bwd, [Stream("grad_out, x", 2 * HW * C, E, True),
                                           Stream("grad_x", HW * C, E, True),
                                           Stream("weight partial (per row, load + store)", 2 * H * g["n_wb"] * C * 64,
                                                  4, True),
                                           Stream("table partials", partials, 4, True)],
-             6 * HW * C * 64),
+             6 * HW * C * 64, launch),
             ("blur_aware_mask_cols_finish", fin, [Stream("col_table partials", g["part_cols"], 4, True),
                                                   Stream("grad col_table", N * g["KB"] * 64 * W, E, True)], 0.0),
             ("blur_aware_mask_rows_finish", rows["blur_aware_mask_rows_finish-fp16-F64"],

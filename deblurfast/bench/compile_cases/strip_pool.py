@@ -21,16 +21,22 @@ def cases():
     for name, mode in itertools.product(PTR, (sp.MODE_ADAPTIVE, sp.MODE_INDEX)):
         dtype, p = DTYPES[name], PTR[name]
         acc = "*fp64" if name == "fp64" else "*fp32"
-        base = {"MODE": mode, "ACC": tl_acc(dtype), "KVP": 16, "KHP": 16, "BLOCK_H": 32, "BLOCK_W": sp._MAX_BLOCK_W}
+        base = {"MODE": mode, "ACC": tl_acc(dtype), "KVP": 16, "KHP": 16, "BLOCK_H": 32, "BLOCK_W": sp._MAX_BLOCK_W,
+                "NONFINITE": True}
         tag = f"{name}-mode{mode}"
-        yield (f"strip_reduce-{tag}", sp.strip_reduce_kernel,
-               {"x": p, "ws": acc, "h_out": p, "idx_w": "*i32", "idx_h": "*i32"},
-               {**base, "DOT": tl_dot(dtype), **dict(zip(("BLOCK_W", "num_warps"), sp._reduce_tiles(1280, dtype))),
-                DIVISIBLE: ("H", "W", "KV", "KH", "h_stride")})
-        yield (f"strip_spread-{tag}", sp.strip_spread_kernel,
-               {"v": p, "h": p, "out": p, "idx_w": "*i32", "idx_h": "*i32"},
-               {**base, "DOT": tl_dot(dtype), "num_warps": sp._SPREAD_WARPS,
-                DIVISIBLE: ("H", "W", "KV", "KH", "v_stride", "h_stride")})
+        reduce_case = (f"strip_reduce-{tag}", sp.strip_reduce_kernel,
+                       {"x": p, "ws": acc, "h_out": p, "idx_w": "*i32", "idx_h": "*i32"},
+                       {**base, "DOT": tl_dot(dtype),
+                        **dict(zip(("BLOCK_W", "num_warps"), sp._reduce_tiles(1280, dtype))),
+                        DIVISIBLE: ("H", "W", "KV", "KH", "h_stride")})
+        spread_case = (f"strip_spread-{tag}", sp.strip_spread_kernel,
+                       {"v": p, "h": p, "out": p, "idx_w": "*i32", "idx_h": "*i32"},
+                       {**base, "DOT": tl_dot(dtype), "num_warps": sp._SPREAD_WARPS,
+                        DIVISIBLE: ("H", "W", "KV", "KH", "v_stride", "h_stride")})
+        for case in (reduce_case, spread_case):
+            yield case
+            if name == "fp16":  # the sweep's, without the non-finite branch: the instructions finite data run
+                yield case[0] + "-finite", case[1], case[2], {**case[3], "NONFINITE": False}
         if mode == sp.MODE_ADAPTIVE:
             yield (f"strip_reduce_finish-{name}", sp.strip_reduce_finish_kernel, {"ws": acc, "v_out": p},
                    {"ACC": tl_acc(dtype), "KVP": 16, "BLOCK_H": 64, DIVISIBLE: ("H", "KV", "v_stride")})
