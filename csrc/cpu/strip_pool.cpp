@@ -290,10 +290,25 @@ at::Tensor gemm_weight(const at::Tensor& weight, const MaskShape& s) {
   return weight.reshape({s.C, s.F}).contiguous().detach();
 }
 
+// col_index as runs of columns that read the same row_table entry (BANet's maps: a few long segments),
+// so the per-column loops below are contiguous, vectorizable runs instead of gathers and scatters.
+struct ColumnRun {
+  int64_t begin, end, entry;
+};
+
+std::vector<ColumnRun> column_runs(const std::vector<int64_t>& ci) {
+  std::vector<ColumnRun> runs;
+  for (int64_t x = 0; x < static_cast<int64_t>(ci.size()); ++x) {
+    if (runs.empty() || runs.back().entry != ci[x]) runs.push_back({x, x, ci[x]});
+    runs.back().end = x + 1;
+  }
+  return runs;
+}
+
 // The tile's z [F, P] (P = rows * W pixels from row y0 of image n).
 template <typename T>
-void mask_tile_z(const MaskShape& s, const T* row_table, const T* col_table, const int64_t* ci, const int64_t* ri,
-                 int64_t n, int64_t y0, int64_t rows, T* z) {
+void mask_tile_z(const MaskShape& s, const T* row_table, const T* col_table, const std::vector<ColumnRun>& runs,
+                 const int64_t* ri, int64_t n, int64_t y0, int64_t rows, T* z) {
   const int64_t P = rows * s.W;
   for (int64_t f = 0; f < s.F; ++f) {
     const T* rt = row_table + (n * s.F + f) * s.H * s.KA;
@@ -302,9 +317,26 @@ void mask_tile_z(const MaskShape& s, const T* row_table, const T* col_table, con
       const T* rrow = rt + (y0 + r) * s.KA;
       const T* crow = ct + ri[y0 + r] * s.W;
       T* zr = z + f * P + r * s.W;
-      for (int64_t x = 0; x < s.W; ++x) zr[x] = std::max(rrow[ci[x]] + crow[x], T(0));
+      for (const ColumnRun& run : runs) {
+        const T a = rrow[run.entry];
+        for (int64_t x = run.begin; x < run.end; ++x) zr[x] = std::max(a + crow[x], T(0));
+      }
     }
   }
+}
+
+// sum(v[0:n]) in 8 interleaved partial sums, which the compiler vectorizes (a single running sum it may
+// not reorder); the order is fixed, so the result does not depend on the thread count.
+template <typename T>
+T lane_sum(const T* v, int64_t n) {
+  T acc[8] = {};
+  int64_t q = 0;
+  for (; q + 8 <= n; q += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += v[q + j];
+  for (; q < n; ++q) acc[q % 8] += v[q];
+  T sum = 0;
+  for (int j = 0; j < 8; ++j) sum += acc[j];
+  return sum;
 }
 
 // u [C, P] = sigmoid(u + bias[c]), by torch's vectorized kernel (one thread: called inside parallel_for).
@@ -325,6 +357,7 @@ at::Tensor blur_aware_mask_cpu(const at::Tensor& x_in, const at::Tensor& row_tab
   const char* op = "blur_aware_mask";
   const MaskShape s = mask_shape(op, x_in, row_table_in, col_index, col_table_in, row_index, weight_in, bias_in);
   const auto ci = index_values(op, "col_index", col_index, s.KA), ri = index_values(op, "row_index", row_index, s.KB);
+  const auto runs = column_runs(ci);
   const at::Tensor x = x_in.contiguous(), rt = row_table_in.contiguous(), ct = col_table_in.contiguous(),
                    w = gemm_weight(weight_in, s);
   const at::Tensor b = bias_in.has_value() && bias_in->defined() ? bias_in->contiguous() : at::Tensor();
@@ -343,7 +376,7 @@ at::Tensor blur_aware_mask_cpu(const at::Tensor& x_in, const at::Tensor& row_tab
       for (int64_t tile = begin; tile < end; ++tile) {
         const int64_t n = tile / s.tiles_per_image, y0 = (tile % s.tiles_per_image) * s.rows_per_tile;
         const int64_t rows = std::min(s.rows_per_tile, s.H - y0), P = rows * s.W;
-        mask_tile_z(s, rtp, ctp, ci.data(), ri.data(), n, y0, rows, z.data());
+        mask_tile_z(s, rtp, ctp, runs, ri.data(), n, y0, rows, z.data());
         at::Tensor ut = wrap(u.data(), {s.C, P}, {P, 1}, opt);
         at::mm_out(ut, wt, wrap(z.data(), {s.F, P}, {P, 1}, opt));
         sigmoid_inplace(ut, bp);
@@ -369,6 +402,7 @@ blur_aware_mask_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x_in,
   TORCH_CHECK(grad_out.sizes() == x_in.sizes(), op, ": grad_out shape ", grad_out.sizes(), " must be x's ",
               x_in.sizes());
   const auto ci = index_values(op, "col_index", col_index, s.KA), ri = index_values(op, "row_index", row_index, s.KB);
+  const auto runs = column_runs(ci);
   const bool has_bias = bias_in.has_value() && bias_in->defined();
   // output_mask follows the tensor arguments; the index maps (2 and 4) take no gradient.
   const bool want_x = output_mask[0], want_rt = output_mask[1], want_ct = output_mask[3], want_w = output_mask[5],
@@ -378,7 +412,9 @@ blur_aware_mask_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x_in,
   auto grad_or_empty = [&](bool wanted, at::IntArrayRef sizes) {
     return wanted ? at::zeros(sizes, opt) : at::empty({0}, opt);
   };
-  at::Tensor gx = grad_or_empty(want_x, x_in.sizes()), grt = grad_or_empty(want_rt, row_table_in.sizes()),
+  // x's gradient is written whole by the tiles (zeros where there is nothing to write)
+  at::Tensor gx = want_x && grad_out.numel() ? at::empty(x_in.sizes(), opt) : grad_or_empty(want_x, x_in.sizes()),
+             grt = grad_or_empty(want_rt, row_table_in.sizes()),
              gct = grad_or_empty(want_ct, col_table_in.sizes()), gw = grad_or_empty(want_w, weight_in.sizes()),
              gb = grad_or_empty(want_b, {s.C});
   const at::Tensor none_x = col_index.new_empty({0}), none_y = row_index.new_empty({0});
@@ -405,7 +441,7 @@ blur_aware_mask_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x_in,
       for (int64_t tile = begin; tile < end; ++tile) {
         const int64_t n = tile / s.tiles_per_image, y0 = (tile % s.tiles_per_image) * s.rows_per_tile;
         const int64_t rows = std::min(s.rows_per_tile, s.H - y0), P = rows * s.W;
-        mask_tile_z(s, rtp, ctp, ci.data(), ri.data(), n, y0, rows, z.data());
+        mask_tile_z(s, rtp, ctp, runs, ri.data(), n, y0, rows, z.data());
         const at::Tensor zt = wrap(z.data(), {s.F, P}, {P, 1}, opt);
         at::Tensor ut = wrap(u.data(), {s.C, P}, {P, 1}, opt);
         at::mm_out(ut, w, zt);
@@ -415,14 +451,18 @@ blur_aware_mask_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x_in,
           const int64_t base = ((n * s.C + c) * s.H + y0) * s.W;
           T* uc = u.data() + c * P;
           const T* g = gop + base;
-          if (gxp)
-            for (int64_t q = 0; q < P; ++q) gxp[base + q] = g[q] * uc[q];
-          for (int64_t q = 0; q < P; ++q) uc[q] = g[q] * xp[base + q] * uc[q] * (T(1) - uc[q]);
-          if (gbp) {
-            T bsum = 0;
-            for (int64_t q = 0; q < P; ++q) bsum += uc[q];
-            gbp[tile * s.C + c] = bsum;
+          const T* xc = xp + base;
+          if (gxp) {  // one pass for both gradients
+            T* gxc = gxp + base;
+            for (int64_t q = 0; q < P; ++q) {
+              const T m = uc[q];
+              gxc[q] = g[q] * m;
+              uc[q] = g[q] * xc[q] * m * (T(1) - m);
+            }
+          } else {
+            for (int64_t q = 0; q < P; ++q) uc[q] = g[q] * xc[q] * uc[q] * (T(1) - uc[q]);
           }
+          if (gbp) gbp[tile * s.C + c] = lane_sum(uc, P);
         }
         if (want_w) {
           at::Tensor part = gw_parts[tile];
@@ -439,7 +479,7 @@ blur_aware_mask_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x_in,
             const T* g = gzf + r * s.W;
             if (grtp) {  // the tile owns rows [y0, y0 + rows) of row_table
               T* dst = grtp + ((n * s.F + f) * s.H + y0 + r) * s.KA;
-              for (int64_t xx = 0; xx < s.W; ++xx) dst[ci[xx]] += g[xx];
+              for (const ColumnRun& run : runs) dst[run.entry] += lane_sum(g + run.begin, run.end - run.begin);
             }
             if (gzp) std::copy(g, g + s.W, gzp + ((n * s.F + f) * s.H + y0 + r) * s.W);
           }
