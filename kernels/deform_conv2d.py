@@ -125,6 +125,20 @@ def _gather(p_xc, o, ok, m_c, EVEN_C: tl.constexpr, AS: tl.constexpr):
         return tl.load(p_xc + o[:, None], mask=ok[:, None] & m_c[None, :], other=0.0).to(AS)
 
 
+@triton.jit
+def _blend(p_xc, o00, o01, o10, o11, k00, k01, k10, k11, w00, w01, w10, w11, m_c, EVEN_C: tl.constexpr,
+           BLEND: tl.constexpr, HAS_OFFSET: tl.constexpr):
+    """The bilinear samples [BLOCK_P, BLOCK_C] of the channels p_xc: the 4 gathered corners weighted by
+    w00..w11 ([BLOCK_P], the mask folded in), in BLEND (see _config). Without offsets every sample sits on
+    its corner (0, 0)."""
+    b_a = w00.to(BLEND)[:, None] * _gather(p_xc, o00, k00, m_c, EVEN_C, BLEND)
+    if HAS_OFFSET:
+        b_a = tl.fma(w01.to(BLEND)[:, None], _gather(p_xc, o01, k01, m_c, EVEN_C, BLEND), b_a)
+        b_a = tl.fma(w10.to(BLEND)[:, None], _gather(p_xc, o10, k10, m_c, EVEN_C, BLEND), b_a)
+        b_a = tl.fma(w11.to(BLEND)[:, None], _gather(p_xc, o11, k11, m_c, EVEN_C, BLEND), b_a)
+    return b_a
+
+
 # -- forward ------------------------------------------------------------------------
 
 
@@ -141,8 +155,9 @@ def deform_conv2d_fwd_kernel(
 ):
     """x is channels_last contiguous (channels_last(x)): a corner of BLOCK_C channels is one contiguous
     run, gathered with vector loads. BLEND: the dtype of the bilinear blend (see _config). EVEN: every
-    channel segment is a multiple of BLOCK_C and Cout_g of BLOCK_O (no channel masks). out: contiguous NCHW (OUT_PIXEL_MAJOR: stored as [BLOCK_O, BLOCK_P],
-    s_yc = Ho*Wo) or channels_last (s_yw = Cout); OUT_VEC divides s_yn, Cout_g and s_yc or s_yw."""
+    channel segment is a multiple of BLOCK_C and Cout_g of BLOCK_O (no channel masks). out: contiguous
+    NCHW (OUT_PIXEL_MAJOR: stored as [BLOCK_O, BLOCK_P], s_yc = Ho*Wo) or channels_last (s_yw = Cout);
+    OUT_VEC divides s_yn, Cout_g and s_yc or s_yw."""
     pid = tl.program_id(0)
     n_pb, n_ob = tl.cdiv(HoWo, BLOCK_P), tl.cdiv(Cout_g, BLOCK_O)
     i_pb, i_ob = pid % n_pb, (pid // n_pb) % n_ob
@@ -164,16 +179,11 @@ def deform_conv2d_fwd_kernel(
                 KW, SH, SW, PH, PW, DH, DW, HAS_OFFSET, HAS_MASK)
             o00, o01, o10, o11, k00, k01, k10, k11, w00, w01, w10, w11 = _corners(
                 y0, x0, ly, lx, m, inside, H, W, s_xh, s_xw, VEC)
-            h00, h01, h10, h11 = w00.to(BLEND), w01.to(BLEND), w10.to(BLEND), w11.to(BLEND)
             for c0 in range(c_lo, c_hi, BLOCK_C):
                 o_c = c0 + tl.arange(0, BLOCK_C)  # [BLOCK_C] input channels
                 m_c = o_c < c_hi
-                p_xc = (p_xn + o_c)[None, :]  # [1, BLOCK_C]
-                b_a = h00[:, None] * _gather(p_xc, o00, k00, m_c, EVEN, BLEND)  # [BLOCK_P, BLOCK_C]
-                if HAS_OFFSET:  # without offsets every sample sits on its corner (0, 0)
-                    b_a = tl.fma(h01[:, None], _gather(p_xc, o01, k01, m_c, EVEN, BLEND), b_a)
-                    b_a = tl.fma(h10[:, None], _gather(p_xc, o10, k10, m_c, EVEN, BLEND), b_a)
-                    b_a = tl.fma(h11[:, None], _gather(p_xc, o11, k11, m_c, EVEN, BLEND), b_a)
+                b_a = _blend((p_xn + o_c)[None, :], o00, o01, o10, o11, k00, k01, k10, k11, w00, w01, w10, w11,
+                             m_c, EVEN, BLEND, HAS_OFFSET)  # [BLOCK_P, BLOCK_C]
                 # weight packed [groups, K, Cin_g, Cout_g]: a [BLOCK_C, BLOCK_O] tile, output channels contiguous
                 o_wr = tl.multiple_of(((i_wg * K + t) * Cin_g + o_c - i_wg * Cin_g).to(tl.int64) * Cout_g, VEC)
                 p_b = weight + o_wr[:, None] + o_o[None, :]
@@ -364,11 +374,8 @@ def deform_conv2d_bwd_weight_kernel(
         o00, o01, o10, o11, k00, k01, k10, k11, w00, w01, w10, w11 = _corners(
             y0, x0, ly, lx, m, inside, H, W, s_xh, s_xw, VEC)
         p_xn = p_xc + tl.multiple_of(i_n.to(tl.int64) * s_xn, VEC)  # [1, BLOCK_C] the image's channels
-        b_a = w00.to(BLEND)[:, None] * _gather(p_xn, o00, k00, m_c, EVEN, BLEND)  # [BLOCK_P, BLOCK_C]
-        if HAS_OFFSET:
-            b_a = tl.fma(w01.to(BLEND)[:, None], _gather(p_xn, o01, k01, m_c, EVEN, BLEND), b_a)
-            b_a = tl.fma(w10.to(BLEND)[:, None], _gather(p_xn, o10, k10, m_c, EVEN, BLEND), b_a)
-            b_a = tl.fma(w11.to(BLEND)[:, None], _gather(p_xn, o11, k11, m_c, EVEN, BLEND), b_a)
+        b_a = _blend(p_xn, o00, o01, o10, o11, k00, k01, k10, k11, w00, w01, w10, w11, m_c, EVEN, BLEND,
+                     HAS_OFFSET)  # [BLOCK_P, BLOCK_C]
         p_go = (go + i_n.to(tl.int64) * s_gn + _pixel_offsets(o_p, Wo, s_gh, s_gw, FLAT_GO)[:, None]
                 + ((wg * Cout_g + o_o).to(tl.int64) * s_gc)[None, :])
         b_go = _load_pixels_by_channels(p_go, m_p, m_o, PIXEL_MAJOR)  # [BLOCK_P, BLOCK_O]

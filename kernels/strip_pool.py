@@ -310,16 +310,15 @@ def _clamped_index(p_index, o, m, K):
 
 
 @triton.jit
-def _mask_preactivation(rows, cols, col_index, row_index, i_n, i_r, o_f, m_f, o_w, m_w, F, H, W, KA, KB):
-    """A[n, f, r, ia[w]] + B[n, f, ib[r], w] for the program's row and columns: [FP, BLOCK_W] (loaded dtype)."""
-    b_ia = _clamped_index(col_index, o_w, m_w, KA)  # [BLOCK_W]
-    # the row's index as a [BLOCK_W] vector: masks combined from scalars misbehave in the interpreter
-    b_ib = _clamped_index(row_index, i_r + 0 * o_w, m_w, KB)
+def _mask_preactivation(rows, cols, b_ia, b_ib, i_n, i_r, o_f, m_f, o_w, m_w, F, H, W, KA, KB, ACC: tl.constexpr):
+    """A[n, f, r, ia[w]] + B[n, f, ib[r], w] for the program's row r = i_r and columns o_w, in ACC: [FP, BLOCK_W].
+    b_ia: the columns' clamped col_index ([BLOCK_W]); b_ib: the row's clamped row_index, as a [BLOCK_W] vector
+    (masks combined from scalars misbehave in the interpreter)."""
     o_nf = (i_n * F + o_f).to(tl.int64)  # [FP]
     m = m_f[:, None] & m_w[None, :]
     b_a = tl.load(rows + (o_nf[:, None] * H + i_r) * KA + b_ia[None, :], mask=m, other=0.0)  # [FP, BLOCK_W]
     b_b = tl.load(cols + (o_nf[:, None] * KB + b_ib[None, :]) * W + o_w[None, :], mask=m, other=0.0)
-    return b_a, b_b
+    return b_a.to(ACC) + b_b.to(ACC)
 
 
 @triton.jit
@@ -338,8 +337,10 @@ def blur_aware_mask_fwd_kernel(
     m_w = o_w < W
     o_f = tl.arange(0, FP)  # [FP]
     m_f = o_f < F
-    b_a, b_b = _mask_preactivation(rows, cols, col_index, row_index, i_n, i_r, o_f, m_f, o_w, m_w, F, H, W, KA, KB)
-    b_z = tl.maximum(b_a.to(ACC) + b_b.to(ACC), 0.0).to(DOT)  # [FP, BLOCK_W] relu(fuse conv)
+    b_ia = _clamped_index(col_index, o_w, m_w, KA)  # [BLOCK_W]
+    b_ib = _clamped_index(row_index, i_r + 0 * o_w, m_w, KB)  # [BLOCK_W]
+    b_pre = _mask_preactivation(rows, cols, b_ia, b_ib, i_n, i_r, o_f, m_f, o_w, m_w, F, H, W, KA, KB, ACC)
+    b_z = tl.maximum(b_pre, 0.0).to(DOT)  # [FP, BLOCK_W] relu(fuse conv)
 
     for c0 in range(0, C, BLOCK_C):
         o_c = c0 + tl.arange(0, BLOCK_C)  # [BLOCK_C]
@@ -394,9 +395,10 @@ def blur_aware_mask_bwd_kernel(
         # the row as a [BLOCK_W] vector: masks combined from scalars misbehave in the interpreter
         i_row = tl.load(row_order + q)
         i_r = i_row + 0 * o_w  # [BLOCK_W]
-        b_a, b_b = _mask_preactivation(rows, cols, col_index, row_index, i_n, i_r, o_f, m_f, o_w, m_w,
-                                       F, H, W, KA, KB)
-        b_pre = b_a.to(ACC) + b_b.to(ACC)  # [FP, BLOCK_W]
+        # the index maps are loaded per row (L1 hits): kept across the loop, they cost more than they save
+        b_pre = _mask_preactivation(rows, cols, _clamped_index(col_index, o_w, m_w, KA),
+                                    _clamped_index(row_index, i_r, m_w, KB), i_n, i_r, o_f, m_f, o_w, m_w,
+                                    F, H, W, KA, KB, ACC)
         b_z = tl.maximum(b_pre, 0.0).to(DOT)
         b_gz = tl.zeros([FP, BLOCK_W], dtype=ACC)
         for c0 in range(0, C, BLOCK_C):
@@ -440,6 +442,8 @@ def blur_aware_mask_bwd_kernel(
                 tl.store(p_pr + ka * F, tl.sum(tl.where((b_ia == ka)[None, :], b_gz, 0.0), axis=1), mask=m_f)
             b_cols += b_gz
             # the run ends where the next row in the order reads another col_table row, or with the chunk
+            # (the row's own loaded again: kept from above across the channel loop, it spilled float32 at
+            # F = 192 on sm_90)
             b_kb = _clamped_index(row_index, i_r, m_w, KB)
             b_kb_next = _clamped_index(row_index, tl.load(row_order + tl.minimum(q + 1, q1 - 1) + 0 * o_w), m_w, KB)
             b_end = (b_kb_next != b_kb) | (q + 1 + 0 * o_w == q1)  # [BLOCK_W]

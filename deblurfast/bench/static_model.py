@@ -27,7 +27,7 @@ Assumptions (each is a stated simplification, to be checked against GPU timings)
   once, per warp of every program. A SASS nest shallower than the source's has its
   innermost loops unrolled into their parent. Loops side by side at one depth are
   charged that depth's runs (the BA mask backward's row_table loop, 1-2 runs a
-  row, is charged its channel loop's 4): an upper bound. For the other kernels
+  row, is charged its channel loop's 2): an upper bound. For the other kernels
   (one loop, or none), the warp memory instructions times the ratio of SASS
   instructions to global memory instructions in the kernel's hot loop (static
   counts over the backward branch's span that holds the most global memory
