@@ -53,8 +53,16 @@ want() {  # want MODULE PIP_SPEC: like need, but only warn if it cannot be insta
     log "warning: could not install $2; what needs it is skipped"; }
 }
 
+need_space() {  # need_space GIB WHAT: stop at once, naming the shortfall, when the venv's disk has less than GIB free
+  local free mount
+  read -r free mount < <(df -Pk "$VENV" | awk 'NR == 2 {print int($4 / 1048576), $6}')
+  [ "$free" -ge "$1" ] || { log "$2 needs about $1 GiB free on $mount; $free GiB is free"; exit 1; }
+}
+
 setup() {
   setup_venv
+  # the pinned x86_64 torch and torchvision take 5.6 GB in the venv: a full disk fails here, by name
+  python -c "import torch" 2>/dev/null || need_space 7 "installing $TORCH_SPEC"
   # torch comes first, explicitly, so that no other requirement picks one. A torch already
   # there (a GPU machine's) is kept, and torchvision is not added to it: it could replace it.
   # shellcheck disable=SC2086
@@ -197,7 +205,8 @@ case "$cmd" in
     # These backends must run here: a broken build fails instead of skipping.
     if cuda_visible; then required=cpu,cuda,triton; else required=cpu,triton; fi
     export DEBLURFAST_REQUIRE_BACKENDS=${DEBLURFAST_REQUIRE_BACKENDS:-$required}
-    exec python -m pytest -n "${PYTEST_WORKERS:-2}" "$@"
+    # worksteal: a worker that runs out of tests takes the other's queued ones, so none idles at the end
+    exec python -m pytest -n "${PYTEST_WORKERS:-2}" --dist worksteal "$@"
     ;;
   gpu)
     gpu "$@"

@@ -342,6 +342,7 @@ def test_tile_options_are_checked(tmp_path, capsys, options, message):
     assert not (tmp_path / "out.png").exists()
 
 
+@pytest.mark.slow
 def test_small_tiles_say_that_seams_may_show(tmp_path, capsys):
     write(tmp_path / "in.png", rand_image(100, 90))
     argv = ["deblur", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--device", "cpu", "--tile", "64"]

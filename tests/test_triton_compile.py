@@ -24,6 +24,7 @@ SPILL_FREE = re.compile(r"^(dc_.*|df_fwd-.*|strip_reduce-.*|(df_bwd_kernel|df_bw
                         r"-(fp16|bf16|fp32)-.*)$")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", [80, 90], ids=lambda a: f"sm_{a}")
 def test_kernels_compile_for_gpu(arch):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
