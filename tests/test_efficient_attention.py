@@ -122,8 +122,8 @@ def test_positions_split_across_programs(backend, device):
 
 @pytest.mark.parametrize("backend,device", [p for p in BACKENDS if p.values[0] == "cpu"])
 def test_cpu_chunks_and_blocks(backend, device):
-    # 9100 positions: the C++ kernel's context pass takes 3 chunks of 6 blocks (512 positions), its
-    # gradient of gate * ctx 3 chunks over the output positions. Keys rise along the positions in
+    # 9100 positions: the C++ kernel's context pass takes 8 chunks (3 rounded up to a multiple of 8) of
+    # 3 blocks (512, 512, 114 positions), its gradient of gate * ctx 8 chunks over the output positions. Keys rise along the positions in
     # map 0 and fall in map 1, so the running max grows inside a chunk (partials are rescaled) and
     # differs between chunks (the combine rescales them).
     require_backend("efficient_attention", backend, device, torch.float64)

@@ -21,6 +21,8 @@
 #include <limits>
 #include <vector>
 
+#include "lane_reduce.h"
+
 namespace deblurfast {
 namespace {
 
@@ -31,8 +33,11 @@ constexpr int64_t kMaxChunks = 64;
 struct AttentionShape {
   int64_t N, C, C2, Lin, Lout;
 
+  // More than one: a multiple of 8, so that 2, 4 or 8 threads get equal shares (15 chunks on 2 threads
+  // left one idle for a fifteenth of the pass).
   int64_t chunks(int64_t L) const {
-    return std::min(kMaxChunks, std::max<int64_t>(1, (L + kChunkPositions - 1) / kChunkPositions));
+    const int64_t c = (L + kChunkPositions - 1) / kChunkPositions;
+    return c <= 1 ? 1 : std::min(kMaxChunks, (c + 7) / 8 * 8);
   }
 };
 
@@ -99,8 +104,7 @@ void context(const AttentionShape& s, const T* v, const T* k, const at::TensorOp
         bool rescale = false;
         for (int64_t c2 = 0; c2 < s.C2; ++c2) {
           const T* kr = k + (n * s.C2 + c2) * L + b0;
-          T bm = tm[c2];
-          for (int64_t i = 0; i < B; ++i) bm = std::max(bm, kr[i]);
+          const T bm = lane_max(kr, B, tm[c2]);
           scale[c2] = bm > tm[c2] ? std::exp(tm[c2] - bm) : T(1);
           rescale |= scale[c2] != T(1);
           tm[c2] = bm;
@@ -108,12 +112,7 @@ void context(const AttentionShape& s, const T* v, const T* k, const at::TensorOp
           for (int64_t i = 0; i < B; ++i) er[i] = kr[i] - bm;
         }
         exp_inplace(e.data(), s.C2 * B, opt);
-        for (int64_t c2 = 0; c2 < s.C2; ++c2) {
-          const T* er = e.data() + c2 * B;
-          T se = 0;
-          for (int64_t i = 0; i < B; ++i) se += er[i];
-          ts[c2] = ts[c2] * scale[c2] + se;
-        }
+        for (int64_t c2 = 0; c2 < s.C2; ++c2) ts[c2] = ts[c2] * scale[c2] + lane_sum(e.data() + c2 * B, B);
         if (rescale)
           for (int64_t c = 0; c < s.C; ++c)
             for (int64_t c2 = 0; c2 < s.C2; ++c2) pp[c * s.C2 + c2] *= scale[c2];

@@ -16,6 +16,8 @@
 #include <cmath>
 #include <vector>
 
+#include "lane_reduce.h"
+
 namespace deblurfast {
 namespace {
 
@@ -323,20 +325,6 @@ void mask_tile_z(const MaskShape& s, const T* row_table, const T* col_table, con
       }
     }
   }
-}
-
-// sum(v[0:n]) in 8 interleaved partial sums, which the compiler vectorizes (a single running sum it may
-// not reorder); the order is fixed, so the result does not depend on the thread count.
-template <typename T>
-T lane_sum(const T* v, int64_t n) {
-  T acc[8] = {};
-  int64_t q = 0;
-  for (; q + 8 <= n; q += 8)
-    for (int j = 0; j < 8; ++j) acc[j] += v[q + j];
-  for (; q < n; ++q) acc[q % 8] += v[q];
-  T sum = 0;
-  for (int j = 0; j < 8; ++j) sum += acc[j];
-  return sum;
 }
 
 // u [C, P] = sigmoid(u + bias[c]), by torch's vectorized kernel (one thread: called inside parallel_for).
