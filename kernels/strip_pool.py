@@ -362,7 +362,7 @@ def blur_aware_mask_bwd_kernel(
     # go, x, grad_x [N, C, H, W]; row_order [H] (int32): the rows sorted by their clamped row_index, stably;
     # tile_entries [n_wb, 2] (int32): the least and the greatest clamped col_index of each column tile.
     # Partials (ACC): part_rows [N, n_wb, H, KA, F] (written for the tile's entries only);
-    # part_cols [N, n_slots, F, W]; part_w [programs, C, F]; part_b [programs, C]
+    # part_cols [N, n_slots, F, W]; part_w [programs, C, F]; part_b [programs, C, BLOCK_W]
     C, F, H, W, KA, KB, n_chunks, chunk_rows, n_slots,
     HAS_BIAS: tl.constexpr, NEED_X: tl.constexpr, NEED_W: tl.constexpr, NEED_B: tl.constexpr,
     NEED_T: tl.constexpr, DOT: tl.constexpr, ACC: tl.constexpr,
@@ -390,7 +390,7 @@ def blur_aware_mask_bwd_kernel(
     q0 = i_chunk * chunk_rows
     q1 = tl.minimum(q0 + chunk_rows, H)
     p_pw = part_w + pid.to(tl.int64) * C * F
-    p_pb = part_b + pid.to(tl.int64) * C
+    p_pb = part_b + pid.to(tl.int64) * C * BLOCK_W
     for q in range(q0, q1):
         # the row as a [BLOCK_W] vector: masks combined from scalars misbehave in the interpreter
         i_row = tl.load(row_order + q)
@@ -430,10 +430,14 @@ def blur_aware_mask_bwd_kernel(
                         b_dw += tl.load(p_dw, mask=m_dw, other=0.0)
                     tl.store(p_dw, b_dw, mask=m_dw)
                 if NEED_B:
-                    b_db = tl.sum(b_gu.to(ACC), axis=1)  # [BLOCK_C]
+                    # summed over the rows per column here and over the columns after the kernel: a sum
+                    # across lanes and warps each row (shuffles, shared memory, barriers) issued 15% of the
+                    # kernel's instructions at F = 64
+                    p_db = p_pb + o_c[:, None] * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]  # [BLOCK_C, BLOCK_W]
+                    b_db = b_gu.to(ACC)
                     if q > q0:
-                        b_db += tl.load(p_pb + o_c, mask=m_c, other=0.0)
-                    tl.store(p_pb + o_c, b_db, mask=m_c)
+                        b_db += tl.load(p_db, mask=m_c[:, None], other=0.0)
+                    tl.store(p_db, b_db, mask=m_c[:, None])
         if NEED_T:
             b_gz = tl.where(b_pre > 0, b_gz, 0.0)
             # per entry a masked sum, not a product with the 0/1 membership: a NaN reaches only its own entry
@@ -682,7 +686,7 @@ def _mask_bwd_config(F: int, dtype: torch.dtype) -> dict:
     """The backward keeps three [FP, BLOCK_W] tiles across its channel loop (the pre-activation, grad_z's
     accumulator and col_table's run) and runs three products, on 8 warps. The half types (tensor-core
     products): [FP, BLOCK_W] of 4096 elements, 32 channels a step (static sm_90 estimate at the sweep:
-    0.216 ms against 0.254 at 16; 64 spilled 40 B). float32 and float64 (FMA products): 2048 elements
+    0.209 ms; 0.254 at 16 and 64 spilled 40 B, both with the bias gradient summed across lanes each row). float32 and float64 (FMA products): 2048 elements
     and 16 channels (float32 spilled 152-216 B a thread at 4096 and F = 64, 40-112 B at 32 channels).
     float64 at F = 192 keeps 1.7 KB on the stack even at 16 columns (16 warps: 4.8 KB); no hot path."""
     FP = _pad(F)
@@ -758,7 +762,7 @@ def mask_backward(grad_out, x, rows, col_index, cols, row_index, weight, bias, o
     part_rows = torch.empty((N, n_wb, H, KA, F), dtype=acc, device=x.device) if need_t else empty(acc)
     part_cols = torch.empty((N, n_slots, F, W), dtype=acc, device=x.device) if need_t else empty(acc)
     part_w = torch.empty((programs, C, F), dtype=acc, device=x.device) if need_w else empty(acc)
-    part_b = torch.empty((programs, C), dtype=acc, device=x.device) if need_b else empty(acc)
+    part_b = torch.empty((programs, C, cfg["BLOCK_W"]), dtype=acc, device=x.device) if need_b else empty(acc)
     if programs > 0:
         with on_device(x):
             blur_aware_mask_bwd_kernel[(programs,)](
@@ -792,5 +796,5 @@ def mask_backward(grad_out, x, rows, col_index, cols, row_index, weight, bias, o
                     part_cols, grad_cols, starts, counts, F, W, KB, chunk_rows, n_slots, ACC=tl_acc(x.dtype), **fin,
                 )
     grad_w = part_w.sum(0).to(weight.dtype).reshape(w_shape) if need_w else empty()
-    grad_b = part_b.sum(0).to(bias.dtype) if need_b else empty()
+    grad_b = part_b.sum((0, 2)).to(bias.dtype) if need_b else empty()
     return grad_x, grad_rows, col_index.new_empty(0), grad_cols, row_index.new_empty(0), grad_w, grad_b

@@ -367,13 +367,14 @@ def _ba_backward_geometry(row: dict | None = None) -> dict:
     return {"KA": KA, "KB": KB, "n_wb": n_wb, "n_chunks": n_chunks, "programs": N * n_wb * n_chunks,
             "channel_blocks": math.ceil(C / cfg["BLOCK_C"]),
             "part_rows": N * tile_entries * H * 64, "part_cols": N * (n_chunks + KB - 1) * 64 * W,
-            "part_w": N * n_wb * n_chunks * C * 64}
+            "part_w": N * n_wb * n_chunks * C * 64, "part_b": N * n_wb * n_chunks * C * cfg["BLOCK_W"],
+            "block_w": cfg["BLOCK_W"]}
 
 
 def ba_mask_backward(rows: dict, layout: str) -> list:
     """blur_aware_mask bwd (all gradients): reads grad_out and x, writes grad_x; per row of a program's chunk the
-    weight gradient's [C, F] partial is read and written back (L2-resident), the row table's partial written
-    per col_index entry ([F] runs) and col_table's per run of equal row_index; blur_aware_mask_cols_finish sums
+    weight gradient's [C, F] partial and the bias gradient's [C, BLOCK_W] are read and written back (L2-resident),
+    the row table's partial written per col_index entry ([F] runs) and col_table's per run of equal row_index; blur_aware_mask_cols_finish sums
     those runs and blur_aware_mask_rows_finish the column tiles' row-table partials (float32)."""
     bwd = rows["blur_aware_mask_bwd-fp16-F64-need1111"]
     fin = rows["blur_aware_mask_cols_finish-fp16-F64"]
@@ -386,6 +387,8 @@ def ba_mask_backward(rows: dict, layout: str) -> list:
                                           Stream("grad_x", HW * C, E, True),
                                           Stream("weight partial (per row, load + store)", 2 * H * g["n_wb"] * C * 64,
                                                  4, True),
+                                          Stream("bias partial (per row, load + store)",
+                                                 2 * H * g["n_wb"] * C * g["block_w"], 4, True),
                                           Stream("table partials", partials, 4, True)],
              6 * HW * C * 64, launch),
             ("blur_aware_mask_cols_finish", fin, [Stream("col_table partials", g["part_cols"], 4, True),
@@ -397,7 +400,7 @@ def ba_mask_backward(rows: dict, layout: str) -> list:
 
 def _ba_backward_bytes() -> float:
     g = _ba_backward_geometry()
-    return 3 * C * HW * E + 2 * 4 * (g["part_rows"] + g["part_cols"] + g["part_w"])
+    return 3 * C * HW * E + 2 * 4 * (g["part_rows"] + g["part_cols"] + g["part_w"] + g["part_b"])
 
 
 # (op, layout, model, bytes_min, HBM bytes the kernels move (or a function giving them), FLOPs for the roofline floor)
