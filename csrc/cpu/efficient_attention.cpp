@@ -76,11 +76,16 @@ at::Tensor wrap(const void* data, at::IntArrayRef sizes, at::IntArrayRef strides
   return at::from_blob(const_cast<void*>(data), sizes, strides, opt);
 }
 
-// x = exp(x) for n elements, by torch's vectorized kernel (one thread: called inside parallel_for).
+// exp(y) = 2^(y log2 e): the callers form x = y * kLog2e, and x = 2^x for n elements here (one thread: called
+// inside parallel_for). torch's exp2 is its own vectorized kernel; its exp goes to MKL's VML, which opens an
+// OpenMP region per call (16K floats: 11 us against 18 on this machine, 1.6x).
 template <typename T>
-void exp_inplace(T* x, int64_t n, const at::TensorOptions& opt) {
+constexpr T kLog2e = T(1.44269504088896340735992468100189214);
+
+template <typename T>
+void exp2_inplace(T* x, int64_t n, const at::TensorOptions& opt) {
   at::Tensor t = wrap(x, {n}, {1}, opt);
-  at::exp_(t);
+  at::exp2_(t);
 }
 
 // ctx [N, C, C2] = value @ softmax_over_positions(key)^T, and the key's max [N, C2] and sum of
@@ -109,9 +114,9 @@ void context(const AttentionShape& s, const T* v, const T* k, const at::TensorOp
           rescale |= scale[c2] != T(1);
           tm[c2] = bm;
           T* er = e.data() + c2 * B;
-          for (int64_t i = 0; i < B; ++i) er[i] = kr[i] - bm;
+          for (int64_t i = 0; i < B; ++i) er[i] = (kr[i] - bm) * kLog2e<T>;
         }
-        exp_inplace(e.data(), s.C2 * B, opt);
+        exp2_inplace(e.data(), s.C2 * B, opt);
         for (int64_t c2 = 0; c2 < s.C2; ++c2) ts[c2] = ts[c2] * scale[c2] + lane_sum(e.data() + c2 * B, B);
         if (rescale)
           for (int64_t c = 0; c < s.C; ++c)
@@ -155,8 +160,8 @@ void query_softmax(const AttentionShape& s, const T* q, int64_t n, int64_t j0, i
   for (int64_t c2 = 0; c2 < s.C2; ++c2)
     for (int64_t j = 0; j < B; ++j) mx[j] = std::max(mx[j], qn[c2 * s.Lout + j]);
   for (int64_t c2 = 0; c2 < s.C2; ++c2)
-    for (int64_t j = 0; j < B; ++j) sq[c2 * B + j] = qn[c2 * s.Lout + j] - mx[j];
-  exp_inplace(sq, s.C2 * B, opt);
+    for (int64_t j = 0; j < B; ++j) sq[c2 * B + j] = (qn[c2 * s.Lout + j] - mx[j]) * kLog2e<T>;
+  exp2_inplace(sq, s.C2 * B, opt);
   for (int64_t c2 = 0; c2 < s.C2; ++c2)
     for (int64_t j = 0; j < B; ++j) sm[j] += sq[c2 * B + j];
   for (int64_t j = 0; j < B; ++j) sm[j] = T(1) / sm[j];
@@ -280,9 +285,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> efficient_attention_b
         for (int64_t c2 = 0; c2 < s.C2; ++c2) {
           const T* kr = kp + (n * s.C2 + c2) * s.Lin + i0;
           const T M = mp[n * s.C2 + c2];
-          for (int64_t i = 0; i < B; ++i) sk[c2 * B + i] = kr[i] - M;
+          for (int64_t i = 0; i < B; ++i) sk[c2 * B + i] = (kr[i] - M) * kLog2e<T>;
         }
-        exp_inplace(sk.data(), s.C2 * B, opt);
+        exp2_inplace(sk.data(), s.C2 * B, opt);
         for (int64_t c2 = 0; c2 < s.C2; ++c2) {
           const T inv = T(1) / sp[n * s.C2 + c2];
           for (int64_t i = 0; i < B; ++i) sk[c2 * B + i] *= inv;
