@@ -3,7 +3,10 @@
 A program owns BLOCK_W pixels of one image row of one (n, group). The forward
 loops over the group's channels inside the program and over the exact k*k taps
 (no padding to a power of two): the taps of a pixel are read from memory once
-and their softmax computed once per channel block. The backward kernels hold
+and their softmax computed once per channel block. NCHW rows of whole 8-pixel
+chunks go by rows of taps (dynamic_filter2d_fwd_rows_kernel): each chunk is one
+aligned vector load per row of taps, moved in registers for each tap's column
+offset; the other layouts and shapes gather each tap's samples. The backward kernels hold
 the taps as one [K2P, BLOCK_W] tile (K2P = k*k rounded up to a power of two;
 the softmax runs over its first axis in registers) and the samples they weight
 as one [K2P, BLOCK_C, BLOCK_W] gather. Accumulation is float32 (float64 for
@@ -125,6 +128,117 @@ def dynamic_filter2d_fwd_kernel(
         tl.store(p_o, b_o.to(out.dtype.element_ty), mask=_mask2(m_c, m_w, CL))
 
 
+CHUNK = tl.constexpr(8)  # pixels of a row a thread of the rows kernel holds: one 16-byte load of float16
+
+
+@triton.jit
+def _shift_left(v, fill):
+    """v [..., L] moved one place toward index 0 along its last axis, fill [...] entering at index L - 1 (L a
+    power of two): pairs split and joined in registers, no memory, no shuffles."""
+    L: tl.constexpr = v.shape[-1]
+    if L == 1:
+        return tl.expand_dims(fill, len(v.shape) - 1)
+    else:
+        even, odd = tl.split(tl.reshape(v, v.shape[:-1] + [L // 2, 2]))
+        return tl.reshape(tl.join(odd, _shift_left(even, fill)), v.shape)
+
+
+@triton.jit
+def _shift_right(v, fill):
+    """v [..., L] moved one place toward index L - 1, fill [...] entering at index 0."""
+    L: tl.constexpr = v.shape[-1]
+    if L == 1:
+        return tl.expand_dims(fill, len(v.shape) - 1)
+    else:
+        even, odd = tl.split(tl.reshape(v, v.shape[:-1] + [L // 2, 2]))
+        return tl.reshape(tl.join(_shift_right(odd, fill), even), v.shape)
+
+
+@triton.jit
+def _chunk_neighbour(p_row, o_col, m_row, W, MODE: tl.constexpr):
+    """The samples at columns o_col ([J]: one a chunk, beside it) of the rows p_row ([BLOCK_C, J] pointers to
+    column 0), padded as MODE pads: [BLOCK_C, J]."""
+    col, ok = pad_source(o_col, W, MODE)
+    return tl.load(p_row + col[None, :], mask=m_row & ok[None, :], other=0.0)
+
+
+@triton.jit
+def _rows_tap(b_o, b_den, b_v, p_k, t, s_kc, b_max, o_w, m_w, m_r, W, SHIFT: tl.constexpr, MODE: tl.constexpr,
+              SOFTMAX: tl.constexpr, ACC: tl.constexpr):
+    """One tap of the rows kernel: b_v [BLOCK_C, J, CHUNK] are its samples (the row's chunks moved by SHIFT
+    columns), its weights [J, CHUNK] are read at tap t; returns the updated sums (b_o, b_den)."""
+    b_t = tl.load(p_k + t * s_kc, mask=m_w, other=0.0).to(ACC)  # [J, CHUNK]
+    if SOFTMAX:
+        b_t = tl.where(m_w, tl.exp(b_t - b_max), 0.0)
+        b_den += b_t
+    # a tap that reads the zero padding contributes nothing: its weight is not used (NaN * 0 is NaN)
+    _, m_c = pad_source(o_w + SHIFT, W, MODE)
+    b_t = tl.where(m_r[:, None] & m_c & m_w, b_t, 0.0)
+    return b_o + b_v.to(ACC) * b_t[None, :, :], b_den
+
+
+@triton.jit
+def dynamic_filter2d_fwd_rows_kernel(
+    x, k, out,  # x, out [N, C, H, W]; k [N, G*KS*KS, H, W]; rows contiguous (unit column stride), W % CHUNK == 0
+    C, H, W, G, Cg,
+    s_xn, s_xc, s_xh, s_kn, s_kc, s_kh, s_on, s_oc, s_oh,
+    KS: tl.constexpr, DIL: tl.constexpr, PAD: tl.constexpr, MODE: tl.constexpr, SOFTMAX: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
+):
+    """The NCHW forward by rows of taps. A program owns BLOCK_W pixels of one row of one (n, group), each thread
+    CHUNK consecutive pixels, and loops over the group's channels in blocks of BLOCK_C inside. Per row of taps
+    each sample of the row is read once, as part of its chunk (one aligned vector load), with the PAD samples
+    on either side of each chunk (padded as MODE pads); a tap's samples are the chunk moved by the tap's column
+    offset in registers. dynamic_filter2d_fwd_kernel reads them per tap at an odd column offset instead: one
+    16-bit load per sample."""
+    i_w, i_h, i_ng = _program(W, H, BLOCK_W)
+    i_n, i_g = i_ng // G, i_ng % G
+    J: tl.constexpr = BLOCK_W // CHUNK
+
+    o_j = i_w * BLOCK_W + tl.arange(0, J) * CHUNK  # [J] each chunk's first column
+    o_w = o_j[:, None] + tl.arange(0, CHUNK)[None, :]  # [J, CHUNK]
+    m_j = o_j < W  # whole chunks: W % CHUNK == 0
+    m_w = o_w < W
+    p_k = k + i_n.to(tl.int64) * s_kn + (i_g * KS * KS).to(tl.int64) * s_kc + i_h * s_kh + o_w  # [J, CHUNK]
+    b_max = tl.full([J, CHUNK], float("-inf"), ACC)
+    if SOFTMAX:  # the max over the taps, so no exponential overflows
+        for u in range(KS * KS):
+            b_max = tl.maximum(b_max, tl.load(p_k + u * s_kc, mask=m_w, other=0.0).to(ACC))
+    p_x = x + i_n.to(tl.int64) * s_xn
+    for c0 in range(0, Cg, BLOCK_C):
+        o_c = c0 + tl.arange(0, BLOCK_C)  # [BLOCK_C] channel within the group
+        m_c = o_c < Cg
+        o_plane = (i_g * Cg + o_c).to(tl.int64) * s_xc  # [BLOCK_C]
+        b_o = tl.zeros([BLOCK_C, J, CHUNK], dtype=ACC)
+        b_den = tl.zeros([J, CHUNK], dtype=ACC)
+        for dy in range(KS):
+            # the row as a [J] vector: masks combined from scalars misbehave in the interpreter
+            r, m_r = pad_source(i_h + dy * DIL - PAD + 0 * o_j, H, MODE)
+            p_row = p_x + o_plane[:, None] + (r.to(tl.int64) * s_xh)[None, :]  # [BLOCK_C, J] column 0
+            m_row = m_c[:, None] & (m_r & m_j)[None, :]
+            b_cur = tl.load(p_row[:, :, None] + o_w[None, :, :], mask=m_row[:, :, None], other=0.0)
+            t0 = dy * KS
+            b_o, b_den = _rows_tap(b_o, b_den, b_cur, p_k, t0 + PAD // DIL, s_kc, b_max, o_w, m_w, m_r, W, 0,
+                                   MODE, SOFTMAX, ACC)
+            b_v = b_cur
+            for s in tl.static_range(1, PAD + 1):  # left of the centre: samples moved right, s columns
+                b_v = _shift_right(b_v, _chunk_neighbour(p_row, o_j - s, m_row, W, MODE))
+                if (PAD - s) % DIL == 0:
+                    b_o, b_den = _rows_tap(b_o, b_den, b_v, p_k, t0 + (PAD - s) // DIL, s_kc, b_max, o_w, m_w, m_r,
+                                           W, -s, MODE, SOFTMAX, ACC)
+            b_v = b_cur
+            for s in tl.static_range(1, PAD + 1):  # right of it
+                b_v = _shift_left(b_v, _chunk_neighbour(p_row, o_j + CHUNK - 1 + s, m_row, W, MODE))
+                if (PAD + s) % DIL == 0:
+                    b_o, b_den = _rows_tap(b_o, b_den, b_v, p_k, t0 + (PAD + s) // DIL, s_kc, b_max, o_w, m_w, m_r,
+                                           W, s, MODE, SOFTMAX, ACC)
+        if SOFTMAX:
+            b_o = b_o / tl.where(m_w, b_den, 1.0)[None, :, :]
+        o_oc = (i_g * Cg + o_c).to(tl.int64) * s_oc
+        p_o = out + i_n.to(tl.int64) * s_on + o_oc[:, None, None] + (i_h * s_oh + o_w)[None, :, :]
+        tl.store(p_o, b_o.to(out.dtype.element_ty), mask=m_c[:, None, None] & m_w[None, :, :])
+
+
 @triton.jit
 def dynamic_filter2d_bwd_kernel_kernel(
     go, x, k, grad_k, probs,  # go, x [N, C, H, W]; k, grad_k [N, G*KS*KS, H, W]; probs like k, in ACC
@@ -227,6 +341,13 @@ def _config(kernel_size: int, channels: int, width: int) -> dict:
     return {"K2P": k2p, "BLOCK_C": block_c, "BLOCK_W": block_w, "num_warps": 4}
 
 
+def rows_config(cfg: dict, dtype: torch.dtype) -> dict:
+    """The rows kernel's tiles: the forward's NCHW ones (BLOCK_W >= CHUNK where W % CHUNK == 0), at most 32
+    channels in float64 (64 kept 56 B a thread on the stack at 7x7 on sm_90)."""
+    block_c = min(cfg["BLOCK_C"], 32) if dtype == torch.float64 else cfg["BLOCK_C"]
+    return {"BLOCK_C": block_c, "BLOCK_W": cfg["BLOCK_W"], "num_warps": cfg["num_warps"]}
+
+
 def _shape_args(x: torch.Tensor, kernel: torch.Tensor, kernel_size: int, dilation: int, padding_mode: str):
     N, C, H, W = x.shape
     G = kernel.shape[1] // (kernel_size * kernel_size)
@@ -243,13 +364,24 @@ def _fwd_config(channels: int, width: int, channels_last: bool, kernel_size: int
     sizes divisible by 16), the static sm_90 estimate of 3x3 float16 is 0.30 ms NCHW and 0.11 ms
     channels_last by rows of taps, 0.45 and 0.16 ms not unrolled; all 9 unrolled spilled 432 B a thread
     (NCHW). 5x5 and 7x7 unrolled kept every tap's gather in flight and spilled up to 27.9 KB, 3x3 float64
-    40 B."""
+    40 B. The rows kernel takes the NCHW tiles (0.13 ms there)."""
     block_c = min(64, triton.next_power_of_2(max(channels, 1)))
     if channels_last:
         block_c = max(block_c, 32)
     block_w = max(1, min(triton.next_power_of_2(max(width, 1)), 4096 // block_c))
     return {"BLOCK_C": block_c, "BLOCK_W": block_w, "CL": channels_last, "num_warps": 8,
             "TAP_UNROLL": kernel_size if kernel_size <= 3 and dtype != torch.float64 else 1}
+
+
+# The rows kernel unrolls its taps' column offsets: up to 3 a side (7x7, or 3x3 at dilation 3).
+_ROWS_MAX_PAD = 3
+
+
+def by_rows(x, kernel, out, kernel_size, dilation) -> bool:
+    """Whether the forward runs dynamic_filter2d_fwd_rows_kernel: rows contiguous in x, kernel and out (NCHW),
+    whole chunks of CHUNK pixels in a row, and the taps' column offsets within _ROWS_MAX_PAD."""
+    return (not is_channels_last(x) and x.shape[3] % CHUNK.value == 0
+            and dilation * (kernel_size - 1) // 2 <= _ROWS_MAX_PAD and all(t.stride(3) == 1 for t in (x, kernel, out)))
 
 
 def forward(x, kernel, kernel_size, dilation, padding_mode, softmax, memory_format=torch.contiguous_format):
@@ -262,9 +394,13 @@ def forward(x, kernel, kernel_size, dilation, padding_mode, softmax, memory_form
     cfg = _fwd_config(Cg, W, cl, kernel_size, x.dtype)
     grid = (triton.cdiv(W, cfg["BLOCK_W"]) * H * N * G,)
     with on_device(x):
-        dynamic_filter2d_fwd_kernel[grid](x, kernel, out, C, H, W, G, Cg, *x.stride(), *kernel.stride(),
-                                          *out.stride(),
-                                          SOFTMAX=softmax, **consts, **cfg)
+        if by_rows(x, kernel, out, kernel_size, dilation):
+            dynamic_filter2d_fwd_rows_kernel[grid](
+                x, kernel, out, C, H, W, G, Cg, *(t.stride(d) for t in (x, kernel, out) for d in range(3)),
+                SOFTMAX=softmax, **consts, **rows_config(cfg, x.dtype))
+        else:
+            dynamic_filter2d_fwd_kernel[grid](x, kernel, out, C, H, W, G, Cg, *x.stride(), *kernel.stride(),
+                                              *out.stride(), SOFTMAX=softmax, **consts, **cfg)
     return out
 
 

@@ -77,6 +77,83 @@ def test_wide_rows_take_interior_and_border_paths(backend, device, mode):
         assert_close(got.cpu(), want, what=what)
 
 
+# -- the Triton NCHW forward by rows: whole chunks of 8 pixels, moved in registers per tap ----------------
+
+TRITON_DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", marks=pytest.mark.cuda, id="cuda")]
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "shape,k,d,groups",
+    [((1, 3, 5, 8), 3, 1, 1), ((1, 3, 5, 8), 7, 1, 1), ((2, 4, 3, 24), 3, 1, 1), ((2, 4, 3, 24), 5, 1, 2),
+     ((2, 4, 3, 24), 3, 3, 1), ((2, 4, 3, 24), 1, 1, 1), ((1, 2, 4, 136), 3, 1, 1)],
+    ids=["w8-k3", "w8-k7", "w24-k3", "w24-k5-g2", "w24-k3-d3", "w24-k1", "w136-k3"],
+)
+def test_triton_rows_kernel(device, mode, shape, k, d, groups):
+    """Rows of whole 8-pixel chunks run dynamic_filter2d_fwd_rows_kernel: one chunk, several, and blocks of 64
+    columns with a partial last one; each tap's samples are a chunk moved by the tap's column offset, with the
+    chunk's neighbours padded as the mode pads (reflected, replicated or zero, and a zero-padding tap unused)."""
+    pytest.importorskip("triton")
+    from deblurfast.kernels.dynamic_filter2d import by_rows
+
+    require_backend("dynamic_filter2d", "triton", device, torch.float64)
+    n, c, h, w = shape
+    if mode == "reflect" and d * (k - 1) // 2 >= min(h, w):
+        pytest.skip("reflect padding must be smaller than the image")
+    x, kernel = make(n, c * groups, h, w, k, groups, device=device)
+    assert by_rows(x, kernel, x, k, d)
+    for normalize in (None, "softmax"):
+        out = dynamic_filter2d(x, kernel, k, d, mode, normalize, backend="triton")
+        assert_close(out.cpu(), oracles.dynamic_filter2d(x.cpu(), kernel.cpu(), k, d, mode, normalize == "softmax"),
+                     what=f"forward, {normalize}")
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_triton_rows_kernel_low_precision(device, dtype):
+    pytest.importorskip("triton")
+    require_backend("dynamic_filter2d", "triton", device, dtype)
+    x, kernel = (t.to(dtype) for t in make(1, 8, 6, 72, 3, 2, device=device))
+    out = dynamic_filter2d(x, kernel, 3, 1, "reflect", "softmax", backend="triton")
+    lowp = dynamic_filter2d(x.cpu(), kernel.cpu(), 3, 1, "reflect", "softmax", backend="reference")
+    want = oracles.dynamic_filter2d(x.double().cpu(), kernel.double().cpu(), 3, 1, "reflect", True)
+    assert out.dtype == dtype
+    assert_close(out.cpu(), want, dtype, ref_lowp=lowp, what=str(dtype))
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+def test_triton_rows_kernel_keeps_nonfinite_values_local(device):
+    """As test_nonfinite_values_stay_local, on rows of whole chunks: a NaN tap at a chunk's edge that reads
+    the zero padding reaches nothing; a NaN sample reaches the chunks beside it through their neighbours."""
+    pytest.importorskip("triton")
+    require_backend("dynamic_filter2d", "triton", device, torch.float64)
+    x, kernel = make(1, 2, 4, 16, 3, 1)
+    x[0, 0, 1, 7] = float("nan")  # the last pixel of chunk 0: chunk 1's left neighbour
+    x[0, 1, 2, 8] = float("inf")  # the first of chunk 1
+    kernel[0, 0, 0, 0] = float("nan")  # tap (0, 0) at (0, 0): reads the padding
+    kernel[0, 5, 3, 15] = float("nan")  # tap (1, 2) at (3, 15): reads column 16, past the image
+    for mode in MODES:
+        expected = oracles.dynamic_filter2d(x, kernel, 3, 1, mode, False)
+        assert expected.isnan().any() and torch.isfinite(expected).any()
+        out = dynamic_filter2d(x.to(device), kernel.to(device), 3, 1, mode, backend="triton")
+        assert_close(out.cpu(), expected, what=mode)
+
+
+def test_triton_rows_kernel_is_chosen_only_where_it_applies():
+    pytest.importorskip("triton")
+    from deblurfast.kernels.dynamic_filter2d import by_rows
+
+    x, kernel = make(1, 4, 5, 16, 3, 1)
+    assert by_rows(x, kernel, x, 3, 1)
+    assert by_rows(x, kernel, x, 3, 3) and not by_rows(x, kernel, x, 3, 4)  # column offsets up to 3 a side
+    assert not by_rows(x[..., :12], kernel[..., :12], x[..., :12], 3, 1)  # 12 columns: a partial chunk
+    cl = x.contiguous(memory_format=torch.channels_last)
+    assert not by_rows(cl, kernel, cl, 3, 1)
+    x2, kernel2 = make(1, 4, 16, 5, 3, 1)  # a transposed image: its rows are strided
+    assert not by_rows(x2.transpose(2, 3), kernel2.transpose(2, 3), x2.transpose(2, 3), 3, 1)
+
+
 @pytest.mark.parametrize("backend,device", BACKENDS)
 @pytest.mark.parametrize(
     "shape,k,d,mode",

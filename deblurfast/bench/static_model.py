@@ -252,22 +252,42 @@ def deform_backward(rows: dict, layout: str) -> list:
 
 
 def dynamic_filter_forward(rows: dict, layout: str) -> list:
-    """df_fwd k=3: a program of BLOCK_W pixels of a row loops over the channel blocks; the 9 taps of its
-    pixels read once for their max and once per channel block (from L1 after the first), and per tap a
-    [BLOCK_C, BLOCK_W] gather of x, shifted by the tap: unaligned. channels_last: a [BLOCK_W, BLOCK_C]
-    tile whose rows are each source pixel's channels, one 16-byte aligned run (64 channels), not a gather."""
-    row = rows["df_fwd-fp16-k3-d1-mode1-softmax1" + ("-cl" if layout == "channels_last" else "")]
+    """df_fwd k=3 (channels_last) and df_fwd_rows (NCHW): a program of BLOCK_W pixels of a row loops over the
+    channel blocks; the 9 taps of its pixels read once for their max and once per channel block (from L1 after
+    the first). channels_last: per tap a [BLOCK_W, BLOCK_C] tile whose rows are each source pixel's channels,
+    one 16-byte aligned run (64 channels), not a gather. NCHW, by rows of taps: per row of taps a [BLOCK_C, J,
+    CHUNK] tile of aligned chunks of CHUNK pixels (lanes along the chunks, contiguous) and the chunks' two
+    neighbours (lanes CHUNK elements apart); its taps are a [J, CHUNK] tile on the program's 256 threads, one
+    16-bit load a lane (each element loaded by 4 lanes)."""
+    if layout == "channels_last":
+        row = rows["df_fwd-fp16-k3-d1-mode1-softmax1-cl"]
+        Cb, Wb = row["constexprs"]["BLOCK_C"], row["constexprs"]["BLOCK_W"]
+        n_cb = math.ceil(C / Cb)
+        streams = [
+            Stream("taps", HW * K * (1 + n_cb), E, False),
+            Stream("x gather", HW * C * K, E, _coalesced_if(row, "tt.load", (Wb, Cb), 1)),
+            Stream("out", HW * C, E, _coalesced_if(row, "tt.store", (Wb, Cb), 1)),
+        ]
+        # loops: the channel blocks, the taps (TAP_UNROLL a step)
+        launch = Launch(H * math.ceil(W / Wb), (n_cb, n_cb * math.ceil(K / row["constexprs"]["TAP_UNROLL"])))
+        return [("df_fwd", row, streams, 0.0, launch)]
+    from deblurfast.kernels.dynamic_filter2d import CHUNK
+
+    row = rows["df_fwd_rows-fp16-k3-d1-mode1-softmax1"]
     Cb, Wb = row["constexprs"]["BLOCK_C"], row["constexprs"]["BLOCK_W"]
-    tile, contiguous = ((Cb, Wb), 1) if layout == "nchw" else ((Wb, Cb), 1)
-    streams = [
-        Stream("taps", HW * K * (1 + math.ceil(C / Cb)), E, layout == "nchw" and _coalesced_if(row, "tt.load", (Wb,), 0)),
-        Stream("x gather", HW * C * K, E, _coalesced_if(row, "tt.load", tile, contiguous), layout == "nchw"),
-        Stream("out", HW * C, E, _coalesced_if(row, "tt.store", tile, contiguous)),
-    ]
-    # loops: the channel blocks, the taps (TAP_UNROLL a step)
+    chunk, ks, pad = CHUNK.value, 3, 1
+    tile = (Cb, Wb // chunk, chunk)
     n_cb = math.ceil(C / Cb)
-    launch = Launch(H * math.ceil(W / Wb), (n_cb, n_cb * math.ceil(K / row["constexprs"]["TAP_UNROLL"])))
-    return [("df_fwd", row, streams, 0.0, launch)]
+    lanes_per_tap = 32 * row["num_warps"] / Wb  # lanes that load each tap element
+    streams = [
+        Stream("taps", HW * K * (1 + n_cb) * lanes_per_tap, E, False, stride=E),
+        Stream("x rows (aligned chunks)", HW * C * ks, E, _coalesced_if(row, "tt.load", tile, 1)),
+        Stream("x chunk neighbours", HW * C * ks * 2 * pad / chunk, E, False, stride=chunk * E),
+        Stream("out", HW * C, E, _coalesced_if(row, "tt.store", tile, 1)),
+    ]
+    # loops: the channel blocks, the rows of taps
+    launch = Launch(H * math.ceil(W / Wb), (n_cb, n_cb * ks))
+    return [("df_fwd_rows", row, streams, 0.0, launch)]
 
 
 def attention_forward(rows: dict, layout: str) -> list:
@@ -374,8 +394,9 @@ def _ba_backward_geometry(row: dict | None = None) -> dict:
 def ba_mask_backward(rows: dict, layout: str) -> list:
     """blur_aware_mask bwd (all gradients): reads grad_out and x, writes grad_x; per row of a program's chunk the
     weight gradient's [C, F] partial and the bias gradient's [C, BLOCK_W] are read and written back (L2-resident),
-    the row table's partial written per col_index entry ([F] runs) and col_table's per run of equal row_index; blur_aware_mask_cols_finish sums
-    those runs and blur_aware_mask_rows_finish the column tiles' row-table partials (float32)."""
+    the row table's partial written per col_index entry ([F] runs) and col_table's per run of equal row_index;
+    blur_aware_mask_cols_finish sums those runs and blur_aware_mask_rows_finish the column tiles' row-table
+    partials (float32)."""
     bwd = rows["blur_aware_mask_bwd-fp16-F64-need1111"]
     fin = rows["blur_aware_mask_cols_finish-fp16-F64"]
     g = _ba_backward_geometry(bwd)

@@ -7,7 +7,8 @@ from deblurfast.bench.static import DIVISIBLE, EQUAL_TO_1
 from deblurfast.kernels import dynamic_filter2d as df
 from deblurfast.kernels.padding import num_preimages
 
-KERNELS = [df.dynamic_filter2d_fwd_kernel, df.dynamic_filter2d_bwd_kernel_kernel, df.dynamic_filter2d_bwd_input_kernel]
+KERNELS = [df.dynamic_filter2d_fwd_kernel, df.dynamic_filter2d_fwd_rows_kernel, df.dynamic_filter2d_bwd_kernel_kernel,
+           df.dynamic_filter2d_bwd_input_kernel]
 
 ACC = {"fp32": tl.float32, "fp16": tl.float32, "bf16": tl.float32, "fp64": tl.float64}
 
@@ -35,6 +36,12 @@ def cases():
                    {"x": p, "k": p, "out": p},
                    {**fwd, **df._fwd_config(64, 1280, cl, ks, DTYPES[dtype]), "SOFTMAX": softmax,
                     **sweep_strides(cl)})
+        if pad <= df._ROWS_MAX_PAD:
+            rows = df.rows_config(df._fwd_config(64, 1280, False, ks, DTYPES[dtype]), DTYPES[dtype])
+            rows["SOFTMAX"] = softmax
+            strides = sweep_strides(False)
+            yield (f"df_fwd_rows-{name}", df.dynamic_filter2d_fwd_rows_kernel, {"x": p, "k": p, "out": p},
+                   {**fwd, **rows, DIVISIBLE: strides[DIVISIBLE]})
         yield (f"df_bwd_kernel-{name}", df.dynamic_filter2d_bwd_kernel_kernel,
                {"go": p, "x": p, "k": p, "grad_k": p, "probs": acc},
                {**base, "SOFTMAX": softmax, "NEED_GRAD_K": True, "STORE_PROBS": softmax,
