@@ -50,6 +50,17 @@ def _sample_offsets(i_h, o_w, m_w, H, W, KS: tl.constexpr, DIL: tl.constexpr, PA
 
 
 @triton.jit
+def _taps_max(p_k, s_kc, m_w, KS: tl.constexpr, SOFTMAX: tl.constexpr, ACC: tl.constexpr, UNROLL: tl.constexpr):
+    """Where SOFTMAX, the max over the KS*KS taps at p_k (any shape; taps s_kc apart), so that no exponential
+    overflows (else -inf, unused)."""
+    b_max = tl.full(m_w.shape, float("-inf"), ACC)
+    if SOFTMAX:
+        for u in tl.range(KS * KS, loop_unroll_factor=UNROLL):
+            b_max = tl.maximum(b_max, tl.load(p_k + u * s_kc, mask=m_w, other=0.0).to(ACC))
+    return b_max
+
+
+@triton.jit
 def _grid2(a_c, a_w, CL: tl.constexpr):
     """The [BLOCK_C, BLOCK_W] tile a_c + a_w of a channel vector and a pixel vector, or for
     channels_last its transpose [BLOCK_W, BLOCK_C]: warp lanes go along the tile's last axis,
@@ -96,10 +107,7 @@ def dynamic_filter2d_fwd_kernel(
     o_w = i_w * BLOCK_W + tl.arange(0, BLOCK_W)  # [BLOCK_W]
     m_w = o_w < W
     p_k = k + i_n.to(tl.int64) * s_kn + (i_g * KS * KS).to(tl.int64) * s_kc + i_h * s_kh + o_w * s_kw  # [BLOCK_W]
-    b_max = tl.full([BLOCK_W], float("-inf"), ACC)
-    if SOFTMAX:  # the max over the taps, so no exponential overflows
-        for u in tl.range(KS * KS, loop_unroll_factor=TAP_UNROLL):
-            b_max = tl.maximum(b_max, tl.load(p_k + u * s_kc, mask=m_w, other=0.0).to(ACC))
+    b_max = _taps_max(p_k, s_kc, m_w, KS, SOFTMAX, ACC, TAP_UNROLL)  # [BLOCK_W]
     p_x = x + i_n.to(tl.int64) * s_xn
     for c0 in range(0, Cg, BLOCK_C):
         o_c = c0 + tl.arange(0, BLOCK_C)  # [BLOCK_C] channel within the group
@@ -200,10 +208,7 @@ def dynamic_filter2d_fwd_rows_kernel(
     m_j = o_j < W  # whole chunks: W % CHUNK == 0
     m_w = o_w < W
     p_k = k + i_n.to(tl.int64) * s_kn + (i_g * KS * KS).to(tl.int64) * s_kc + i_h * s_kh + o_w  # [J, CHUNK]
-    b_max = tl.full([J, CHUNK], float("-inf"), ACC)
-    if SOFTMAX:  # the max over the taps, so no exponential overflows
-        for u in range(KS * KS):
-            b_max = tl.maximum(b_max, tl.load(p_k + u * s_kc, mask=m_w, other=0.0).to(ACC))
+    b_max = _taps_max(p_k, s_kc, m_w, KS, SOFTMAX, ACC, None)  # [J, CHUNK]
     p_x = x + i_n.to(tl.int64) * s_xn
     for c0 in range(0, Cg, BLOCK_C):
         o_c = c0 + tl.arange(0, BLOCK_C)  # [BLOCK_C] channel within the group
