@@ -686,9 +686,10 @@ def _mask_bwd_config(F: int, dtype: torch.dtype) -> dict:
     """The backward keeps three [FP, BLOCK_W] tiles across its channel loop (the pre-activation, grad_z's
     accumulator and col_table's run) and runs three products, on 8 warps. The half types (tensor-core
     products): [FP, BLOCK_W] of 4096 elements, 32 channels a step (static sm_90 estimate at the sweep:
-    0.209 ms; 0.254 at 16 and 64 spilled 40 B, both with the bias gradient summed across lanes each row). float32 and float64 (FMA products): 2048 elements
-    and 16 channels (float32 spilled 152-216 B a thread at 4096 and F = 64, 40-112 B at 32 channels).
-    float64 at F = 192 keeps 1.7 KB on the stack even at 16 columns (16 warps: 4.8 KB); no hot path."""
+    0.209 ms; 0.254 at 16 and 64 spilled 40 B, both with the bias gradient summed across lanes each row).
+    float32 and float64 (FMA products): 2048 elements and 16 channels (float32 spilled 152-216 B a thread at
+    4096 and F = 64, 40-112 B at 32 channels). float64 at F = 192 keeps 1.7 KB on the stack even at 16 columns
+    (16 warps: 4.8 KB); no hot path."""
     FP = _pad(F)
     half = dtype in (torch.float16, torch.bfloat16)
     budget = 4096 if half else 2048

@@ -38,10 +38,8 @@ def cases():
                     **sweep_strides(cl)})
         if pad <= df._ROWS_MAX_PAD:
             rows = df.rows_config(df._fwd_config(64, 1280, False, ks, DTYPES[dtype]), DTYPES[dtype])
-            rows["SOFTMAX"] = softmax
-            strides = sweep_strides(False)
             yield (f"df_fwd_rows-{name}", df.dynamic_filter2d_fwd_rows_kernel, {"x": p, "k": p, "out": p},
-                   {**fwd, **rows, DIVISIBLE: strides[DIVISIBLE]})
+                   {**fwd, **rows, "SOFTMAX": softmax, DIVISIBLE: sweep_strides(False)[DIVISIBLE]})
         yield (f"df_bwd_kernel-{name}", df.dynamic_filter2d_bwd_kernel_kernel,
                {"go": p, "x": p, "k": p, "grad_k": p, "probs": acc},
                {**base, "SOFTMAX": softmax, "NEED_GRAD_K": True, "STORE_PROBS": softmax,
